@@ -1,0 +1,189 @@
+"""The module-level API: stats, calls, report, reset, prices, manual calls, init, set_handler."""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from tokenspy_core import PRICES, Call, CallRecord, MergedCall, config, default_tracker
+from tokenspy_core import start_call as _core_start_call
+
+from . import _instrument
+
+__all__ = ["calls", "init", "record", "report", "reset", "set_handler", "set_price", "start_call", "stats"]
+
+
+def stats() -> dict[str, Any]:
+    """Totals, `by_function`, `by_model`, the `calls` list and the span `tree` of everything tracked."""
+    return default_tracker().stats()
+
+
+def calls() -> list[CallRecord]:
+    """The recorded calls (the most recent ones, up to the tracker's buffer size)."""
+    return default_tracker().calls()
+
+
+def _can_encode(stream: TextIO, sample: str = "╔█└─·") -> bool:
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    try:
+        sample.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def report(format: str = "text", *, path: str | Path | None = None, hints: bool = True,
+           file: TextIO | None = None) -> str | None:
+    """Print the cost box (`format="text"`), or return the stats as JSON text (`format="json"`).
+
+    With `path=`, write the report to that file instead (`format="html"` writes the HTML cost tree).
+    """
+    if format not in ("text", "json", "html"):
+        raise ValueError(f"format must be 'text', 'json' or 'html', got {format!r}")
+    if not isinstance(hints, bool):
+        raise TypeError("hints must be True or False")
+    tracker = default_tracker()
+    if format == "html":
+        from tokenspy_core.html_report import render_html
+
+        html = render_html(tracker.stats(), hints=hints)
+        target = Path(path if path is not None else "tokenspy_report.html")
+        target.write_text(html, encoding="utf-8")
+        return str(target)
+    if path is not None:
+        text = tracker.render(format, hints=hints)
+        Path(path).write_text(text + "\n", encoding="utf-8")
+        return str(path)
+    if format == "json":
+        return tracker.render("json", hints=hints)
+    out = file if file is not None else sys.stdout
+    out.write(tracker.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
+    return None
+
+
+def reset() -> None:
+    """Forget every recorded call (prices set with `set_price` stay)."""
+    default_tracker().reset()
+
+
+def set_price(model: str, *, input: float, output: float, cached_input: float | None = None,
+              cache_write: float | None = None) -> None:
+    """Price `model` in USD per million tokens; wins over the bundled prices."""
+    PRICES.set_price(model, input=input, output=output, cached_input=cached_input, cache_write=cache_write)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def _model(model: Any) -> str:
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be a non-empty string, got {model!r}")
+    return model
+
+
+def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+           cache_write_tokens: int = 0, reasoning_tokens: int = 0, provider: str | None = None,
+           tags: Mapping[str, Any] | None = None) -> CallRecord | None:
+    """Record a finished call made through a provider tokenspy does not wrap."""
+    usage = {
+        "input_tokens": _count("input_tokens", input_tokens),
+        "output_tokens": _count("output_tokens", output_tokens),
+        "cached_input_tokens": _count("cached_input_tokens", cached_input_tokens),
+        "cache_write_tokens": _count("cache_write_tokens", cache_write_tokens),
+        "reasoning_tokens": _count("reasoning_tokens", reasoning_tokens),
+    }
+    if usage["cached_input_tokens"] + usage["cache_write_tokens"] > usage["input_tokens"]:
+        raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
+    if usage["reasoning_tokens"] > usage["output_tokens"]:
+        raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
+    call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
+    call.set_usage(**usage)
+    return call.finish()
+
+
+def start_call(model: str, provider: str | None = None, prompt: Any = None, *, stream: bool = True,
+               tags: Mapping[str, Any] | None = None) -> Call | MergedCall:
+    """Start tracking a (streamed) call by hand: `add_text()`, `set_usage()`, then `finish()`,
+    `abort()` or `fail(exc)`. Also a context manager that finishes, aborts or fails by itself."""
+    if provider is not None and not isinstance(provider, str):
+        raise TypeError(f"provider must be a string, got {provider!r}")
+    return _core_start_call(None, _model(model), provider=provider, prompt=prompt, streamed=stream, tags=tags)
+
+
+_OPTIONS = ("auto_instrument", "persist", "otel", "track_git", "tags", "capture_content", "max_records")
+
+
+def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, otel: bool = False,
+         track_git: bool = False, tags: Mapping[str, Any] | None = None, capture_content: bool = False,
+         max_records: int | None = None) -> None:
+    """Process-wide options. Everything is off by default except SDK auto-instrumentation under
+    `profile`/`session`."""
+    for name, value in (("auto_instrument", auto_instrument), ("otel", otel), ("track_git", track_git),
+                        ("capture_content", capture_content)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+    if not isinstance(persist, bool | str | Path):
+        raise TypeError(f"persist must be True, False or a database path, got {persist!r}")
+    if tags is not None and not isinstance(tags, Mapping):
+        raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
+    if max_records is not None:
+        _count("max_records", max_records)
+    _instrument.set_enabled(auto_instrument)
+    config.capture_content = capture_content
+    config.tags = dict(tags or {})
+    if max_records is not None:
+        tracker = default_tracker()
+        from collections import deque
+
+        with tracker._lock:
+            tracker._max_records = max_records
+            tracker._records = deque(tracker._records, maxlen=max_records)
+    if track_git:
+        from tokenspy_core.gitinfo import current_commit
+
+        commit = current_commit()
+        if commit:
+            config.tags["git_commit"] = commit
+    if persist:
+        from tokenspy_core.store import attach_store
+
+        attach_store(default_tracker(), None if persist is True else persist)
+    if otel:
+        from .otel import enable_otel
+
+        enable_otel(default_tracker())
+
+
+# framework name -> the handler installed globally there
+_global_handlers: dict[str, Any] = {}
+
+
+def set_handler(handler: Any) -> None:
+    """Install a framework handler process-wide (every LangChain run / LlamaIndex call picks it up
+    without `callbacks=`); `set_handler(None)` removes every handler installed this way."""
+    if handler is None:
+        for installed in list(_global_handlers.values()):
+            type(installed)._uninstall_global()
+        _global_handlers.clear()
+        return
+    framework = getattr(handler, "_tokenspy_framework", None)
+    if framework is None:
+        raise TypeError("set_handler takes a tokenspy framework handler (tokenspy.langchain.TokenSpyHandler or "
+                        f"tokenspy.llamaindex.TokenSpyHandler) or None, got {type(handler).__name__}")
+    previous = _global_handlers.pop(framework, None)
+    if previous is not None and previous is not handler:
+        type(previous)._uninstall_global()
+    handler._install_global()
+    _global_handlers[framework] = handler
+
+
+def get_handler(framework: str) -> Any:
+    return _global_handlers.get(framework)

@@ -1,0 +1,265 @@
+"""`@tokenspy.profile` and `tokenspy.session`: spans users open around their own code."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
+from typing import Any, Literal, TypeVar, overload
+
+from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
+from tokenspy_core.call import CURRENT
+from tokenspy_core.report import fmt_cost
+
+from . import _instrument
+
+__all__ = ["CallCount", "Session", "profile", "session"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+OnExceeded = Literal["warn", "raise"]
+
+
+def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if budget_usd is not None:
+        if isinstance(budget_usd, bool) or not isinstance(budget_usd, numbers.Real):
+            raise TypeError(f"budget_usd must be a number of USD, got {budget_usd!r}")
+        if not budget_usd >= 0 or budget_usd == float("inf"):
+            raise ValueError(f"budget_usd must be a finite, non-negative number, got {budget_usd!r}")
+    if on_exceeded not in ("warn", "raise"):
+        raise ValueError(f"on_exceeded must be 'warn' or 'raise', got {on_exceeded!r}")
+    if tags is not None and not isinstance(tags, Mapping):
+        raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
+
+
+def _new_span(name: str, kind: str, parent: Any, budget_usd: float | None, on_exceeded: OnExceeded,
+              tags: Mapping[str, Any] | None, sink: Tracker | None = None) -> Span:
+    _instrument.auto_instrument()
+    budget = Budget(name, budget_usd, on_exceeded) if budget_usd is not None else None
+    parent_span = current_span() if parent is CURRENT else parent
+    return Span(name, kind, parent_span, sink=sink, budget=budget, tags=tags)
+
+
+@overload
+def profile(fn: F, /) -> F: ...
+
+
+@overload
+def profile(fn: None = None, /, *, name: str | None = None, budget_usd: float | None = None,
+            on_exceeded: OnExceeded = "warn", tags: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
+
+
+def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | None = None,
+            on_exceeded: OnExceeded = "warn", tags: Mapping[str, Any] | None = None) -> Any:
+    """Attribute the LLM calls a function makes (directly or deeper down) to a span named after it.
+
+    Works on sync and async functions, generators and async generators; nested profiles nest.
+    `budget_usd` applies to each invocation: past it, warn once, or with `on_exceeded="raise"` refuse
+    the next LLM call of that invocation with `BudgetExceededError`.
+    """
+    _check_options(name, budget_usd, on_exceeded, tags)
+    if fn is not None and not callable(fn):
+        raise TypeError(f"@tokenspy.profile decorates a function, got {type(fn).__name__}")
+
+    def decorate(f: Any) -> Any:
+        span_name = name or getattr(f, "__name__", None) or repr(f)
+
+        def enter() -> Span:
+            return _new_span(span_name, "function", CURRENT, budget_usd, on_exceeded, tags)
+
+        if inspect.isasyncgenfunction(f):
+            @functools.wraps(f)
+            async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+                span = enter()
+                agen = f(*args, **kwargs)
+                error: BaseException | None = None
+                try:
+                    to_send: Any = None
+                    to_throw: BaseException | None = None
+                    while True:
+                        with use_span(span):
+                            try:
+                                item = await (agen.athrow(to_throw) if to_throw is not None
+                                              else agen.asend(to_send))
+                            except StopAsyncIteration:
+                                return
+                        to_throw = None
+                        try:
+                            to_send = yield item
+                        except GeneratorExit:
+                            with use_span(span):
+                                await agen.aclose()
+                            raise
+                        except BaseException as exc:
+                            to_throw = exc
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    span.end(error)
+
+            return agen_wrapper
+
+        if inspect.isgeneratorfunction(f):
+            @functools.wraps(f)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                span = enter()
+                gen = f(*args, **kwargs)
+                error: BaseException | None = None
+                try:
+                    to_send: Any = None
+                    to_throw: BaseException | None = None
+                    while True:
+                        with use_span(span):
+                            try:
+                                item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
+                            except StopIteration as stop:
+                                return stop.value
+                        to_throw = None
+                        try:
+                            to_send = yield item
+                        except GeneratorExit:
+                            with use_span(span):
+                                gen.close()
+                            raise
+                        except BaseException as exc:
+                            to_throw = exc
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    span.end(error)
+
+            return gen_wrapper
+
+        if inspect.iscoroutinefunction(f):
+            @functools.wraps(f)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                span = enter()
+                try:
+                    with use_span(span):
+                        result = await f(*args, **kwargs)
+                except BaseException as exc:
+                    span.end(exc)
+                    raise
+                span.end()
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            span = enter()
+            try:
+                with use_span(span):
+                    result = f(*args, **kwargs)
+            except BaseException as exc:
+                span.end(exc)
+                raise
+            span.end()
+            return result
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+class CallCount(int):
+    """The number of calls in a session, which also iterates over their records."""
+
+    _records: list[CallRecord]
+
+    def __new__(cls, records: list[CallRecord]) -> CallCount:
+        obj = super().__new__(cls, len(records))
+        obj._records = records
+        return obj
+
+    def __iter__(self) -> Iterator[CallRecord]:
+        return iter(self._records)
+
+    def __getitem__(self, index: int) -> CallRecord:
+        return self._records[index]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class Session:
+    """Exactly the LLM calls made inside the block, also while other tasks or threads run concurrently."""
+
+    def __init__(self, name: str = "session", *, budget_usd: float | None = None,
+                 on_exceeded: OnExceeded = "warn", tags: Mapping[str, Any] | None = None,
+                 parent: Span | None = CURRENT, max_records: int = 10_000) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"session name must be a string, got {type(name).__name__}")
+        _check_options(name, budget_usd, on_exceeded, tags)
+        if parent is not CURRENT and parent is not None and not isinstance(parent, Span):
+            raise TypeError(f"parent must be a tokenspy span, got {type(parent).__name__}")
+        self.name = name
+        self.tracker = Tracker(max_records=max_records, name=name)
+        self._options = (budget_usd, on_exceeded, tags, parent)
+        self.span: Span | None = None
+        self._use: Any = None
+
+    def _enter(self) -> Session:
+        budget_usd, on_exceeded, tags, parent = self._options
+        self.span = _new_span(self.name, "session", parent, budget_usd, on_exceeded, tags, sink=self.tracker)
+        self._use = use_span(self.span)
+        self._use.__enter__()
+        return self
+
+    def _exit(self, exc: BaseException | None) -> None:
+        if self._use is not None:
+            self._use.__exit__(None, None, None)
+            self._use = None
+        if self.span is not None:
+            self.span.end(exc)
+
+    def __enter__(self) -> Session:
+        return self._enter()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> Session:
+        return self._enter()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._exit(exc)
+
+    @property
+    def cost(self) -> float:
+        """USD spent by the priced calls of this session."""
+        return float(self.tracker.total_cost)
+
+    @property
+    def cost_str(self) -> str:
+        return fmt_cost(self.cost)
+
+    @property
+    def tokens(self) -> int:
+        return self.tracker.totals().total_tokens
+
+    @property
+    def calls(self) -> CallCount:
+        return CallCount(self.tracker.calls())
+
+    def records(self) -> list[CallRecord]:
+        return self.tracker.calls()
+
+    def stats(self) -> dict[str, Any]:
+        return self.tracker.stats()
+
+    def report(self, format: str = "text") -> str:
+        return self.tracker.render(format)
+
+    def __repr__(self) -> str:
+        return f"<tokenspy.session {self.name!r}: {self.cost_str}, {self.tokens} tokens, {int(self.calls)} calls>"
+
+
+def session(name: str = "session", *, budget_usd: float | None = None, on_exceeded: OnExceeded = "warn",
+            tags: Mapping[str, Any] | None = None, parent: Span | None = CURRENT) -> Session:
+    """`with tokenspy.session("name") as s:` (or `async with`): `s.cost`, `s.tokens`, `s.calls`, `s.stats()`."""
+    return Session(name, budget_usd=budget_usd, on_exceeded=on_exceeded, tags=tags, parent=parent)

@@ -1,0 +1,60 @@
+"""tokenspy's engine: usage normalization, the call lifecycle, attribution spans, pricing, tracking.
+
+It imports no LLM framework and no provider SDK: adapters in the `tokenspy` package translate their
+events into these calls.
+"""
+
+from .budget import Budget, BudgetExceededError
+from .call import Call, CallRecord, MergedCall, active_call, config
+from .pricing import PriceBook
+from .spans import Sink, Span, current_span, use_span
+from .tracker import PRICES, Tracker, default_tracker
+from .usage import (
+    Usage,
+    UsageReport,
+    usage_from_anthropic,
+    usage_from_any,
+    usage_from_gemini,
+    usage_from_langchain,
+    usage_from_openai,
+)
+
+__all__ = [
+    "PRICES",
+    "Budget",
+    "BudgetExceededError",
+    "Call",
+    "CallRecord",
+    "MergedCall",
+    "PriceBook",
+    "Sink",
+    "Span",
+    "Tracker",
+    "Usage",
+    "UsageReport",
+    "active_call",
+    "config",
+    "current_span",
+    "default_tracker",
+    "start_call",
+    "usage_from_anthropic",
+    "usage_from_any",
+    "usage_from_gemini",
+    "usage_from_langchain",
+    "usage_from_openai",
+    "use_span",
+]
+
+
+def start_call(tracker: Tracker | None, model: str | None, *, merge: bool = False, **kwargs: object) -> Call | MergedCall:
+    """Start a call on `tracker` (the default one if None).
+
+    With `merge=True` (SDK adapters), a call already active in this context that no other inner layer
+    has claimed absorbs this one: the returned view forwards usage into it, so one provider call
+    seen by two layers makes one record.
+    """
+    if merge:
+        outer = active_call()
+        if outer is not None and outer.claim():
+            return MergedCall(outer)
+    return Call(tracker if tracker is not None else default_tracker(), model, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""Tracking must never break the user's program: internal errors are logged once and swallowed.
+
+Set `TOKENSPY_STRICT=1` (the project's own test suite does) to re-raise them instead, so a bug in
+tokenspy fails our tests loudly rather than hiding behind a log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+__all__ = ["guard", "guarded", "log_internal_error", "logger"]
+
+logger = logging.getLogger("tokenspy")
+_seen: set[tuple[str, type[BaseException]]] = set()
+_seen_lock = threading.Lock()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _strict() -> bool:
+    return os.environ.get("TOKENSPY_STRICT", "") not in ("", "0", "false")
+
+
+def log_internal_error(where: str, exc: BaseException) -> None:
+    """Log `exc` the first time it happens at `where`; re-raise in strict mode."""
+    if _strict():
+        raise exc
+    key = (where, type(exc))
+    with _seen_lock:
+        if key in _seen:
+            return
+        _seen.add(key)
+    logger.error("tokenspy internal error in %s (tracking skipped, your program is unaffected)", where,
+                 exc_info=exc)
+
+
+def _passthrough() -> tuple[type[BaseException], ...]:
+    from .budget import BudgetExceededError
+
+    return (BudgetExceededError,)
+
+
+@contextmanager
+def guarded(where: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, _passthrough()):
+            raise
+        log_internal_error(where, exc)
+
+
+def guard(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """Decorator form of `guarded`: the wrapped function returns None if tokenspy itself failed."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if isinstance(exc, _passthrough()):
+                    raise
+                log_internal_error(where, exc)
+                return None
+
+        return wrapper
+
+    return decorate

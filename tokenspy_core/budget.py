@@ -1,0 +1,57 @@
+"""Budgets on profiled functions and sessions: warn once, or refuse the next call once exhausted."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from decimal import Decimal
+from typing import Literal
+
+from .pricing import FEMTO_PER_USD, usd
+
+__all__ = ["Budget", "BudgetExceededError"]
+
+OnExceeded = Literal["warn", "raise"]
+
+
+class BudgetExceededError(RuntimeError):
+    """Raised before an LLM call starts under a budget the user asked to enforce that is spent."""
+
+    def __init__(self, span: str, spent_usd: Decimal, budget_usd: Decimal) -> None:
+        self.span = span
+        self.spent_usd = float(spent_usd)
+        self.budget_usd = float(budget_usd)
+        super().__init__(f"tokenspy budget exceeded for {span!r}: spent ${spent_usd:.6f} "
+                         f"of ${budget_usd:.6f}; the call was not sent")
+
+
+class Budget:
+    __slots__ = ("_lock", "exhausted", "limit", "name", "on_exceeded", "spent", "warned")
+
+    def __init__(self, name: str, budget_usd: float | int | Decimal, on_exceeded: OnExceeded) -> None:
+        self.name = name
+        self.limit = int(Decimal(str(budget_usd)) * FEMTO_PER_USD)
+        self.on_exceeded = on_exceeded
+        self.spent = 0
+        self.warned = False
+        self.exhausted = False
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Called as a call starts: refuse it if an enforced budget is already spent."""
+        if self.exhausted:
+            raise BudgetExceededError(self.name, usd(self.spent), usd(self.limit))
+
+    def add(self, cost: int | None) -> None:
+        if not cost:
+            return
+        with self._lock:
+            self.spent += cost
+            crossed = self.spent > self.limit and not self.warned
+            if crossed:
+                self.warned = True
+                self.exhausted = self.on_exceeded == "raise"
+        if crossed:
+            warnings.warn(
+                f"tokenspy: {self.name!r} spent ${usd(self.spent):.6f}, over its budget of "
+                f"${usd(self.limit):.6f}", UserWarning, stacklevel=2)

@@ -1,0 +1,401 @@
+"""One provider call's lifecycle: the reconciliation state machine every adapter feeds.
+
+    start ──add_text / mark_first_token / set_usage / set_model──▶ finished | aborted | failed
+
+- Provider-reported numbers win field by field; reports merge "latest value wins" because
+  providers repeat cumulative totals (Anthropic's message_start then message_delta).
+- A field the provider never reported is estimated with tiktoken at the end, from the prompt and
+  the streamed text (joined and tokenized once, never per chunk), and the record says so.
+- The first end wins; later ones are no-ops. A call garbage-collected while active ends aborted.
+- Layer dedupe: a framework adapter `activate()`s its call; an SDK adapter running inside asks
+  `start_call(..., merge=True)` and gets a view that merges its exact usage into the outer call
+  instead of a second record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._guard import guarded, log_internal_error
+from .pricing import FEMTO_PER_USD, usd
+from .spans import Sink, Span, current_span
+from .tokenizer import count_prompt_tokens, count_tokens
+from .usage import Usage, UsageReport, usage_from_any
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+__all__ = ["Call", "CallRecord", "MergedCall", "active_call", "config"]
+
+Status = Literal["active", "finished", "aborted", "failed"]
+UsageSource = Literal["provider", "estimated", "mixed"]
+
+_ids = itertools.count(1)
+# Re-entrant: a call garbage-collected (ending itself in __del__) may fire while a lock is held.
+_end_lock = threading.RLock()
+_active: ContextVar[Call | None] = ContextVar("tokenspy_active_call", default=None)
+
+
+@dataclass(slots=True)
+class _Config:
+    capture_content: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+config = _Config()
+
+
+class _CurrentSpan:
+    def __repr__(self) -> str:
+        return "<current span>"
+
+
+CURRENT: Any = _CurrentSpan()
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A finished call, as reported by `tokenspy.calls()`."""
+
+    id: int
+    model: str | None
+    provider: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_femto: int | None
+    usage_source: UsageSource
+    streamed: bool
+    partial: bool
+    status: Status
+    error: str | None
+    span_path: tuple[str, ...]
+    span_kinds: tuple[str, ...]
+    latency_s: float
+    ttft_s: float | None
+    started_at: float
+    request_model: str | None = None
+    operation: str = "chat"
+    cache_hit: bool = False
+    estimated_fields: tuple[str, ...] = ()
+    cache_write_1h_tokens: int = 0
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    prompt: Any = None
+    response: str | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.cost_femto is None else self.cost_femto / FEMTO_PER_USD
+
+    @property
+    def cost(self) -> Decimal | None:
+        """Exact cost in USD."""
+        return None if self.cost_femto is None else usd(self.cost_femto)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens, self.cached_input_tokens,
+                     self.cache_write_tokens, self.reasoning_tokens, self.cache_write_1h_tokens)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cost_usd"] = self.cost_usd
+        data["span_path"] = list(self.span_path)
+        data["span_kinds"] = list(self.span_kinds)
+        data["estimated_fields"] = list(self.estimated_fields)
+        data["tags"] = dict(self.tags)
+        if not config.capture_content:
+            data.pop("prompt")
+            data.pop("response")
+        return data
+
+
+def active_call() -> Call | None:
+    """The call an outer layer (a framework adapter) marked active in this context, if any."""
+    return _active.get()
+
+
+class Call:
+    """A provider call in flight. Every method is safe to call after the call ended (a no-op)."""
+
+    merged = False
+
+    def __init__(self, tracker: Tracker, model: str | None, *, provider: str | None = None,
+                 prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT,
+                 sinks: Iterable[Sink] = (), operation: str = "chat",
+                 tags: Mapping[str, Any] | None = None) -> None:
+        span = current_span() if parent is CURRENT else parent
+        if span is not None:
+            for budget in span.budgets:
+                budget.check()
+        self.id = next(_ids)
+        self.tracker = tracker
+        self.request_model = model
+        self.served_model: str | None = None
+        self.provider = provider
+        self.streamed = streamed
+        self.operation = operation
+        self.span = span
+        self.status: Status = "active"
+        self.error: str | None = None
+        self.cache_hit = False
+        self.record: CallRecord | None = None
+        self._prompt = prompt
+        self._final_text: Any = None
+        self._extra_sinks = tuple(sinks)
+        self._tags = tags
+        self._report = UsageReport()
+        self._parts: list[str] = []
+        self._claimed = False
+        self._prev_active: Call | None = None
+        self._clock: Callable[[], float] = tracker.clock
+        self._started = self._clock()
+        self._started_wall = time.time()
+        self._ttft: float | None = None
+
+    # -- what layers feed in -------------------------------------------------------------------
+    def add_text(self, delta: str) -> None:
+        """Streamed output text as the consumer receives it (kept only until the end)."""
+        if self._ttft is None:
+            self._ttft = self._clock() - self._started
+        if delta and self.status == "active":
+            self._parts.append(delta)
+
+    def mark_first_token(self) -> None:
+        """The first output arrived without text (a tool-call delta, an audio chunk)."""
+        if self._ttft is None:
+            self._ttft = self._clock() - self._started
+
+    def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
+        """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
+        if self.status != "active":
+            return
+        with guarded("set_usage"):
+            report = usage_from_any(usage) if usage is not None else UsageReport(**fields)
+            if usage is not None and fields:
+                report.update(UsageReport(**fields))
+            self._report.update(report)
+
+    def set_model(self, served_model: str | None) -> None:
+        """The model the provider says it served (priced in preference to the requested name)."""
+        if served_model and self.status == "active":
+            self.served_model = served_model
+
+    def set_cache_hit(self) -> None:
+        """The framework answered from its own cache: no provider call, no cost."""
+        self.cache_hit = True
+
+    def set_response_text(self, text: str | Callable[[], str] | None) -> None:
+        """The whole response of a non-streamed call, used only if its usage must be estimated."""
+        self._final_text = text
+
+    # -- layer dedupe -------------------------------------------------------------------------
+    def activate(self) -> None:
+        """Mark this call as the one an SDK call started in this context belongs to."""
+        self._prev_active = _active.get()
+        _active.set(self)
+
+    def deactivate(self) -> None:
+        if _active.get() is self:
+            _active.set(self._prev_active)
+
+    def claim(self) -> bool:
+        with _end_lock:
+            if self._claimed or self.status != "active":
+                return False
+            self._claimed = True
+            return True
+
+    # -- ends ----------------------------------------------------------------------------------
+    def finish(self, usage: Any = None) -> CallRecord | None:
+        if usage is not None:
+            self.set_usage(usage)
+        return self._end("finished", None)
+
+    def abort(self) -> CallRecord | None:
+        """The consumer stopped early (break, close, cancellation): `partial=True`."""
+        return self._end("aborted", None)
+
+    def fail(self, error: BaseException | str | None = None) -> CallRecord | None:
+        if isinstance(error, BaseException):
+            message: str | None = f"{type(error).__name__}: {error}".rstrip(": ")
+        else:
+            message = error or "error"
+        return self._end("failed", message)
+
+    def __enter__(self) -> Call:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.finish()
+        elif isinstance(exc, GeneratorExit | KeyboardInterrupt) or type(exc).__name__ == "CancelledError":
+            self.abort()
+        else:
+            self.fail(exc)
+
+    def __del__(self) -> None:
+        try:
+            if self.status == "active":
+                self.abort()
+        except BaseException:  # interpreter shutdown: nothing is safe to touch
+            pass
+
+    @property
+    def ended(self) -> bool:
+        return self.status != "active"
+
+    def _end(self, status: Status, error: str | None) -> CallRecord | None:
+        with _end_lock:
+            if self.status != "active":
+                return None
+            self.status = status
+        self.error = error
+        self.deactivate()
+        try:
+            record = self._build(status, error)
+        except Exception as exc:
+            log_internal_error("call end", exc)
+            return None
+        finally:
+            self._parts = []
+            self._prompt = None
+            self._final_text = None
+        self.record = record
+        self.tracker.add(record)
+        span = self.span
+        for sink in (*span.sinks, *self._extra_sinks) if span is not None else self._extra_sinks:
+            with guarded("sink"):
+                sink.add(record)
+        if span is not None:
+            for budget in span.budgets:
+                budget.add(record.cost_femto)
+        return record
+
+    def _build(self, status: Status, error: str | None) -> CallRecord:
+        rep = self._report
+        model = self.served_model or self.request_model
+        response_started = self._ttft is not None or not rep.is_empty()
+        estimated: list[str] = []
+        text: str | None = None
+        if rep.input_tokens is not None:
+            input_tokens = rep.input_tokens
+        elif status != "failed" or response_started:
+            # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
+            input_tokens = count_prompt_tokens(self._prompt, model)
+            estimated.append("input_tokens")
+        else:
+            input_tokens = 0
+        if rep.output_tokens is not None:
+            output_tokens = rep.output_tokens
+        else:
+            text = "".join(self._parts)
+            if not text and self._final_text is not None:
+                final = self._final_text
+                text = final() if callable(final) else final
+            output_tokens = count_tokens(text or "", model)
+            if status != "failed" or response_started:
+                estimated.append("output_tokens")
+        usage = Usage(input_tokens, output_tokens, rep.cached_input_tokens or 0, rep.cache_write_tokens or 0,
+                      rep.reasoning_tokens or 0, rep.cache_write_1h_tokens or 0)
+        if self.cache_hit:
+            cost: int | None = 0
+        else:
+            rates = self.tracker.prices.rates_for(model, self.provider)
+            cost = None if rates is None else rates.cost(usage)
+        source: UsageSource = ("provider" if not estimated
+                               else "estimated" if rep.input_tokens is None and rep.output_tokens is None
+                               else "mixed")
+        span = self.span
+        tags: Mapping[str, Any] = config.tags
+        if span is not None and span.tags:
+            tags = {**tags, **span.tags}
+        if self._tags:
+            tags = {**tags, **self._tags}
+        capture = config.capture_content
+        return CallRecord(
+            id=self.id, model=model, provider=self.provider,
+            input_tokens=input_tokens, output_tokens=output_tokens,
+            cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, total_tokens=input_tokens + output_tokens,
+            cost_femto=cost, usage_source=source, streamed=self.streamed,
+            partial=status == "aborted" or (status == "failed" and response_started),
+            status=status, error=error,
+            span_path=span.path if span is not None else (), span_kinds=span.kinds if span is not None else (),
+            latency_s=self._clock() - self._started, ttft_s=self._ttft, started_at=self._started_wall,
+            request_model=self.request_model, operation=self.operation, cache_hit=self.cache_hit,
+            estimated_fields=tuple(estimated), cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            tags=tags,
+            prompt=self._prompt if capture else None,
+            response=("".join(self._parts) if text is None else text) if capture else None,
+        )
+
+
+class MergedCall:
+    """What an inner layer gets when an outer layer already tracks the same provider call.
+
+    It forwards the inner layer's exact usage and served model into the outer call; text and ends
+    are the outer layer's business, so they are no-ops here: one provider call, one record.
+    """
+
+    merged = True
+
+    def __init__(self, outer: Call) -> None:
+        self.outer = outer
+        self.status: Status = "active"
+        self.record: CallRecord | None = None
+
+    def add_text(self, delta: str) -> None:
+        pass
+
+    def mark_first_token(self) -> None:
+        pass
+
+    def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
+        self.outer.set_usage(usage, **fields)
+
+    def set_model(self, served_model: str | None) -> None:
+        self.outer.set_model(served_model)
+
+    def set_cache_hit(self) -> None:
+        pass
+
+    def set_response_text(self, text: str | Callable[[], str] | None) -> None:
+        pass
+
+    def _end(self, status: Status) -> None:
+        self.status = status
+
+    def finish(self, usage: Any = None) -> None:
+        if usage is not None:
+            self.set_usage(usage)
+        self._end("finished")
+
+    def abort(self) -> None:
+        self._end("aborted")
+
+    def fail(self, error: BaseException | str | None = None) -> None:
+        self._end("failed")
+
+    @property
+    def ended(self) -> bool:
+        return self.status != "active"
+
+    def __enter__(self) -> MergedCall:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._end("finished")

@@ -1,0 +1,210 @@
+"""Prices from genai-prices, resolved once per model, applied with exact integer arithmetic.
+
+Costs are integers in femto-dollars (1e-15 USD) so that sums over millions of calls never drift;
+`cost_usd` floats are derived from them only for display. A price in USD per million tokens is
+`price * 1e9` femto-dollars per token: exact for any price with up to nine decimals.
+
+genai-prices is imported lazily (~300 ms) and queried against a snapshot of our own, so another
+library calling its `UpdatePrices` cannot change our numbers mid-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from .usage import Usage
+
+__all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "usd"]
+
+logger = logging.getLogger("tokenspy")
+
+FEMTO_PER_USD = 10**15
+_FEMTO_PER_TOKEN_PER_MTOK = Decimal(10**9)
+
+# Our provider names -> genai-prices provider ids, where they differ.
+_PROVIDER_IDS = {"bedrock": "aws", "amazon_bedrock": "aws", "azure_openai": "azure", "vertexai": "google",
+                 "google_genai": "google", "google_vertexai": "google", "gemini": "google", "xai": "x-ai"}
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
+
+
+def usd(femto: int) -> Decimal:
+    """Exact USD value of a femto-dollar amount."""
+    return Decimal(femto).scaleb(-15)
+
+
+def _per_token(price_per_mtok: Any, what: str) -> int:
+    try:
+        value = Decimal(str(price_per_mtok)) if not isinstance(price_per_mtok, Decimal) else price_per_mtok
+    except Exception:
+        raise TypeError(f"{what} must be a number (USD per million tokens), got {price_per_mtok!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{what} must be a finite, non-negative number of USD per million tokens, "
+                         f"got {price_per_mtok!r}")
+    return int((value * _FEMTO_PER_TOKEN_PER_MTOK).to_integral_value(ROUND_HALF_EVEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Femto-dollars per token for each kind of token."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+    cache_write_1h: int
+
+    def cost(self, u: Usage) -> int:
+        cache_read = u.cached_input_tokens
+        cache_write = u.cache_write_tokens
+        write_1h = min(u.cache_write_1h_tokens, cache_write)
+        uncached = max(u.input_tokens - cache_read - cache_write, 0)
+        return (uncached * self.input + cache_read * self.cache_read
+                + (cache_write - write_1h) * self.cache_write + write_1h * self.cache_write_1h
+                + u.output_tokens * self.output)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRates:
+    """A model's rates, with long-context tiers: past a tier's threshold of total input tokens,
+    that tier's rates apply to every token of the call (the providers' "cliff" pricing)."""
+
+    base: Rates
+    tiers: tuple[tuple[int, Rates], ...] = ()
+    source: str = "genai-prices"
+
+    def cost(self, u: Usage) -> int:
+        rates = self.base
+        for start, tier in reversed(self.tiers):
+            if u.input_tokens > start:
+                rates = tier
+                break
+        return rates.cost(u)
+
+
+def _rates(input: int, output: int, cached: int | None, write: int | None, write_1h: int | None) -> Rates:
+    write_rate = input if write is None else write
+    return Rates(input=input, output=output, cache_read=input if cached is None else cached,
+                 cache_write=write_rate, cache_write_1h=write_rate if write_1h is None else write_1h)
+
+
+def _from_genai(model_price: Any) -> ModelRates | None:
+    keys = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
+    values = [getattr(model_price, key, None) for key in keys]
+    if values[0] is None and values[1] is None:
+        return None
+    starts = sorted({tier.start for value in values if hasattr(value, "tiers") for tier in value.tiers})
+
+    def at(value: Any, threshold: int | None) -> int | None:
+        if value is None:
+            return None
+        if hasattr(value, "tiers"):
+            price = value.base
+            for tier in value.tiers:
+                if threshold is not None and threshold >= tier.start:
+                    price = tier.price
+            return _per_token(price, "price")
+        return _per_token(value, "price")
+
+    def build(threshold: int | None) -> Rates:
+        i, o, c, w, w1 = (at(v, threshold) for v in values)
+        return _rates(i or 0, o or 0, c, w, w1)
+
+    return ModelRates(base=build(None), tiers=tuple((s, build(s)) for s in starts))
+
+
+class PriceBook:
+    """Model -> rates: user overrides first, then genai-prices; unknown models warn once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._overrides: dict[str, ModelRates] = {}
+        self._cache: dict[tuple[str, str | None], ModelRates | None] = {}
+        self._warned: set[str] = set()
+        self._snapshot: Any = None
+
+    def set_price(self, model: str, *, input: Any, output: Any, cached_input: Any = None,
+                  cache_write: Any = None, cache_write_1h: Any = None) -> None:
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"model must be a non-empty string, got {model!r}")
+        rates = _rates(
+            _per_token(input, "input"), _per_token(output, "output"),
+            None if cached_input is None else _per_token(cached_input, "cached_input"),
+            None if cache_write is None else _per_token(cache_write, "cache_write"),
+            None if cache_write_1h is None else _per_token(cache_write_1h, "cache_write_1h"),
+        )
+        with self._lock:
+            self._overrides[model.lower()] = ModelRates(base=rates, source="user")
+            self._cache.clear()
+
+    def clear_overrides(self) -> None:
+        with self._lock:
+            self._overrides.clear()
+            self._cache.clear()
+
+    def rates_for(self, model: str | None, provider: str | None = None) -> ModelRates | None:
+        if not model:
+            return None
+        key = (model, provider)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        rates = self._override(model) or self._lookup(model, provider)
+        with self._lock:
+            self._cache[key] = rates
+        if rates is None:
+            self._warn_unpriced(model)
+        return rates
+
+    def _override(self, model: str) -> ModelRates | None:
+        name = model.lower()
+        for candidate in (name, _DATE_SUFFIX.sub("", name), name.rsplit("/", 1)[-1],
+                          _DATE_SUFFIX.sub("", name.rsplit("/", 1)[-1])):
+            if candidate in self._overrides:
+                return self._overrides[candidate]
+        return None
+
+    def _lookup(self, model: str, provider: str | None) -> ModelRates | None:
+        snapshot = self._genai_snapshot()
+        if snapshot is None:
+            return None
+        provider_id = _PROVIDER_IDS.get(provider or "", provider) if provider else None
+        attempts: list[str | None] = [provider_id] if provider_id else []
+        attempts.append(None)
+        if "/" in model:
+            attempts.append("litellm")
+        from datetime import UTC, datetime
+
+        for attempt in attempts:
+            try:
+                _, info = snapshot.find_provider_model(model, None, attempt, None)
+            except LookupError:
+                continue
+            return _from_genai(info.get_prices(datetime.now(tz=UTC)))
+        return None
+
+    def _genai_snapshot(self) -> Any:
+        if self._snapshot is None:
+            try:
+                from genai_prices.data import providers
+                from genai_prices.data_snapshot import DataSnapshot
+            except ImportError:  # pragma: no cover - a core dependency
+                return None
+            self._snapshot = DataSnapshot(providers=providers, from_auto_update=False)
+        return self._snapshot
+
+    def _warn_unpriced(self, model: str) -> None:
+        with self._lock:
+            if model in self._warned:
+                return
+            self._warned.add(model)
+        message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
+                   f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=2)

@@ -1,0 +1,151 @@
+"""The box report: total line, spans by cost with bars and shares, models and tokens under spans."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .pricing import FEMTO_PER_USD
+
+__all__ = ["fmt_cost", "render", "render_box"]
+
+_BAR_WIDTH = 16
+_MIN_WIDTH = 52
+_MAX_ROWS = 60
+
+_UNICODE = {"tl": "╔", "tr": "╗", "bl": "╚", "br": "╝", "h": "═", "v": "║", "ml": "╠", "mr": "╣",
+            "bar": "█", "branch": "└─", "dot": "·"}
+_ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": "+", "mr": "+",
+          "bar": "#", "branch": "`-", "dot": "-"}
+
+
+def fmt_cost(cost_usd: float | None) -> str:
+    if cost_usd is None:
+        return "unpriced"
+    if cost_usd == 0:
+        return "$0"
+    if cost_usd >= 1:
+        return f"${cost_usd:,.2f}"
+    if cost_usd >= 0.0001:
+        return f"${cost_usd:.4f}"
+    if cost_usd >= 0.000001:
+        return f"${cost_usd:.6f}"
+    return "<$0.000001"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _cost_of(node: dict[str, Any]) -> str:
+    text = fmt_cost(node["cost_usd"])
+    if node["unpriced_calls"] and node["cost_usd"] is not None:
+        text += f" + {node['unpriced_calls']} unpriced"
+    return text
+
+
+def _token_line(agg: dict[str, Any], dot: str) -> str:
+    parts = [f"in {agg['input_tokens']:,}", f"out {agg['output_tokens']:,}"]
+    if agg["cached_input_tokens"]:
+        parts.append(f"cached {agg['cached_input_tokens']:,}")
+    if agg["cache_write_tokens"]:
+        parts.append(f"cache write {agg['cache_write_tokens']:,}")
+    if agg["reasoning_tokens"]:
+        parts.append(f"reasoning {agg['reasoning_tokens']:,}")
+    flags = []
+    if agg["partial_calls"]:
+        flags.append(f"{agg['partial_calls']} partial")
+    if agg["estimated_calls"]:
+        flags.append(f"{agg['estimated_calls']} estimated")
+    if agg["failed_calls"]:
+        flags.append(f"{agg['failed_calls']} failed")
+    line = f"{_plural(agg['tokens'], 'token')} ({f' {dot} '.join(parts)})"
+    return line + (f"  [{', '.join(flags)}]" if flags else "")
+
+
+def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] | None = None) -> str:
+    g = _ASCII if ascii else _UNICODE
+    dot = g["dot"]
+    header = ["tokenspy cost report"]
+    total_femto = stats["tree"]["cost_femto"]
+    if not stats["total_calls"]:
+        body: list[tuple[str, str, str]] = [("no LLM calls recorded", "", "")]
+    else:
+        total = (f"total: {fmt_cost(stats['total_cost_usd'] if stats['unpriced_calls'] < stats['total_calls'] else None)}"
+                 f"  {dot}  {_plural(stats['total_tokens'], 'token')}  {dot}  {_plural(stats['total_calls'], 'call')}")
+        if stats["unpriced_calls"]:
+            total += f"  {dot}  {stats['unpriced_calls']} unpriced"
+        header.append(total)
+        body = []
+        _rows(stats["tree"], 0, total_femto, g, body, root=True)
+        if len(body) > _MAX_ROWS:
+            hidden = len(body) - _MAX_ROWS
+            body = [*body[:_MAX_ROWS], (f"… {hidden} more rows (see tokenspy.stats()['tree'])", "", "")]
+    priced_rows = [r for r in body if r[1] or r[2]] or [("", "", "")]
+    name_w = max(len(r[0]) for r in priced_rows)
+    cost_w = max(len(r[1]) for r in priced_rows)
+    lines = [f"{r[0].ljust(name_w)}  {r[1].rjust(cost_w)}  {r[2]}".rstrip() if r[1] or r[2] else r[0]
+             for r in body]
+    footer = [f"{dot} {h}" for h in hints or []]
+    width = max(_MIN_WIDTH, *(len(s) for s in header + lines + footer)) + 4
+    out = [g["tl"] + g["h"] * (width) + g["tr"]]
+    out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in header]
+    out.append(g["ml"] + g["h"] * width + g["mr"])
+    out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in lines]
+    if footer:
+        out.append(g["ml"] + g["h"] * width + g["mr"])
+        out.append(f"{g['v']}  {'hints'.ljust(width - 2)}{g['v']}")
+        out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in footer]
+    out.append(g["bl"] + g["h"] * width + g["br"])
+    return "\n".join(out)
+
+
+def _bar(femto: int, total: int, g: dict[str, str]) -> str:
+    share = femto / total if total else 0.0
+    filled = round(share * _BAR_WIDTH)
+    return f"{g['bar'] * filled}{' ' * (_BAR_WIDTH - filled)}  {share * 100:3.0f}%"
+
+
+def _rows(node: dict[str, Any], depth: int, total: int, g: dict[str, str],
+          out: list[tuple[str, str, str]], *, root: bool = False) -> None:
+    indent = "  " * depth
+    if root:
+        if node["self_calls"]:
+            own = {k: v for k, v in node.items() if k != "children"}
+            own_cost = sum(m["cost_usd"] or 0 for m in node["models"].values())
+            femto = round(own_cost * FEMTO_PER_USD)
+            unpriced = all(m["cost_usd"] is None for m in node["models"].values())
+            out.append(("(unattributed)", "unpriced" if unpriced else fmt_cost(own_cost), _bar(femto, total, g)))
+            _models(own, indent + "  ", g, out)
+        for child in node["children"]:
+            _rows(child, 0, total, g, out)
+        return
+    out.append((f"{indent}{node['name']}", _cost_of(node), _bar(node["cost_femto"], total, g)))
+    if node["self_calls"]:
+        _models(node, indent + "  ", g, out)
+    for child in node["children"]:
+        _rows(child, depth + 1, total, g, out)
+
+
+def _models(node: dict[str, Any], indent: str, g: dict[str, str], out: list[tuple[str, str, str]]) -> None:
+    for model, agg in node["models"].items():
+        out.append((f"{indent}{g['branch']} {model}", fmt_cost(agg["cost_usd"]), ""))
+        out.append((f"{indent}   {g['branch']} {_token_line(agg, g['dot'])}", "", ""))
+
+
+def render(stats: dict[str, Any], *, format: str = "text", ascii: bool = False, hints: bool = True) -> str:
+    if format == "json":
+        data = dict(stats)
+        if hints:
+            from .hints import compute_hints
+
+            data["hints"] = [h.to_dict() for h in compute_hints(stats)]
+        return json.dumps(data, indent=2, default=str)
+    if format == "text":
+        hint_lines: list[str] = []
+        if hints:
+            from .hints import compute_hints
+
+            hint_lines = [h.text for h in compute_hints(stats)]
+        return render_box(stats, ascii=ascii, hints=hint_lines)
+    raise ValueError(f"format must be 'text' or 'json' here, got {format!r}")

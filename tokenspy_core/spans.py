@@ -1,0 +1,105 @@
+"""The attribution tree: spans for functions, sessions, chains, agent steps, tools, graph nodes.
+
+A live `Span` knows its parent, its path of names (the key the tracker aggregates under, so the
+report's tree stays bounded by distinct paths, not by runs) and the sinks and budgets it inherits.
+The current span travels in a ContextVar, so it follows asyncio tasks and `contextvars.copy_context`;
+adapters that get parents from a framework (LangChain run ids) pass `parent=` explicitly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ._guard import guarded
+
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .call import CallRecord
+
+__all__ = ["Sink", "Span", "current_span", "span_listeners", "use_span"]
+
+
+class Sink:
+    """Anything that receives finished call records (a session's tracker, a handler's own view)."""
+
+    def add(self, record: CallRecord) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_ids = itertools.count(1)
+# (on_start, on_end) pairs; the OpenTelemetry exporter registers here.
+span_listeners: list[tuple[Callable[[Span], None], Callable[[Span, BaseException | None], None]]] = []
+
+
+class Span:
+    __slots__ = ("_ended", "attributes", "budgets", "end_time", "id", "kind", "kinds", "name", "parent",
+                 "path", "sinks", "start_time", "tags", "__weakref__")
+
+    def __init__(self, name: str, kind: str = "span", parent: Span | None = None, *,
+                 sink: Sink | None = None, budget: Budget | None = None,
+                 tags: Mapping[str, Any] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+        self.id = next(_ids)
+        self.name = name
+        self.kind = kind
+        self.parent = parent
+        self.start_time = time.time()
+        self.end_time: float | None = None
+        self.attributes = dict(attributes) if attributes else {}
+        self._ended = False
+        if parent is None:
+            self.path: tuple[str, ...] = (name,)
+            self.kinds: tuple[str, ...] = (kind,)
+            self.sinks: tuple[Sink, ...] = ()
+            self.budgets: tuple[Budget, ...] = ()
+            self.tags: Mapping[str, Any] = dict(tags) if tags else {}
+        else:
+            self.path = (*parent.path, name)
+            self.kinds = (*parent.kinds, kind)
+            self.sinks = parent.sinks
+            self.budgets = parent.budgets
+            self.tags = {**parent.tags, **tags} if tags else parent.tags
+        if sink is not None:
+            self.sinks = (*self.sinks, sink)
+        if budget is not None:
+            self.budgets = (*self.budgets, budget)
+        for on_start, _ in span_listeners:
+            with guarded("span listener"):
+                on_start(self)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.end_time = time.time()
+        for _, on_end in span_listeners:
+            with guarded("span listener"):
+                on_end(self, error)
+
+    def __repr__(self) -> str:
+        return f"Span({'/'.join(self.path)!r}, kind={self.kind!r})"
+
+
+_current: ContextVar[Span | None] = ContextVar("tokenspy_current_span", default=None)
+
+
+def current_span() -> Span | None:
+    return _current.get()
+
+
+@contextmanager
+def use_span(span: Span | None) -> Iterator[Span | None]:
+    """Make `span` the current span for the block (the parent of calls and spans started in it)."""
+    token = _current.set(span)
+    try:
+        yield span
+    finally:
+        try:
+            _current.reset(token)
+        except ValueError:
+            # Exited in another context (an async generator finalized elsewhere): restore by value.
+            _current.set(span.parent if span is not None else None)

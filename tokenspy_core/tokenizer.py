@@ -1,0 +1,172 @@
+"""Offline token estimation with tiktoken and the BPE files shipped in this package.
+
+`tiktoken.get_encoding()` downloads its BPE files on first use (with no timeout), so we never call
+it: the two encodings we need ship gzipped beside this module and are loaded from there, checked
+against tiktoken's own sha256, without touching the network or the process environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tiktoken
+
+__all__ = ["count_message_tokens", "count_prompt_tokens", "count_tokens", "encoding_for_model"]
+
+_ENDOFTEXT = "<|endoftext|>"
+_ENDOFPROMPT = "<|endofprompt|>"
+
+# Copied from tiktoken_ext.openai_public: calling its constructors would trigger the download.
+_ENCODINGS: dict[str, dict[str, Any]] = {
+    "o200k_base": {
+        "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        "pat_str": "|".join(
+            [
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""\p{N}{1,3}""",
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+                r"""\s*[\r\n]+""",
+                r"""\s+(?!\S)""",
+                r"""\s+""",
+            ]
+        ),
+        "special_tokens": {_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
+    },
+    "cl100k_base": {
+        "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        "pat_str": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        "special_tokens": {
+            _ENDOFTEXT: 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            _ENDOFPROMPT: 100276,
+        },
+    },
+}
+_DEFAULT_ENCODING = "o200k_base"
+_load_lock = threading.Lock()
+_loaded: dict[str, tiktoken.Encoding] = {}
+
+# OpenAI's documented chat overhead: each message is framed by 3 tokens, the reply primed by 3.
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_REPLY_PRIMING = 3
+
+
+def _load(name: str) -> tiktoken.Encoding:
+    enc = _loaded.get(name)
+    if enc is not None:
+        return enc
+    with _load_lock:
+        enc = _loaded.get(name)
+        if enc is not None:
+            return enc
+        import tiktoken
+
+        spec = _ENCODINGS[name]
+        raw = gzip.decompress(resources.files(__package__).joinpath(f"data/{name}.tiktoken.gz").read_bytes())
+        if hashlib.sha256(raw).hexdigest() != spec["sha256"]:
+            raise ValueError(f"tokenspy: the bundled {name} BPE file is corrupt (sha256 mismatch)")
+        ranks = {
+            base64.b64decode(token): int(rank)
+            for token, rank in (line.split() for line in raw.splitlines() if line)
+        }
+        enc = tiktoken.Encoding(
+            name=name,
+            pat_str=spec["pat_str"],
+            mergeable_ranks=ranks,
+            special_tokens=spec["special_tokens"],
+        )
+        _loaded[name] = enc
+        return enc
+
+
+@lru_cache(maxsize=512)
+def _encoding_name(model: str | None) -> str:
+    if not model:
+        return _DEFAULT_ENCODING
+    try:
+        from tiktoken.model import encoding_name_for_model
+
+        name = encoding_name_for_model(model.rsplit("/", 1)[-1])
+    except (KeyError, ImportError):
+        return _DEFAULT_ENCODING
+    return name if name in _ENCODINGS else _DEFAULT_ENCODING
+
+
+def encoding_for_model(model: str | None) -> tiktoken.Encoding:
+    """The encoding tiktoken assigns to `model`; o200k_base for models it does not know."""
+    return _load(_encoding_name(model))
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Exact token count of `text` under the model's encoding (special tokens counted as text)."""
+    if not text:
+        return 0
+    return len(encoding_for_model(model).encode(text, disallowed_special=()))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        for key in ("text", "content", "input_text"):
+            value = content.get(key)
+            if isinstance(value, str):
+                return value
+        return ""
+    if isinstance(content, Iterable):
+        return "".join(_content_text(part) for part in content)
+    text = getattr(content, "text", None)
+    return text if isinstance(text, str) else ""
+
+
+def _message_parts(message: Any) -> tuple[str, str]:
+    if isinstance(message, str):
+        return "", message
+    if isinstance(message, Mapping):
+        return str(message.get("role") or ""), _content_text(message.get("content"))
+    role = getattr(message, "role", None) or getattr(message, "type", None) or ""
+    return str(role), _content_text(getattr(message, "content", None))
+
+
+def count_message_tokens(messages: Iterable[Any], model: str | None = None) -> int:
+    """Estimated prompt tokens of a chat: contents and roles plus OpenAI's per-message framing.
+
+    Messages may be dicts (`{"role", "content"}`, content a string or a list of parts), objects with
+    `role`/`type` and `content` (LangChain, LlamaIndex), or plain strings.
+    """
+    total = 0
+    count = 0
+    for message in messages:
+        role, text = _message_parts(message)
+        total += _TOKENS_PER_MESSAGE + count_tokens(role, model) + count_tokens(text, model)
+        count += 1
+    return total + _TOKENS_REPLY_PRIMING if count else 0
+
+
+def count_prompt_tokens(prompt: Any, model: str | None = None) -> int:
+    """Estimated tokens of any prompt shape: a string, a list of strings, or chat messages."""
+    if prompt is None:
+        return 0
+    if callable(prompt):
+        prompt = prompt()
+    if isinstance(prompt, str):
+        return count_tokens(prompt, model)
+    if isinstance(prompt, Iterable) and not isinstance(prompt, Mapping):
+        items = list(prompt)
+        if all(isinstance(item, str) for item in items):
+            return sum(count_tokens(item, model) for item in items)
+        return count_message_tokens(items, model)
+    return count_message_tokens([prompt], model)

@@ -1,0 +1,212 @@
+"""One normalized `Usage`, and converters from every shape providers and frameworks report.
+
+Semantics (the same for every provider):
+- `input_tokens`: every prompt token processed, cached reads and cache writes included.
+- `output_tokens`: every generated token, reasoning included.
+- `cached_input_tokens`, `cache_write_tokens`, `reasoning_tokens`: subsets of the above.
+- `cache_write_1h_tokens`: the subset of cache writes with Anthropic's 1-hour TTL (its own price).
+
+A `UsageReport` is what one layer saw: each field is `None` when that layer did not report it, so a
+call can merge reports field by field ("latest reported value wins") without ever adding cumulative
+numbers twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "FIELDS",
+    "Usage",
+    "UsageReport",
+    "usage_from_anthropic",
+    "usage_from_gemini",
+    "usage_from_langchain",
+    "usage_from_openai",
+    "usage_from_any",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+        )
+
+
+@dataclass(slots=True)
+class UsageReport:
+    """Usage as one layer reported it; `None` means "not reported", never zero."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+
+    def update(self, newer: UsageReport) -> None:
+        """Take every field `newer` reports: providers repeat cumulative totals, so never add."""
+        for name in FIELDS:
+            value = getattr(newer, name)
+            if value is not None:
+                setattr(self, name, value)
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, name) is None for name in FIELDS)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UsageReport))
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def usage_from_openai(usage: Any) -> UsageReport:
+    """OpenAI Chat Completions, legacy Completions, Embeddings and Responses `usage` objects or dicts.
+
+    OpenAI's prompt/input count already includes cached tokens, and its completion/output count
+    already includes reasoning tokens, so the numbers map one to one.
+    """
+    if _get(usage, "prompt_tokens") is not None or _get(usage, "completion_tokens") is not None:
+        prompt_details = _get(usage, "prompt_tokens_details")
+        completion_details = _get(usage, "completion_tokens_details")
+        output = _int(_get(usage, "completion_tokens"))
+        return UsageReport(
+            input_tokens=_int(_get(usage, "prompt_tokens")),
+            # Embeddings report no completion tokens: nothing was generated.
+            output_tokens=0 if output is None else output,
+            cached_input_tokens=_int(_get(prompt_details, "cached_tokens")),
+            cache_write_tokens=_int(_get(prompt_details, "cache_write_tokens")),
+            reasoning_tokens=_int(_get(completion_details, "reasoning_tokens")),
+        )
+    input_details = _get(usage, "input_tokens_details")
+    output_details = _get(usage, "output_tokens_details")
+    return UsageReport(
+        input_tokens=_int(_get(usage, "input_tokens")),
+        output_tokens=_int(_get(usage, "output_tokens")),
+        cached_input_tokens=_int(_get(input_details, "cached_tokens")),
+        cache_write_tokens=_int(_get(input_details, "cache_write_tokens")),
+        reasoning_tokens=_int(_get(output_details, "reasoning_tokens")),
+    )
+
+
+def usage_from_anthropic(usage: Any) -> UsageReport:
+    """Anthropic `usage` (Message, message_start, message_delta), raw or dumped.
+
+    Anthropic's `input_tokens` EXCLUDES cache reads and writes, so the normalized input adds them.
+    A field absent from this report (e.g. a `message_delta` that carries only output) stays None.
+    """
+    raw_input = _int(_get(usage, "input_tokens"))
+    cache_read = _int(_get(usage, "cache_read_input_tokens"))
+    cache_write = _int(_get(usage, "cache_creation_input_tokens"))
+    creation = _get(usage, "cache_creation")
+    write_1h = _int(_get(creation, "ephemeral_1h_input_tokens"))
+    output_details = _get(usage, "output_tokens_details")
+    total_input = None
+    if raw_input is not None:
+        total_input = raw_input + (cache_read or 0) + (cache_write or 0)
+    return UsageReport(
+        input_tokens=total_input,
+        output_tokens=_int(_get(usage, "output_tokens")),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=_int(_get(output_details, "thinking_tokens")),
+        cache_write_1h_tokens=write_1h,
+    )
+
+
+def usage_from_langchain(usage_metadata: Any) -> UsageReport:
+    """LangChain `UsageMetadata`: its `input_tokens` already includes cache reads and writes.
+
+    Cache writes move around in langchain-anthropic: `cache_creation` when there is no TTL
+    breakdown, else `ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` (and
+    `cache_creation` set to 0). Their sum is the cache-write count.
+    """
+    details = _get(usage_metadata, "input_token_details") or {}
+    out_details = _get(usage_metadata, "output_token_details") or {}
+    creation = _int(_get(details, "cache_creation"))
+    write_5m = _int(_get(details, "ephemeral_5m_input_tokens"))
+    write_1h = _int(_get(details, "ephemeral_1h_input_tokens"))
+    parts = [v for v in (creation, write_5m, write_1h) if v is not None]
+    return UsageReport(
+        input_tokens=_int(_get(usage_metadata, "input_tokens")),
+        output_tokens=_int(_get(usage_metadata, "output_tokens")),
+        cached_input_tokens=_int(_get(details, "cache_read")),
+        cache_write_tokens=sum(parts) if parts else None,
+        reasoning_tokens=_int(_get(out_details, "reasoning")),
+        cache_write_1h_tokens=write_1h,
+    )
+
+
+def usage_from_gemini(usage_metadata: Any) -> UsageReport:
+    """Google Gemini `usage_metadata`: thoughts are billed as output but not in candidates."""
+    candidates = _int(_get(usage_metadata, "candidates_token_count"))
+    thoughts = _int(_get(usage_metadata, "thoughts_token_count"))
+    output = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return UsageReport(
+        input_tokens=_int(_get(usage_metadata, "prompt_token_count")),
+        output_tokens=output,
+        cached_input_tokens=_int(_get(usage_metadata, "cached_content_token_count")),
+        reasoning_tokens=thoughts,
+    )
+
+
+def usage_from_any(usage: Any) -> UsageReport:
+    """Recognize the shape of a usage object or dict and normalize it."""
+    if usage is None:
+        return UsageReport()
+    if isinstance(usage, UsageReport):
+        return usage
+    if isinstance(usage, Usage):
+        return UsageReport(**{name: getattr(usage, name) for name in FIELDS})
+    if _get(usage, "prompt_token_count") is not None or _get(usage, "candidates_token_count") is not None:
+        return usage_from_gemini(usage)
+    if _get(usage, "prompt_tokens") is not None or _get(usage, "input_tokens_details") is not None:
+        return usage_from_openai(usage)
+    if (
+        _get(usage, "cache_creation_input_tokens") is not None
+        or _get(usage, "cache_read_input_tokens") is not None
+        or _get(usage, "cache_creation") is not None
+    ):
+        return usage_from_anthropic(usage)
+    if _get(usage, "input_token_details") is not None or _get(usage, "output_token_details") is not None:
+        return usage_from_langchain(usage)
+    # A bare {input_tokens, output_tokens}: no cache fields, so the raw/normalized distinction vanishes.
+    return UsageReport(
+        input_tokens=_int(_get(usage, "input_tokens")),
+        output_tokens=_int(_get(usage, "output_tokens")),
+    )
