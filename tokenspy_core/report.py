@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .pricing import FEMTO_PER_USD
@@ -20,16 +21,18 @@ _ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": 
 
 
 def fmt_cost(cost_usd: float | None) -> str:
+    """Dollars for people: half-up rounding of the decimal value (0.00105 shows as $0.0011)."""
     if cost_usd is None:
         return "unpriced"
     if cost_usd == 0:
         return "$0"
-    if cost_usd >= 1:
-        return f"${cost_usd:,.2f}"
-    if cost_usd >= 0.0001:
-        return f"${cost_usd:.4f}"
-    if cost_usd >= 0.000001:
-        return f"${cost_usd:.6f}"
+    value = Decimal(repr(cost_usd))
+    if value >= 1:
+        return f"${value.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
+    if value >= Decimal("0.0001"):
+        return f"${value.quantize(Decimal('0.0001'), ROUND_HALF_UP)}"
+    if value >= Decimal("0.000001"):
+        return f"${value.quantize(Decimal('0.000001'), ROUND_HALF_UP)}"
     return "<$0.000001"
 
 

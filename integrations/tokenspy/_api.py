@@ -27,7 +27,9 @@ def calls() -> list[CallRecord]:
 
 
 def _can_encode(stream: TextIO, sample: str = "╔█└─·") -> bool:
-    encoding = getattr(stream, "encoding", None) or "ascii"
+    encoding = getattr(stream, "encoding", None)
+    if encoding is None:  # an in-memory text stream holds any character
+        return True
     try:
         sample.encode(encoding)
     except (UnicodeEncodeError, LookupError):

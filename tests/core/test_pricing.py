@@ -1,0 +1,53 @@
+"""Prices resolve offline, per model, and apply exactly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tokenspy_core import PriceBook, Usage
+from tokenspy_core.pricing import usd
+
+
+def test_dated_snapshot_and_provider_prefix_resolve_to_the_model() -> None:
+    book = PriceBook()
+    base = book.rates_for("gpt-4o", "openai")
+    assert base is not None
+    assert book.rates_for("gpt-4o-2024-08-06", "openai") == base
+    azure = book.rates_for("azure/gpt-4o")
+    assert azure is not None and azure.base == base.base
+
+
+def test_cache_reads_writes_and_one_hour_writes_have_their_own_rates() -> None:
+    rates = PriceBook().rates_for("claude-3-5-sonnet-20241022", "anthropic")
+    assert rates is not None
+    u = Usage(input_tokens=1000, output_tokens=100, cached_input_tokens=200, cache_write_tokens=300,
+              cache_write_1h_tokens=100)
+    # 500 uncached * 3 + 200 * 0.30 + 200 * 3.75 + 100 * 6 + 100 * 15  (USD per million)
+    assert usd(rates.cost(u)) == Decimal("0.00441")
+
+
+def test_long_context_tier_applies_to_every_token_past_the_threshold() -> None:
+    rates = PriceBook().rates_for("claude-sonnet-4-5", "anthropic")
+    assert rates is not None
+    assert usd(rates.cost(Usage(200_000, 0))) == Decimal("0.6")
+    assert usd(rates.cost(Usage(200_001, 0))) == Decimal("1.200006")
+
+
+def test_genai_prices_global_snapshot_changes_do_not_move_our_numbers() -> None:
+    from genai_prices import data_snapshot
+
+    book = PriceBook()
+    before = book.rates_for("gpt-4o", "openai")
+    data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[], from_auto_update=True))
+    try:
+        assert PriceBook().rates_for("gpt-4o", "openai") == before
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+
+
+def test_user_override_wins_also_for_dated_names() -> None:
+    book = PriceBook()
+    book.set_price("gpt-4o", input=1, output=1, cached_input="0.5")
+    rates = book.rates_for("gpt-4o-2024-11-20", "openai")
+    assert rates is not None and rates.source == "user"
+    assert usd(rates.cost(Usage(10, 0, 4))) == Decimal("0.000008")

@@ -1,0 +1,99 @@
+"""Each provider's usage shape normalizes to the same semantics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from tokenspy_core import (
+    UsageReport,
+    usage_from_anthropic,
+    usage_from_any,
+    usage_from_gemini,
+    usage_from_langchain,
+    usage_from_openai,
+)
+
+OPENAI_CHAT = {
+    "prompt_tokens": 101, "completion_tokens": 23, "total_tokens": 124,
+    "prompt_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 9, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 5, "audio_tokens": 0},
+}
+OPENAI_RESPONSES = {
+    "input_tokens": 103, "output_tokens": 25, "total_tokens": 128,
+    "input_tokens_details": {"cached_tokens": 42}, "output_tokens_details": {"reasoning_tokens": 7},
+}
+ANTHROPIC = {
+    "input_tokens": 201, "output_tokens": 31, "cache_creation_input_tokens": 50, "cache_read_input_tokens": 60,
+    "cache_creation": {"ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 0},
+}
+LANGCHAIN_ANTHROPIC = {
+    "input_tokens": 311, "output_tokens": 31, "total_tokens": 342,
+    "input_token_details": {"cache_read": 60, "cache_creation": 0, "ephemeral_5m_input_tokens": 50,
+                            "ephemeral_1h_input_tokens": 0},
+    "output_token_details": {"reasoning": 4},
+}
+
+
+def test_openai_chat_prompt_already_includes_cached_tokens() -> None:
+    assert usage_from_openai(OPENAI_CHAT) == UsageReport(101, 23, 40, 9, 5)
+
+
+def test_openai_chat_as_attribute_object() -> None:
+    obj = SimpleNamespace(prompt_tokens=10, completion_tokens=2, prompt_tokens_details=None,
+                          completion_tokens_details=SimpleNamespace(reasoning_tokens=1))
+    assert usage_from_openai(obj) == UsageReport(10, 2, None, None, 1)
+
+
+def test_openai_responses_shape() -> None:
+    assert usage_from_openai(OPENAI_RESPONSES) == UsageReport(103, 25, 42, None, 7)
+
+
+def test_openai_embeddings_have_no_output() -> None:
+    assert usage_from_openai({"prompt_tokens": 8, "total_tokens": 8}) == UsageReport(8, 0)
+
+
+def test_anthropic_input_excludes_cache_so_normalized_input_adds_it() -> None:
+    report = usage_from_anthropic(ANTHROPIC)
+    assert report == UsageReport(input_tokens=311, output_tokens=31, cached_input_tokens=60,
+                                 cache_write_tokens=50, reasoning_tokens=None, cache_write_1h_tokens=0)
+
+
+def test_anthropic_message_delta_with_only_output_leaves_input_unknown() -> None:
+    assert usage_from_anthropic({"output_tokens": 32}) == UsageReport(output_tokens=32)
+
+
+def test_anthropic_one_hour_cache_writes_are_kept_apart() -> None:
+    raw = {**ANTHROPIC, "cache_creation": {"ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 30}}
+    assert usage_from_anthropic(raw).cache_write_1h_tokens == 30
+
+
+def test_langchain_usage_metadata_sums_cache_write_variants() -> None:
+    assert usage_from_langchain(LANGCHAIN_ANTHROPIC) == UsageReport(311, 31, 60, 50, 4, 0)
+
+
+def test_langchain_stream_cache_creation_without_breakdown() -> None:
+    meta = {"input_tokens": 314, "output_tokens": 32, "input_token_details": {"cache_creation": 51, "cache_read": 61}}
+    assert usage_from_langchain(meta) == UsageReport(314, 32, 61, 51, None, None)
+
+
+def test_gemini_thoughts_are_output_tokens() -> None:
+    meta = {"prompt_token_count": 50, "candidates_token_count": 10, "thoughts_token_count": 6,
+            "cached_content_token_count": 20}
+    assert usage_from_gemini(meta) == UsageReport(50, 16, 20, None, 6)
+
+
+def test_any_recognizes_each_shape() -> None:
+    assert usage_from_any(OPENAI_CHAT).input_tokens == 101
+    assert usage_from_any(OPENAI_RESPONSES).cached_input_tokens == 42
+    assert usage_from_any(ANTHROPIC).input_tokens == 311
+    assert usage_from_any(LANGCHAIN_ANTHROPIC).input_tokens == 311
+    assert usage_from_any({"prompt_token_count": 3, "candidates_token_count": 1}).output_tokens == 1
+    assert usage_from_any({"input_tokens": 5, "output_tokens": 2}) == UsageReport(5, 2)
+    assert usage_from_any(None).is_empty()
+
+
+def test_report_update_takes_latest_value_per_field_never_sums() -> None:
+    report = usage_from_anthropic({"input_tokens": 202, "output_tokens": 1, "cache_read_input_tokens": 61,
+                                   "cache_creation_input_tokens": 51})
+    report.update(usage_from_anthropic({"output_tokens": 32}))
+    assert report == UsageReport(314, 32, 61, 51, None, None)
