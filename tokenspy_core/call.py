@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._guard import guarded, log_internal_error
+from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, usd
 from .spans import Sink, Span, current_span
 from .tokenizer import count_prompt_tokens, count_tokens
@@ -90,6 +90,8 @@ class CallRecord:
     estimated_fields: tuple[str, ...] = ()
     cache_write_1h_tokens: int = 0
     tags: Mapping[str, Any] = field(default_factory=dict)
+    # The id of the live span the call ran under (exporters link the call to that span's trace).
+    span_id: int | None = None
     prompt: Any = None
     response: str | None = None
 
@@ -121,6 +123,18 @@ class CallRecord:
             data.pop("prompt")
             data.pop("response")
         return data
+
+
+# `Call._build` passes a record's fields positionally in this order; whoever adds, removes or reorders a
+# field must update both (this check fails at import otherwise).
+_RECORD_FIELDS = ("id", "model", "provider", "input_tokens", "output_tokens", "cached_input_tokens",
+                  "cache_write_tokens", "reasoning_tokens", "total_tokens", "cost_femto", "usage_source",
+                  "streamed", "partial", "status", "error", "span_path", "span_kinds", "latency_s", "ttft_s",
+                  "started_at", "request_model", "operation", "cache_hit", "estimated_fields",
+                  "cache_write_1h_tokens", "tags", "span_id", "prompt", "response")
+if tuple(f.name for f in fields(CallRecord)) != _RECORD_FIELDS:  # pragma: no cover - a guard for editors
+    raise AssertionError("CallRecord's fields changed: update _RECORD_FIELDS and the positional CallRecord(...) "
+                         "in Call._build")
 
 
 def active_call() -> Call | None:
@@ -183,11 +197,16 @@ class Call:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
         if self.status != "active":
             return
-        with guarded("set_usage"):
+        # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
+        try:
             report = usage_from_any(usage) if usage is not None else UsageReport(**fields)
             if usage is not None and fields:
                 report.update(UsageReport(**fields))
             self._report.update(report)
+        except Exception as exc:
+            if isinstance(exc, _passthrough()):
+                raise
+            log_internal_error("set_usage", exc)
 
     def set_model(self, served_model: str | None) -> None:
         """The model the provider says it served (priced in preference to the requested name)."""
@@ -277,9 +296,15 @@ class Call:
         self.record = record
         self.tracker.add(record)
         span = self.span
-        for sink in (*span.sinks, *self._extra_sinks) if span is not None else self._extra_sinks:
-            with guarded("sink"):
+        sinks = (*span.sinks, *self._extra_sinks) if span is not None else self._extra_sinks
+        for sink in sinks:
+            # `guarded("sink")` inlined (per record, per sink).
+            try:
                 sink.add(record)
+            except Exception as exc:
+                if isinstance(exc, _passthrough()):
+                    raise
+                log_internal_error("sink", exc)
         if span is not None:
             for budget in span.budgets:
                 budget.add(record.cost_femto)
@@ -309,13 +334,16 @@ class Call:
             output_tokens = count_tokens(text or "", model)
             if status != "failed" or response_started:
                 estimated.append("output_tokens")
-        usage = Usage(input_tokens, output_tokens, rep.cached_input_tokens or 0, rep.cache_write_tokens or 0,
-                      rep.reasoning_tokens or 0, rep.cache_write_1h_tokens or 0)
+        # The Usage fields as locals: building a frozen Usage per call costs more than pricing it.
+        cached_input_tokens = rep.cached_input_tokens or 0
+        cache_write_tokens = rep.cache_write_tokens or 0
+        cache_write_1h_tokens = rep.cache_write_1h_tokens or 0
         if self.cache_hit:
             cost: int | None = 0
         else:
             rates = self.tracker.prices.rates_for(model, self.provider)
-            cost = None if rates is None else rates.cost(usage)
+            cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
+                                                            cache_write_tokens, cache_write_1h_tokens)
         source: UsageSource = ("provider" if not estimated
                                else "estimated" if rep.input_tokens is None and rep.output_tokens is None
                                else "mixed")
@@ -326,21 +354,23 @@ class Call:
         if self._tags:
             tags = {**tags, **self._tags}
         capture = config.capture_content
+        # Positional, in the order of _RECORD_FIELDS (checked at import): a keyword call of every field
+        # costs several times more, once per record.
         return CallRecord(
-            id=self.id, model=model, provider=self.provider,
-            input_tokens=input_tokens, output_tokens=output_tokens,
-            cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens, total_tokens=input_tokens + output_tokens,
-            cost_femto=cost, usage_source=source, streamed=self.streamed,
-            partial=status == "aborted" or (status == "failed" and response_started),
-            status=status, error=error,
-            span_path=span.path if span is not None else (), span_kinds=span.kinds if span is not None else (),
-            latency_s=self._clock() - self._started, ttft_s=self._ttft, started_at=self._started_wall,
-            request_model=self.request_model, operation=self.operation, cache_hit=self.cache_hit,
-            estimated_fields=tuple(estimated), cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            tags=tags,
-            prompt=self._prompt if capture else None,
-            response=("".join(self._parts) if text is None else text) if capture else None,
+            self.id, model, self.provider,  # id, model, provider
+            input_tokens, output_tokens,  # input_tokens, output_tokens
+            cached_input_tokens, cache_write_tokens,  # cached_input_tokens, cache_write_tokens
+            rep.reasoning_tokens or 0, input_tokens + output_tokens,  # reasoning_tokens, total_tokens
+            cost, source, self.streamed,  # cost_femto, usage_source, streamed
+            status == "aborted" or (status == "failed" and response_started),  # partial
+            status, error,  # status, error
+            span.path if span is not None else (), span.kinds if span is not None else (),  # span_path, _kinds
+            self._clock() - self._started, self._ttft, self._started_wall,  # latency_s, ttft_s, started_at
+            self.request_model, self.operation, self.cache_hit,  # request_model, operation, cache_hit
+            tuple(estimated) if estimated else (), cache_write_1h_tokens,  # estimated_fields, cache_write_1h
+            tags, span.id if span is not None else None,  # tags, span_id
+            self._prompt if capture else None,  # prompt
+            ("".join(self._parts) if text is None else text) if capture else None,  # response
         )
 
 

@@ -60,13 +60,19 @@ class Rates:
     cache_write_1h: int
 
     def cost(self, u: Usage) -> int:
-        cache_read = u.cached_input_tokens
-        cache_write = u.cache_write_tokens
-        write_1h = min(u.cache_write_1h_tokens, cache_write)
-        uncached = max(u.input_tokens - cache_read - cache_write, 0)
+        return self._cost(u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens,
+                          u.cache_write_1h_tokens)
+
+    def _cost(self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int,
+              cache_write_1h: int) -> int:
+        """`cost(Usage(...))` without building the Usage: the once-per-call hot path."""
+        write_1h = cache_write_1h if cache_write_1h < cache_write else cache_write
+        uncached = input_tokens - cache_read - cache_write
+        if uncached < 0:
+            uncached = 0
         return (uncached * self.input + cache_read * self.cache_read
                 + (cache_write - write_1h) * self.cache_write + write_1h * self.cache_write_1h
-                + u.output_tokens * self.output)
+                + output_tokens * self.output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +85,19 @@ class ModelRates:
     source: str = "genai-prices"
 
     def cost(self, u: Usage) -> int:
+        return self._cost(u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_tokens,
+                          u.cache_write_1h_tokens)
+
+    def _cost(self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int,
+              cache_write_1h: int) -> int:
+        """`cost(Usage(...))` without building the Usage: the once-per-call hot path."""
         rates = self.base
-        for start, tier in reversed(self.tiers):
-            if u.input_tokens > start:
-                rates = tier
-                break
-        return rates.cost(u)
+        if self.tiers:
+            for start, tier in reversed(self.tiers):
+                if input_tokens > start:
+                    rates = tier
+                    break
+        return rates._cost(input_tokens, output_tokens, cache_read, cache_write, cache_write_1h)
 
 
 def _rates(input: int, output: int, cached: int | None, write: int | None, write_1h: int | None) -> Rates:

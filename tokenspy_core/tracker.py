@@ -15,7 +15,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ._guard import guarded
+from ._guard import _passthrough, log_internal_error
 from .call import CallRecord
 from .pricing import FEMTO_PER_USD, PriceBook, usd
 from .spans import Sink
@@ -152,7 +152,9 @@ class Tracker(Sink):
     def add(self, record: CallRecord) -> None:
         with self._lock:
             node = self._root
-            for name, kind in zip(record.span_path, record.span_kinds, strict=False):
+            path = record.span_path
+            # (no zip at all for the common unattributed record; zip's keyword costs as much as the loop)
+            for name, kind in zip(path, record.span_kinds) if path else ():  # noqa: B905 - same lengths
                 child = node.children.get(name)
                 if child is None:
                     child = node.children[name] = _Node(name, kind)
@@ -168,8 +170,13 @@ class Tracker(Sink):
             agg.add(record)
             self._records.append(record)
         for listener in self._listeners:
-            with guarded("record listener"):
+            # `guarded("record listener")` inlined (per record, per listener).
+            try:
                 listener(record)
+            except Exception as exc:
+                if isinstance(exc, _passthrough()):
+                    raise
+                log_internal_error("record listener", exc)
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> Callable[[], None]:
         """Call `listener(record)` for every record added (persistence, exporters). Returns unsubscribe."""

@@ -66,16 +66,36 @@ class UsageReport:
 
     def update(self, newer: UsageReport) -> None:
         """Take every field `newer` reports: providers repeat cumulative totals, so never add."""
-        for name in FIELDS:
-            value = getattr(newer, name)
-            if value is not None:
-                setattr(self, name, value)
+        # Unrolled over FIELDS (hot path: once per usage report); keep in sync with the fields above.
+        value = newer.input_tokens
+        if value is not None:
+            self.input_tokens = value
+        value = newer.output_tokens
+        if value is not None:
+            self.output_tokens = value
+        value = newer.cached_input_tokens
+        if value is not None:
+            self.cached_input_tokens = value
+        value = newer.cache_write_tokens
+        if value is not None:
+            self.cache_write_tokens = value
+        value = newer.reasoning_tokens
+        if value is not None:
+            self.reasoning_tokens = value
+        value = newer.cache_write_1h_tokens
+        if value is not None:
+            self.cache_write_1h_tokens = value
 
     def is_empty(self) -> bool:
-        return all(getattr(self, name) is None for name in FIELDS)
+        return (self.input_tokens is None and self.output_tokens is None and self.cached_input_tokens is None
+                and self.cache_write_tokens is None and self.reasoning_tokens is None
+                and self.cache_write_1h_tokens is None)
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UsageReport))
+if FIELDS != ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+              "cache_write_1h_tokens"):  # pragma: no cover - a guard for whoever adds a field
+    raise AssertionError("UsageReport.update and is_empty are unrolled over FIELDS: add the new field there")
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from tokenspy_core import PRICES, Call, CallRecord, MergedCall, config, default_tracker
+from tokenspy_core import PRICES, Call, CallRecord, MergedCall, UsageReport, config, default_tracker
 from tokenspy_core import start_call as _core_start_call
 
 from . import _instrument
@@ -78,6 +78,10 @@ def set_price(model: str, *, input: float, output: float, cached_input: float | 
 
 
 def _count(name: str, value: Any) -> int:
+    if type(value) is int:  # the common case, without the slow ABC check below
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 0:
@@ -95,19 +99,19 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
            cache_write_tokens: int = 0, reasoning_tokens: int = 0, provider: str | None = None,
            tags: Mapping[str, Any] | None = None) -> CallRecord | None:
     """Record a finished call made through a provider tokenspy does not wrap."""
-    usage = {
-        "input_tokens": _count("input_tokens", input_tokens),
-        "output_tokens": _count("output_tokens", output_tokens),
-        "cached_input_tokens": _count("cached_input_tokens", cached_input_tokens),
-        "cache_write_tokens": _count("cache_write_tokens", cache_write_tokens),
-        "reasoning_tokens": _count("reasoning_tokens", reasoning_tokens),
-    }
-    if usage["cached_input_tokens"] + usage["cache_write_tokens"] > usage["input_tokens"]:
+    input_tokens = _count("input_tokens", input_tokens)
+    output_tokens = _count("output_tokens", output_tokens)
+    cached_input_tokens = _count("cached_input_tokens", cached_input_tokens)
+    cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
+    reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
+    if cached_input_tokens + cache_write_tokens > input_tokens:
         raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
-    if usage["reasoning_tokens"] > usage["output_tokens"]:
+    if reasoning_tokens > output_tokens:
         raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
     call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
-    call.set_usage(**usage)
+    # A ready UsageReport (the same fields set_usage(**fields) would build, without the dict).
+    call.set_usage(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+                               reasoning_tokens))
     return call.finish()
 
 
