@@ -9,11 +9,9 @@ from tokenspy_core.tokenizer import count_tokens
 
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import Tokens, anthropic_usage, count_prompt, flatten, tokens_for
-from ._wire import BadRequest, Call, JsonReply, StreamReply, split_pieces, sse
+from ._wire import JSON, BadRequest, Call, JsonReply, StreamReply, split_pieces, sse
 
 __all__ = ["count_tokens_endpoint", "messages"]
-
-JSON = dict[str, Any]
 
 
 def _conversation(call: Call) -> list[Mapping[str, Any]]:
@@ -74,33 +72,57 @@ def messages(call: Call) -> JsonReply | StreamReply:
     }
     tool_id = f"toolu_fake{call.seq:06d}"
     if not call.stream:
-        block = ({"type": "tool_use", "id": tool_id, "name": tool_call.name, "input": tool_call.input}
-                 if tool_call else {"type": "text", "text": call.reply})
+        block = (
+            {"type": "tool_use", "id": tool_id, "name": tool_call.name, "input": tool_call.input}
+            if tool_call
+            else {"type": "text", "text": call.reply}
+        )
         return JsonReply(message | {"content": [block], "stop_reason": stop_reason}, usage=usage)
 
     start_usage = anthropic_usage(tokens, output_tokens=1)  # the real API's placeholder output count
     head = [
-        sse({"type": "message_start", "message": message | {"usage": start_usage}}, "message_start",
-            usage=start_usage),
-        sse({"type": "content_block_start", "index": 0,
-             "content_block": {"type": "tool_use", "id": tool_id, "name": tool_call.name, "input": {}}
-             if tool_call else {"type": "text", "text": ""}}, "content_block_start"),
+        sse(
+            {"type": "message_start", "message": message | {"usage": start_usage}},
+            "message_start",
+            usage=start_usage,
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": tool_id, "name": tool_call.name, "input": {}}
+                if tool_call
+                else {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
         sse({"type": "ping"}, "ping"),
     ]
     if tool_call:
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in split_pieces(tool_call.arguments)]
     else:
         deltas = [{"type": "text_delta", "text": p} for p in split_pieces(call.reply)]
-    body = [sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta") for d in deltas]
+    body = [
+        sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta") for d in deltas
+    ]
     delta_usage = _delta_usage(tokens, full="fulldelta" in call.flags)
     tail = [
         sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-             "usage": delta_usage}, "message_delta", usage=delta_usage),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": delta_usage,
+            },
+            "message_delta",
+            usage=delta_usage,
+        ),
         sse({"type": "message_stop"}, "message_stop"),
     ]
-    error = sse({"type": "error", "error": {"type": "api_error", "message": "fake provider: midstream error"}},
-                "error")
+    error = sse(
+        {"type": "error", "error": {"type": "api_error", "message": "fake provider: midstream error"}},
+        "error",
+    )
     return StreamReply(head, body, tail, error)
 
 

@@ -9,19 +9,25 @@ from tokenspy_core.tokenizer import count_tokens
 
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import Tokens, chat_usage, count_prompt, count_raw_input, legacy_usage, tokens_for
-from ._wire import CREATED, BadRequest, Call, Frame, JsonReply, StreamReply, split_pieces, sse
+from ._wire import CREATED, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, split_pieces, sse
 
 __all__ = ["chat_completions", "completions", "midstream_error"]
 
-JSON = dict[str, Any]
-
-_DONE = sse("[DONE]")
+_DONE = Frame(b"data: [DONE]\n\n", counted=False)
 
 
 def midstream_error() -> Frame:
     # The shape the openai SDK turns into `APIError` while iterating (it checks for an "error" key).
-    return sse({"error": {"message": "fake provider: midstream error", "type": "server_error",
-                          "param": None, "code": None}})
+    return sse(
+        {
+            "error": {
+                "message": "fake provider: midstream error",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    )
 
 
 def _include_usage(call: Call) -> bool:
@@ -43,7 +49,8 @@ def _chat_tool_call(call: Call, messages: Sequence[Mapping[str, Any]]) -> ToolCa
         role = message.get("role")
         if role == "assistant":
             for tc in message.get("tool_calls") or []:
-                called.append(str((tc.get("function") or {}).get("name")))
+                fn = tc.get("function") if isinstance(tc, Mapping) else None
+                called.append(str(fn.get("name")) if isinstance(fn, Mapping) else "")
             if isinstance(message.get("function_call"), Mapping):  # pre-tools function calling
                 called.append(str(message["function_call"].get("name")))
         elif role in ("tool", "function"):
@@ -63,10 +70,19 @@ def chat_completions(call: Call) -> JsonReply | StreamReply:
         message: JSON = {"role": "assistant", "content": call.reply, "refusal": None, "annotations": []}
         if tool_call:
             message["content"] = None
-            message["tool_calls"] = [{"id": call_id, "type": "function",
-                                      "function": {"name": tool_call.name, "arguments": tool_call.arguments}}]
-        choice = {"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": "tool_calls" if tool_call else "stop"}
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": tool_call.name, "arguments": tool_call.arguments},
+                }
+            ]
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": "tool_calls" if tool_call else "stop",
+        }
         return JsonReply(_envelope(call, "chat.completion", [choice]) | {"usage": usage}, usage=usage)
 
     include_usage = _include_usage(call)
@@ -79,11 +95,25 @@ def chat_completions(call: Call) -> JsonReply | StreamReply:
         return sse(data)
 
     if tool_call:
-        head = chunk({"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-            {"index": 0, "id": call_id, "type": "function",
-             "function": {"name": tool_call.name, "arguments": ""}}]})
-        body = [chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                for piece in split_pieces(tool_call.arguments)]
+        head = chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": tool_call.name, "arguments": ""},
+                    }
+                ],
+            }
+        )
+        body = [
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for piece in split_pieces(tool_call.arguments)
+        ]
     else:
         head = chunk({"role": "assistant", "content": "", "refusal": None})
         body = [chunk({"content": piece}) for piece in split_pieces(call.reply)]

@@ -52,8 +52,9 @@ def embeddings(call: Call) -> JsonReply:
     for index, item in enumerate(inputs):
         key = item.encode() if isinstance(item, str) else ("tokens:" + ",".join(map(str, item))).encode()
         vector = vector_for(key, dimensions)
-        encoded: Any = (base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
-                        if as_base64 else vector)
+        encoded: Any = (
+            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
+        )
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     tokens = sum(count_raw_input(item, call.model) for item in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}

@@ -9,11 +9,9 @@ from tokenspy_core.tokenizer import count_tokens
 
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import count_prompt, responses_usage, tokens_for
-from ._wire import CREATED, BadRequest, Call, Frame, JsonReply, StreamReply, midpoint, split_pieces, sse
+from ._wire import CREATED, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, midpoint, split_pieces, sse
 
 __all__ = ["responses"]
-
-JSON = dict[str, Any]
 
 
 def _items(call: Call) -> list[Mapping[str, Any]]:
@@ -65,12 +63,22 @@ def responses(call: Call) -> JsonReply | StreamReply:
     item_id = f"{'fc' if tool_call else 'msg'}_fake{call.seq:06d}"
     text_part = {"type": "output_text", "text": call.reply, "annotations": [], "logprobs": []}
     if tool_call:
-        done_item: JSON = {"id": item_id, "type": "function_call", "status": "completed",
-                           "call_id": f"call_fake{call.seq:06d}", "name": tool_call.name,
-                           "arguments": tool_call.arguments}
+        done_item: JSON = {
+            "id": item_id,
+            "type": "function_call",
+            "status": "completed",
+            "call_id": f"call_fake{call.seq:06d}",
+            "name": tool_call.name,
+            "arguments": tool_call.arguments,
+        }
     else:
-        done_item = {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-                     "content": [text_part]}
+        done_item = {
+            "id": item_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [text_part],
+        }
     final = _response(call, "completed", [done_item], usage)
     if not call.stream:
         return JsonReply(final, usage=usage)
@@ -84,29 +92,53 @@ def responses(call: Call) -> JsonReply | StreamReply:
         return frame
 
     started = _response(call, "in_progress", [], None)
-    head = [event("response.created", {"response": started}),
-            event("response.in_progress", {"response": started})]
+    head = [
+        event("response.created", {"response": started}),
+        event("response.in_progress", {"response": started}),
+    ]
     where = {"item_id": item_id, "output_index": 0}
     pieces = split_pieces(tool_call.arguments if tool_call else call.reply)
     if tool_call:
-        head.append(event("response.output_item.added", {
-            "output_index": 0, "item": done_item | {"status": "in_progress", "arguments": ""}}))
+        head.append(
+            event(
+                "response.output_item.added",
+                {"output_index": 0, "item": done_item | {"status": "in_progress", "arguments": ""}},
+            )
+        )
         body = [event("response.function_call_arguments.delta", where | {"delta": p}) for p in pieces]
-        tail = [event("response.function_call_arguments.done",
-                      where | {"name": tool_call.name, "arguments": tool_call.arguments})]
+        tail = [
+            event(
+                "response.function_call_arguments.done",
+                where | {"name": tool_call.name, "arguments": tool_call.arguments},
+            )
+        ]
     else:
         where["content_index"] = 0
-        head.append(event("response.output_item.added", {
-            "output_index": 0, "item": done_item | {"status": "in_progress", "content": []}}))
+        head.append(
+            event(
+                "response.output_item.added",
+                {"output_index": 0, "item": done_item | {"status": "in_progress", "content": []}},
+            )
+        )
         head.append(event("response.content_part.added", where | {"part": text_part | {"text": ""}}))
         body = [event("response.output_text.delta", where | {"delta": p, "logprobs": []}) for p in pieces]
-        tail = [event("response.output_text.done", where | {"text": call.reply, "logprobs": []}),
-                event("response.content_part.done", where | {"part": text_part})]
+        tail = [
+            event("response.output_text.done", where | {"text": call.reply, "logprobs": []}),
+            event("response.content_part.done", where | {"part": text_part}),
+        ]
     tail.append(event("response.output_item.done", {"output_index": 0, "item": done_item}))
     tail.append(event("response.completed", {"response": final}, usage=usage))
     # The openai SDK does not raise on this event: the loop yields a ResponseErrorEvent and ends.
-    error = sse({"type": "error", "code": "server_error", "message": "fake provider: midstream error",
-                 "param": None, "sequence_number": len(head) + midpoint(len(body))}, event="error")
+    error = sse(
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "fake provider: midstream error",
+            "param": None,
+            "sequence_number": len(head) + midpoint(len(body)),
+        },
+        event="error",
+    )
     return StreamReply(head, body, tail, error)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from tokenspy_core.tokenizer import count_message_tokens, count_tokens
 
-from ._wire import Call, dumps
+from ._wire import JSON, Call, dumps
 
 __all__ = [
     "Tokens",
@@ -34,8 +34,6 @@ __all__ = [
     "responses_usage",
     "tokens_for",
 ]
-
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)

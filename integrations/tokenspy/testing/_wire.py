@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "CREATED",
     "FLAGS",
+    "JSON",
     "BadRequest",
     "Call",
     "Frame",
@@ -27,7 +28,7 @@ __all__ = [
     "sse",
 ]
 
-JSON = dict[str, Any]
+JSON = dict[str, Any]  # a JSON object as parsed or about to be sent
 
 # Every flag the server understands; anything else is rejected so a typo cannot silently test nothing.
 FLAGS = frozenset({"http429", "http500", "midstream", "cut", "slow", "fulldelta"})
@@ -66,6 +67,7 @@ class Frame:
 
     data: bytes
     usage: JSON | None = None
+    counted: bool = True  # False for the `[DONE]` sentinel: `chunks_sent` counts real events only
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,487 @@
+"""`FakeProvider`: the HTTP server (stdlib `ThreadingHTTPServer`, HTTP/1.1, chunked SSE)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from ._anthropic import count_tokens_endpoint, messages
+from ._chat import chat_completions, completions
+from ._embeddings import embeddings
+from ._errors import Api, error_reply
+from ._log import RequestLog
+from ._responses import responses
+from ._wire import FLAGS, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, dumps, midpoint
+
+__all__ = ["DEFAULT_REPLY", "FakeProvider", "parse_flags"]
+
+log = logging.getLogger("tokenspy.testing")
+Endpoint = Callable[[Call], JsonReply | StreamReply]
+
+DEFAULT_REPLY = "The capital of France is Paris."
+SLOW_DELAY = 0.02  # seconds between SSE events with the `slow` flag
+
+# Paths under /v1/messages speak Anthropic (errors included); all others speak OpenAI.
+_ROUTES: dict[str, Endpoint] = {
+    "/v1/chat/completions": chat_completions,
+    "/v1/completions": completions,
+    "/v1/responses": responses,
+    "/v1/embeddings": embeddings,
+    "/v1/messages": messages,
+    "/v1/messages/count_tokens": count_tokens_endpoint,
+}
+# What a peer that went away looks like while we write to it.
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+def parse_flags(values: Iterable[str]) -> frozenset[str]:
+    """Flags from strings like "slow", "a,b" or "a b"; raises ValueError for unknown ones."""
+    flags = frozenset(f.strip().lower() for v in values for f in v.replace(",", " ").split() if f.strip())
+    unknown = flags - FLAGS
+    if unknown:
+        raise ValueError(f"unknown fake-provider flag(s) {sorted(unknown)}; known: {sorted(FLAGS)}")
+    return flags
+
+
+class _Stopped(Exception):
+    """The provider is shutting down: abandon the response."""
+
+
+class FakeProvider:
+    """A fake OpenAI- and Anthropic-compatible API on 127.0.0.1 with honest token usage.
+
+    Usable as a context manager or with `start()`/`stop()`. The knobs (`reply`, `cached_tokens`,
+    `cache_write_tokens`, `reasoning_tokens`, `chunk_delay`) are plain attributes read per request.
+    """
+
+    def __init__(
+        self,
+        reply: str = DEFAULT_REPLY,
+        *,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        chunk_delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        for name, value in (
+            ("cached_tokens", cached_tokens),
+            ("cache_write_tokens", cache_write_tokens),
+            ("reasoning_tokens", reasoning_tokens),
+            ("chunk_delay", chunk_delay),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        self.reply = reply
+        self.cached_tokens = cached_tokens
+        self.cache_write_tokens = cache_write_tokens
+        self.reasoning_tokens = reasoning_tokens
+        self.chunk_delay = chunk_delay
+        self._address = (host, port)
+        self._flags: frozenset[str] = frozenset()
+        self._log = RequestLog()
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server(self._address, self)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="tokenspy-fake-provider",
+            daemon=True,
+        )
+        self._server = server
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; open connections (even idle keep-alive ones) are closed, not waited for."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()  # wakes streams sleeping between chunks
+        server.shutdown()
+        server.server_close()
+        server.drop_connections(timeout=1.0)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server else "stopped"
+        return f"<FakeProvider {where} flags={sorted(self._flags)}>"
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeProvider is not running: call start() or use it in a with block")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._address[0]}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """For `OpenAI(base_url=...)`, LangChain `ChatOpenAI(base_url=...)`, LlamaIndex `api_base`."""
+        return self.base_url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """For `Anthropic(base_url=...)`; the SDK appends `/v1/messages` itself."""
+        return self.base_url
+
+    # -- control ---------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[JSON]:
+        """A snapshot (deep copy) of the request log, oldest first."""
+        return self._log.snapshot()
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return self._flags
+
+    def set_flags(self, *flags: str) -> None:
+        """Flags for every following request (until `reset()`); replaces earlier ones."""
+        self._flags = parse_flags(flags)
+
+    def reset(self) -> None:
+        """Clear the request log and the flags (the knobs and the reply are kept)."""
+        self._flags = frozenset()
+        self._log.clear()
+
+    def wait_for_outcome(self, index: int, timeout: float = 2.0) -> JSON:
+        """Entry `index` once its outcome is final (the response was fully written, or failed)."""
+        return self._log.wait_final(index, timeout)
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Apply `{"flags", "reply", "cached_tokens", ...}` (used by `POST /_config`)."""
+        if "flags" in settings:
+            value = settings["flags"]
+            self.set_flags(*([value] if isinstance(value, str) else value))
+        if "reply" in settings:
+            if not isinstance(settings["reply"], str):
+                raise ValueError("reply must be a string")
+            self.reply = settings["reply"]
+        for knob in ("cached_tokens", "cache_write_tokens", "reasoning_tokens", "chunk_delay"):
+            if knob in settings:
+                value = settings[knob]
+                kind = "number" if knob == "chunk_delay" else "integer"
+                allowed = (int, float) if kind == "number" else (int,)
+                if isinstance(value, bool) or not isinstance(value, allowed) or value < 0:
+                    raise ValueError(f"{knob} must be a non-negative {kind}")
+                setattr(self, knob, value)
+
+    # -- used by the handler ---------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 overflows when a test opens ~100 connections at once: the
+    # kernel then drops handshakes and clients see resets (httpx.ReadError) instead of slow accepts.
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], provider: FakeProvider) -> None:
+        self.provider = provider
+        self._open: dict[socket.socket, threading.Thread] = {}
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can take seconds.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def track(self, conn: socket.socket) -> None:
+        with self._open_lock:
+            self._open[conn] = threading.current_thread()
+
+    def untrack(self, conn: socket.socket) -> None:
+        with self._open_lock:
+            self._open.pop(conn, None)
+
+    def drop_connections(self, timeout: float) -> None:
+        with self._open_lock:
+            open_now = list(self._open.items())
+        for conn, _ in open_now:
+            with contextlib.suppress(OSError):  # unblocks a handler in recv() on an idle keep-alive
+                conn.shutdown(socket.SHUT_RDWR)
+        for _, thread in open_now:
+            thread.join(timeout)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("tokenspy fake provider: error while handling a request from %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked transfer, like the real APIs
+    server_version = "tokenspy-fake-provider"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    @property
+    def _provider(self) -> FakeProvider:
+        return self.server.provider
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path.rstrip("/") or "/"
+
+    # -- control endpoints -----------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self._path() == "/_log":
+            self._send_plain(200, self._provider.requests)
+        else:
+            self._send_plain(404, {"error": {"message": f"unknown path {self._path()}"}})
+
+    def _control(self, path: str, raw: bytes) -> None:
+        try:
+            settings = json.loads(raw) if raw.strip() else {}
+            if not isinstance(settings, dict):
+                raise ValueError("expected a JSON object")
+            if path == "/_reset":
+                self._provider.reset()
+            self._provider.configure(settings)
+        except ValueError as exc:
+            self._send_plain(400, {"error": {"message": str(exc)}})
+            return
+        self._send_plain(200, {"ok": True, "flags": sorted(self._provider.flags)})
+
+    def _send_plain(self, status: int, body: Any) -> None:
+        data = dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    # -- API endpoints ---------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        path = self._path()
+        raw = self._read_body()
+        if raw is None:  # nobody to answer: not a request worth logging
+            self.close_connection = True
+            return
+        if path in ("/_reset", "/_config"):
+            self._control(path, raw)
+            return
+        api: Api = "anthropic" if path.startswith("/v1/messages") else "openai"
+        endpoint = _ROUTES.get(path)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else None
+        provider = self._provider
+        flags, bad_flags = provider.flags, ""
+        try:
+            flags |= parse_flags([self.headers.get("x-fake-flags", "")])
+        except ValueError as exc:
+            bad_flags = str(exc)
+        model = str(body.get("model") or "") if body else ""
+        stream_options = body.get("stream_options") if body else None
+        entry = provider._log.add(
+            {
+                "path": path,
+                "model": model,
+                "stream": bool(body and body.get("stream")),
+                "stream_options": stream_options if isinstance(stream_options, dict) else None,
+                "flags": sorted(flags),
+                "usage": None,
+                "outcome": "in_progress",
+                "chunks_sent": 0,
+            }
+        )
+        seq = provider._next_seq()
+        reply: JsonReply | StreamReply
+        if body is None:
+            reply = error_reply(api, 400, "fake provider: the request body is not a JSON object")
+        elif bad_flags:
+            reply = error_reply(api, 400, bad_flags)
+        elif endpoint is None:
+            reply = error_reply(api, 404, f"fake provider: unknown path {path}")
+        elif "http429" in flags:
+            reply = error_reply(api, 429, "fake provider: rate limit reached (flag http429)", no_retry=True)
+        elif "http500" in flags:
+            reply = error_reply(api, 500, "fake provider: internal error (flag http500)", no_retry=True)
+        else:
+            call = Call(
+                body,
+                model,
+                seq,
+                self._reply(),
+                cached_tokens=max(0, provider.cached_tokens),
+                cache_write_tokens=max(0, provider.cache_write_tokens),
+                reasoning_tokens=max(0, provider.reasoning_tokens),
+                flags=flags,
+            )
+            try:
+                reply = endpoint(call)
+            except BadRequest as exc:
+                reply = error_reply(api, 400, f"fake provider: {exc}")
+            except Exception as exc:  # a bug here must reach the client as a 500, not hang it
+                log.exception("tokenspy fake provider: endpoint %s failed", path)
+                reply = error_reply(api, 500, f"fake provider bug: {exc!r}")
+        headers = {"x-request-id": f"req_fake{seq:06d}", "request-id": f"req_fake{seq:06d}"}
+        if isinstance(reply, StreamReply):
+            delay = max(provider.chunk_delay, SLOW_DELAY if "slow" in flags else 0.0)
+            self._send_stream(entry, reply, flags, delay, headers)
+        else:
+            self._send_json(entry, reply, cut="cut" in flags, headers=headers)
+
+    def _reply(self) -> str:
+        value = self.headers.get("x-fake-reply")
+        if value is None:
+            return self._provider.reply
+        try:  # http.server decodes header bytes as latin-1; a UTF-8 client meant UTF-8
+            return value.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return value
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None if the client went away (or stop() cut it) before sending it all."""
+        try:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                parts = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    part = self.rfile.read(size)
+                    if len(part) < size:
+                        return None
+                    parts.append(part)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+            length = int(self.headers.get("Content-Length") or 0)
+        except (ValueError, *_DISCONNECTS):
+            return None
+        raw = self.rfile.read(length)
+        return raw if len(raw) == length else None
+
+    def _send_json(self, entry: JSON, reply: JsonReply, *, cut: bool, headers: Mapping[str, str]) -> None:
+        log_ = self._provider._log
+        data = dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in {**headers, **reply.headers}.items():
+            self.send_header(name, value)
+        ok = reply.status == 200 and not cut
+        # Logged before writing: once the client has the response, the log already says so.
+        log_.update(entry, outcome="completed" if ok else "error", usage=reply.usage if ok else None)
+        try:
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2] if cut else data)
+        except _DISCONNECTS:
+            log_.update(entry, outcome="client_disconnected")
+            self.close_connection = True
+            return
+        if cut:
+            self._drop_connection()
+
+    def _send_stream(
+        self, entry: JSON, reply: StreamReply, flags: frozenset[str], delay: float, headers: Mapping[str, str]
+    ) -> None:
+        log_ = self._provider._log
+        stopping = self._provider._stopping
+        frames: list[Frame] = [*reply.head]
+        if "midstream" in flags or "cut" in flags:
+            frames += reply.body[: midpoint(len(reply.body))]
+            if "midstream" in flags:
+                frames.append(reply.error)
+            final = "error"
+        else:
+            frames += reply.body + reply.tail
+            final = "completed"
+        terminate = "cut" not in flags  # `cut` never sends the zero-length chunk that ends the body
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        sent, usage = 0, None
+        try:
+            self.end_headers()
+            for i, frame in enumerate(frames):
+                if (i and delay and stopping.wait(delay)) or stopping.is_set():
+                    raise _Stopped
+                new_usage = {**(usage or {}), **frame.usage} if frame.usage else usage
+                data = b"%X\r\n%s\r\n" % (len(frame.data), frame.data)
+                new_sent = sent + frame.counted
+                if i == len(frames) - 1 and terminate:
+                    # Logged before the last write, so a client that saw the end sees a final log.
+                    log_.update(entry, outcome=final, chunks_sent=new_sent, usage=new_usage)
+                    data += b"0\r\n\r\n"
+                self.wfile.write(data)
+                sent, usage = new_sent, new_usage
+                log_.update(entry, chunks_sent=sent, usage=usage)
+            if not frames and terminate:
+                log_.update(entry, outcome=final)
+                self.wfile.write(b"0\r\n\r\n")
+        except _DISCONNECTS:
+            outcome = "error" if stopping.is_set() else "client_disconnected"
+            log_.update(entry, outcome=outcome, chunks_sent=sent, usage=usage)
+            self.close_connection = True
+            return
+        except _Stopped:
+            log_.update(entry, outcome="error", chunks_sent=sent, usage=usage)
+            self._drop_connection()
+            return
+        if not terminate:
+            log_.update(entry, outcome=final)
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # FIN without the terminating chunk: an incomplete body
+            self.connection.shutdown(socket.SHUT_RDWR)
