@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 
-def start_call(tracker: Tracker | None, model: str | None, *, merge: bool = False, **kwargs: object) -> Call | MergedCall:
+def start_call(
+    tracker: Tracker | None, model: str | None, *, merge: bool = False, **kwargs: object
+) -> Call | MergedCall:
     """Start a call on `tracker` (the default one if None).
 
     With `merge=True` (SDK adapters), a call already active in this context that no other inner layer

@@ -133,8 +133,8 @@ _RECORD_FIELDS = ("id", "model", "provider", "input_tokens", "output_tokens", "c
                   "started_at", "request_model", "operation", "cache_hit", "estimated_fields",
                   "cache_write_1h_tokens", "tags", "span_id", "prompt", "response")
 if tuple(f.name for f in fields(CallRecord)) != _RECORD_FIELDS:  # pragma: no cover - a guard for editors
-    raise AssertionError("CallRecord's fields changed: update _RECORD_FIELDS and the positional CallRecord(...) "
-                         "in Call._build")
+    raise AssertionError("CallRecord's fields changed: update _RECORD_FIELDS and the positional "
+                         "CallRecord(...) in Call._build")
 
 
 def active_call() -> Call | None:
@@ -364,7 +364,8 @@ class Call:
             cost, source, self.streamed,  # cost_femto, usage_source, streamed
             status == "aborted" or (status == "failed" and response_started),  # partial
             status, error,  # status, error
-            span.path if span is not None else (), span.kinds if span is not None else (),  # span_path, _kinds
+            span.path if span is not None else (),  # span_path
+            span.kinds if span is not None else (),  # span_kinds
             self._clock() - self._started, self._ttft, self._started_wall,  # latency_s, ttft_s, started_at
             self.request_model, self.operation, self.cache_hit,  # request_model, operation, cache_hit
             tuple(estimated) if estimated else (), cache_write_1h_tokens,  # estimated_fields, cache_write_1h

@@ -108,7 +108,7 @@ def _rates(input: int, output: int, cached: int | None, write: int | None, write
 
 def _from_genai(model_price: Any) -> ModelRates | None:
     keys = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
-    values = [getattr(model_price, key, None) for key in keys]
+    values: list[Any] = [getattr(model_price, key, None) for key in keys]
     if values[0] is None and values[1] is None:
         return None
     starts = sorted({tier.start for value in values if hasattr(value, "tiers") for tier in value.tiers})

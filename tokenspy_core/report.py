@@ -74,7 +74,8 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
     if not stats["total_calls"]:
         body: list[tuple[str, str, str]] = [("no LLM calls recorded", "", "")]
     else:
-        total = (f"total: {fmt_cost(stats['total_cost_usd'] if stats['unpriced_calls'] < stats['total_calls'] else None)}"
+        all_unpriced = stats["unpriced_calls"] == stats["total_calls"]
+        total = (f"total: {fmt_cost(None if all_unpriced else stats['total_cost_usd'])}"
                  f"  {dot}  {_plural(stats['total_tokens'], 'token')}  {dot}  {_plural(stats['total_calls'], 'call')}")
         if stats["unpriced_calls"]:
             total += f"  {dot}  {stats['unpriced_calls']} unpriced"

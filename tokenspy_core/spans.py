@@ -37,8 +37,22 @@ span_listeners: list[tuple[Callable[[Span], None], Callable[[Span, BaseException
 
 
 class Span:
-    __slots__ = ("_ended", "attributes", "budgets", "end_time", "id", "kind", "kinds", "name", "parent",
-                 "path", "sinks", "start_time", "tags", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_ended",
+        "attributes",
+        "budgets",
+        "end_time",
+        "id",
+        "kind",
+        "kinds",
+        "name",
+        "parent",
+        "path",
+        "sinks",
+        "start_time",
+        "tags",
+    )
 
     def __init__(self, name: str, kind: str = "span", parent: Span | None = None, *,
                  sink: Sink | None = None, budget: Budget | None = None,

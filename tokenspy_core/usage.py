@@ -22,10 +22,10 @@ __all__ = [
     "Usage",
     "UsageReport",
     "usage_from_anthropic",
+    "usage_from_any",
     "usage_from_gemini",
     "usage_from_langchain",
     "usage_from_openai",
-    "usage_from_any",
 ]
 
 
@@ -93,15 +93,16 @@ class UsageReport:
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UsageReport))
-if FIELDS != ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
-              "cache_write_1h_tokens"):  # pragma: no cover - a guard for whoever adds a field
+if FIELDS != ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+              "reasoning_tokens", "cache_write_1h_tokens"):  # pragma: no cover - a guard for editors
     raise AssertionError("UsageReport.update and is_empty are unrolled over FIELDS: add the new field there")
 
 
 def _get(obj: Any, key: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    # dict first: a C-level check; the Mapping ABC check goes through Python-level ABCMeta.
+    if isinstance(obj, (dict, Mapping)):
         return obj.get(key)
     return getattr(obj, key, None)
 

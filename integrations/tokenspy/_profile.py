@@ -26,7 +26,7 @@ def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> N
     if budget_usd is not None:
         if isinstance(budget_usd, bool) or not isinstance(budget_usd, numbers.Real):
             raise TypeError(f"budget_usd must be a number of USD, got {budget_usd!r}")
-        if not budget_usd >= 0 or budget_usd == float("inf"):
+        if not 0 <= float(budget_usd) < float("inf"):
             raise ValueError(f"budget_usd must be a finite, non-negative number, got {budget_usd!r}")
     if on_exceeded not in ("warn", "raise"):
         raise ValueError(f"on_exceeded must be 'warn' or 'raise', got {on_exceeded!r}")

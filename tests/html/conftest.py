@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 import pytest
+
 import tokenspy
 
 # USD per million tokens, so every cost below is exact.

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tokenspy
 
+import tokenspy
 from tokenspy_core.hints import Hint
 from tokenspy_core.html_report import render_html
 

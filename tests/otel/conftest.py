@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otel_harness import Otel
-from tokenspy.otel import disable_otel, enable_otel
 
+from tokenspy.otel import disable_otel, enable_otel
 from tokenspy_core import default_tracker
 
 

@@ -7,11 +7,11 @@ import threading
 from typing import Any
 
 import pytest
-import tokenspy
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_harness import Otel
-from tokenspy.otel import call_attributes, disable_otel, enable_otel, is_enabled
 
+import tokenspy
+from tokenspy.otel import call_attributes, disable_otel, enable_otel, is_enabled
 from tokenspy_core import Span, default_tracker, use_span
 from tokenspy_core.spans import span_listeners
 
