@@ -1,0 +1,245 @@
+"""Every `tokenspy` command on fixture databases, in-process through main(argv)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenspy.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+def test_report_is_the_box_the_recording_process_showed(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "report", "--db", dbs.both)
+    assert (status, err) == (0, "")
+    assert out == dbs.box + "\n"
+    assert "chat" in out and "answer" in out and "retrieve" in out
+
+
+def test_report_json_has_the_live_totals(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from tokenspy_core import default_tracker
+
+    status, out, _ = run(capsys, "report", "--db", dbs.both, "--format", "json")
+    data = json.loads(out)
+    live = default_tracker().stats()
+    assert status == 0
+    for key in ("total_cost_usd", "total_cost_usd_exact", "total_tokens", "total_calls", "partial_calls",
+                "failed_calls", "by_model", "by_function", "tree"):
+        assert data[key] == json.loads(json.dumps(live[key])), key
+
+
+def test_report_by_model_table(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "report", "--db", dbs.base, "--by", "model")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "calls", "input", "output", "tokens", "cost", "share", "flags"]
+    assert lines[1].split() == ["gpt-4o", "3", "4,100", "1,010", "5,110", "$0.0204", "97%"]
+    assert lines[2].split() == ["gpt-4o-mini", "2", "2,000", "400", "2,400", "$0.0005", "3%"]
+    assert lines[3].split() == ["total", "5", "6,100", "1,410", "7,510", "$0.0209", "100%"]
+
+
+def test_report_by_tag_json_and_by_one_tag_csv(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "report", "--db", dbs.base, "--by", "tag", "--format", "json")
+    groups = {g["tag"]: (g["calls"], g["cost_usd"]) for g in json.loads(out)["groups"]}
+    assert status == 0
+    assert groups == {"user=bob": (2, 0.02), "user=ann": (1, 0.00035), "(no tags)": (2, 0.00054)}
+    status, out, _ = run(capsys, "report", "--db", dbs.base, "--by", "tag", "--tag", "user",
+                         "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert status == 0 and [(r["user"], r["calls"], r["cost_usd"]) for r in table] == [
+        ("bob", "2", "0.02"), ("(no user)", "2", "0.00054"), ("ann", "1", "0.00035")]
+
+
+def test_report_by_day_and_by_commit(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(dbs.both) as conn:
+        conn.execute("UPDATE calls SET ts = 1767225600.5 WHERE git_commit = ?", (dbs.base_commit,))
+        conn.execute("UPDATE calls SET ts = 1767312000.5 WHERE git_commit = ?", (dbs.current_commit,))
+    status, out, _ = run(capsys, "report", "--db", dbs.both, "--by", "day", "--format", "csv")
+    assert status == 0
+    assert [(r["day"], r["calls"]) for r in csv.DictReader(io.StringIO(out))] == [("2026-01-01", "5"),
+                                                                                  ("2026-01-02", "7")]
+    status, out, _ = run(capsys, "report", "--db", dbs.both, "--by", "commit")
+    assert status == 0 and "bbbbbbbbbbbb" in out and "aaaaaaaaaaaa" in out
+
+
+def test_report_since_leaves_out_older_calls(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(dbs.both) as conn:
+        conn.execute("UPDATE calls SET ts = ? WHERE git_commit = ?",
+                     (time.time() - 10 * 86400, dbs.base_commit))
+    status, out, _ = run(capsys, "report", "--db", dbs.both, "--since", "7d", "--format", "json")
+    assert status == 0 and json.loads(out)["total_calls"] == 7
+    status, out, _ = run(capsys, "report", "--db", dbs.both, "--since", "2000-01-01", "--format", "json")
+    assert status == 0 and json.loads(out)["total_calls"] == 12
+
+
+def test_report_html_to_a_file(dbs: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    status, out, err = run(capsys, "report", "--db", dbs.both, "--format", "html", "-o", target)
+    assert (status, out, err) == (0, "", f"tokenspy: wrote {target}\n")
+    html = target.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html") and "retrieve" in html
+
+
+def test_report_text_to_a_file_and_ascii(dbs: Any, capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    target = tmp_path / "report.txt"
+    status, _, _ = run(capsys, "report", "--db", dbs.both, "--ascii", "--no-hints", "-o", target)
+    text = target.read_text(encoding="utf-8")
+    assert status == 0 and text.startswith("+====") and "╔" not in text and "hints" not in text
+
+
+# -- history -------------------------------------------------------------------------------------------
+
+def test_history_shows_the_most_recent_calls_with_flags(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "history", "--db", dbs.current, "--limit", "3")
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 3
+    assert "(unattributed)" in lines[0] and "gpt-4o" in lines[0] and "100 → 10 tok" in lines[0]
+    assert "$0.0004" in lines[0] and " ms" in lines[0]
+    assert lines[1].rstrip().endswith("partial, estimated") and "chat " in lines[1]
+    assert lines[2].rstrip().endswith("error: TimeoutError: read timeout")
+
+
+def test_history_json(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "history", "--db", dbs.base, "-n", "2", "--format", "json")
+    calls = json.loads(out)
+    assert status == 0 and [c["span_path"] for c in calls] == [["chat", "answer"], []]
+    assert calls[1]["cost_usd"] == 0.00035 and calls[1]["tags"]["user"] == "ann"
+
+
+# -- compare -------------------------------------------------------------------------------------------
+
+def test_compare_two_databases(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "compare", "--db", dbs.base, "--db", dbs.current)
+    assert status == 0
+    lines = out.splitlines()
+    rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line)[1:] for line in lines[1:]}
+    header = ["span", "A: base.db", "B: current.db", "delta", "change", "calls A → B"]
+    assert re.split(r"\s{2,}", lines[0]) == header
+    assert lines[1].startswith("chat / answer ")  # the largest change first
+    assert rows["chat / answer"] == ["$0.0200", "$0.0260", "+$0.0060", "+30.0%", "2 → 2"]
+    assert rows["chat / answer / retrieve"] == ["$0.0005", "$0.0005", "±$0", "0%", "2 → 2"]
+    assert rows["chat"][0] == "$0" and rows["chat"][3:] == ["new", "0 → 2"]
+    assert rows["total"][0] == "$0.0209" and rows["total"][4] == "5 → 7"
+
+
+def test_compare_two_commits_of_one_database_gives_the_same_numbers(
+        dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, by_db, _ = run(capsys, "compare", "--db", dbs.base, "--db", dbs.current, "--format", "json")
+    status2, by_commit, _ = run(capsys, "compare", "--db", dbs.both, "--commit", dbs.base_commit[:7],
+                                "--commit", dbs.current_commit, "--format", "json")
+    a, b = json.loads(by_db), json.loads(by_commit)
+    assert status == status2 == 0 and a["rows"] == b["rows"] and a["total"] == b["total"]
+    answer = next(r for r in b["rows"] if r["key"] == "chat / answer")
+    assert (answer["a_cost_usd"], answer["b_cost_usd"]) == (0.02, 0.026)
+    assert answer["delta_pct"] == pytest.approx(30)
+    assert (b["a"], b["b"]) == ("aaaaaaa", "bbbbbbbbbbbb")
+
+
+def test_compare_by_model(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "compare", "--db", dbs.base, "--db", dbs.current, "--by", "model")
+    assert status == 0 and out.splitlines()[0].startswith("model")
+    assert next(line for line in out.splitlines() if line.startswith("gpt-4o-mini")).split()[-4] == "0%"
+
+
+# -- annotate ------------------------------------------------------------------------------------------
+
+def test_annotate_writes_warnings_and_appends_the_job_summary(
+        dbs: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    status, out, err = run(capsys, "annotate", "--baseline", dbs.base, "--current", dbs.current)
+    assert (status, err) == (0, "")
+    warnings = out.splitlines()
+    assert warnings[0] == ("::warning title=tokenspy cost regression::span chat / answer: $0.0200 → $0.0260 "
+                           "(+30.0%25, threshold +10%25)")
+    assert warnings[1].startswith("::warning title=tokenspy cost regression::span chat: $0 → $0.0")
+    assert warnings[1].endswith("(new, threshold +10%25)") and len(warnings) == 2
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n## tokenspy: LLM cost vs baseline")
+    assert "| ⚠️ | chat / answer | $0.0200 | $0.0260 | +$0.0060 | +30.0% |" in text
+    assert "|  | chat / answer / retrieve | $0.0005 | $0.0005 | ±$0 | 0% |" in text
+    assert "**2 spans** above the +10% threshold." in text
+
+
+def test_annotate_threshold_min_delta_and_fail_flag(
+        dbs: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    status, out, _ = run(capsys, "annotate", "--baseline", dbs.base, "--current", dbs.current,
+                         "--threshold", "50%", "--min-delta", "0.001", "--fail-on-regression")
+    assert status == 0 and "::warning" not in out
+    assert "## tokenspy: LLM cost vs baseline" in out and "No span above the +50% threshold." in out
+    status, out, _ = run(capsys, "annotate", "--db", dbs.both, "--baseline", dbs.base_commit,
+                         "--current", dbs.current_commit, "--threshold", "25", "--fail-on-regression")
+    assert status == 1 and out.count("::warning") == 2
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+def bad_inputs(dbs: Any, tmp_path: Path) -> list[list[object]]:
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a database")
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    both = dbs.both
+    return [
+        [],
+        ["report", "--db", tmp_path / "missing.db"],
+        ["history", "--db", text_file],
+        ["report", "--db", foreign],
+        ["report", "--db", both, "--since", "7x"],
+        ["report", "--db", both, "--format", "pdf"],
+        ["report", "--db", both, "--by", "model", "--format", "html"],
+        ["report", "--db", both, "--by", "model", "--tag", "user"],
+        ["report", "--db", both, "--output", tmp_path / "no" / "such" / "dir.txt"],
+        ["history", "--db", both, "--limit", "0"],
+        ["compare", "--db", both],
+        ["compare", "--db", both, "--commit", "a" * 40, "--commit", "ffff"],
+        ["annotate", "--baseline", both],
+        ["annotate", "--baseline", both, "--current", both, "--threshold", "ten"],
+        ["frobnicate"],
+    ]
+
+
+def test_bad_input_is_one_line_on_stderr_and_exit_status_2(
+        dbs: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv in bad_inputs(dbs, tmp_path):
+        status, out, err = run(capsys, *argv)
+        assert status == 2, argv
+        assert err.startswith("tokenspy: error: ") and err.count("\n") == 1, (argv, err)
+        assert "Traceback" not in err and out == "", argv
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_error_messages_say_what_is_wrong(dbs: Any, capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    _, _, err = run(capsys, "report", "--db", tmp_path / "missing.db")
+    assert err == f"tokenspy: error: no tokenspy database at {tmp_path / 'missing.db'}\n"
+    _, _, err = run(capsys, "report", "--db", dbs.both, "--since", "7x")
+    assert "invalid duration '7x'" in err and "7d" in err
+    (tmp_path / "notes.txt").write_text("hello")
+    _, _, err = run(capsys, "history", "--db", tmp_path / "notes.txt")
+    assert "is not a tokenspy database" in err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "report" in out and "annotate" in out
