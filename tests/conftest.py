@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 os.environ["TOKENSPY_STRICT"] = "1"
+# pytester drives the pytest plugin's tests (tests/pytest_plugin): it must be named here, in the
+# top-level conftest, since pytest refuses `pytest_plugins` in a conftest it loads after startup.
+pytest_plugins = ["pytester"]
 
+from tokenspy import _instrument  # noqa: E402
 from tokenspy_core import PRICES, config, default_tracker  # noqa: E402
 
 
@@ -20,3 +25,10 @@ def _fresh_tracker() -> Iterator[None]:
     PRICES.clear_overrides()
     config.capture_content = False
     config.tags = {}
+    # The first profile/session patches the SDKs for the rest of the process; a test must not
+    # inherit that from whichever test happened to run before it.
+    observe = sys.modules.get("tokenspy._observe")
+    if observe is not None:
+        observe.uninstrument_sdks()
+    _instrument._done = False
+    _instrument.set_enabled(True)

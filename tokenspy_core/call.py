@@ -138,8 +138,13 @@ if tuple(f.name for f in fields(CallRecord)) != _RECORD_FIELDS:  # pragma: no co
 
 
 def active_call() -> Call | None:
-    """The call an outer layer (a framework adapter) marked active in this context, if any."""
-    return _active.get()
+    """The call an outer layer (a framework adapter) marked active in this context, if any.
+
+    A call ended in another context (a stream finished in a worker thread) cannot deactivate itself
+    here, so an ended call is never reported as active.
+    """
+    call = _active.get()
+    return call if call is not None and call.status == "active" else None
 
 
 class Call:
@@ -283,7 +288,8 @@ class Call:
                 return None
             self.status = status
         self.error = error
-        self.deactivate()
+        if _active.get() is self:  # deactivate(), inlined
+            _active.set(self._prev_active)
         try:
             record = self._build(status, error)
         except Exception as exc:
@@ -313,7 +319,8 @@ class Call:
     def _build(self, status: Status, error: str | None) -> CallRecord:
         rep = self._report
         model = self.served_model or self.request_model
-        response_started = self._ttft is not None or not rep.is_empty()
+        # Only read when the call failed (every use is `status != "failed" or ...` / `... == "failed" and`).
+        response_started = status == "failed" and (self._ttft is not None or not rep.is_empty())
         estimated: list[str] = []
         text: str | None = None
         if rep.input_tokens is not None:

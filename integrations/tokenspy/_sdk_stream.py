@@ -1,0 +1,267 @@
+"""Streams: the user keeps the SDK's own stream object; tokenspy watches what flows through it.
+
+`track_stream(stream, tracker)` changes three things on that one object, and nothing else:
+
+- its `_iterator` (where both SDKs' `__next__`/`__iter__` pull items) becomes a generator that feeds
+  each item to the tracker, O(1), and yields it unchanged and at once (it can hide one item: the
+  usage-only chunk tokenspy asked for), then ends the call on exhaustion or error;
+- its class becomes a cached subclass of its own class (so `isinstance(s, openai.Stream)` holds)
+  whose `__iter__`/`__aiter__` notice a consumer that stops early (`break`, an exception in the loop
+  body): the iterator object they hand out ends the call when it is dropped;
+- its HTTP response gets an instance-level `close`/`aclose` that ends the call first. Every way of
+  closing goes through it: `Stream.close()`, `with`/`async with`, the SDK helpers (`messages.stream()`,
+  `chat.completions.stream()`) which close the response directly, and garbage collection.
+
+Ends: exhaustion finishes; an error fails (cancellation aborts); an early stop or close finishes if the
+provider's final event already arrived (usage is complete), else aborts (`partial=True`). The first end
+wins, so overlapping signals are harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from tokenspy_core import Call, MergedCall
+from tokenspy_core._guard import guarded, log_internal_error
+
+__all__ = ["StreamTracker", "end_on_exception", "hook_close", "track_stream"]
+
+CallLike = Call | MergedCall
+_ATTR = "_tokenspy_stream"
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    # asyncio's CancelledError is matched by name, to not import asyncio for it.
+    return isinstance(exc, GeneratorExit | KeyboardInterrupt) or type(exc).__name__ == "CancelledError"
+
+
+def end_on_exception(call: CallLike, exc: BaseException) -> None:
+    """An exception ended the call: cancellation aborts it, anything else fails it."""
+    with guarded("sdk call end"):
+        if _is_cancellation(exc):
+            call.abort()
+        else:
+            call.fail(exc)
+
+
+class StreamTracker:
+    """Feeds one streamed call from the items its consumer pulls, and ends it exactly once.
+
+    Subclasses implement `on_item` (per item: O(1), attribute reads and `call.add_text`) and set
+    `complete` once the provider's final usage arrived.
+    """
+
+    __slots__ = ("__weakref__", "_gen", "call", "complete")
+
+    def __init__(self, call: CallLike) -> None:
+        self.call = call
+        self.complete = False
+        self._gen: weakref.ref[Any] | None = None
+
+    def on_item(self, item: Any) -> bool:
+        """Account for `item`; True hides it from the consumer."""
+        raise NotImplementedError
+
+    # -- ends ---------------------------------------------------------------------------------
+    def exhausted(self) -> None:
+        with guarded("stream end"):
+            self.call.finish()
+
+    def errored(self, exc: BaseException) -> None:
+        end_on_exception(self.call, exc)
+
+    def stopped(self) -> None:
+        """The consumer stopped, closed the stream or dropped it."""
+        with guarded("stream end"):
+            if self.complete:
+                self.call.finish()
+            else:
+                self.call.abort()
+
+    def response_closing(self) -> None:
+        if self.call.ended:
+            return
+        gen = self._gen() if self._gen is not None else None
+        # The SDK's own generator closes the response when the body ends or fails, while our
+        # generator is running it; that generator then ends the call with the right outcome.
+        if gen is not None and (getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False)):
+            return
+        self.stopped()
+
+    def __del__(self) -> None:
+        # The stream was collected: the consumer is gone. (`stopped` is guarded; at interpreter
+        # shutdown nothing is safe to touch.)
+        if not sys.is_finalizing() and not self.call.ended:
+            self.stopped()
+
+
+def _disabled(exc: Exception) -> Callable[[Any], bool]:
+    # A bug in tokenspy's per-item accounting: stop accounting for this stream, keep streaming.
+    log_internal_error("stream item", exc)
+    return lambda item: False
+
+
+def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
+    on_item: Callable[[Any], bool] = tracker.on_item
+    try:
+        for item in inner:
+            try:
+                hide = on_item(item)
+            except Exception as exc:
+                on_item = _disabled(exc)
+                hide = False
+            if not hide:
+                yield item
+    except GeneratorExit:
+        tracker.stopped()
+        raise
+    except BaseException as exc:
+        tracker.errored(exc)
+        raise
+    tracker.exhausted()
+
+
+async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIterator[Any]:
+    on_item: Callable[[Any], bool] = tracker.on_item
+    try:
+        async for item in inner:
+            try:
+                hide = on_item(item)
+            except Exception as exc:
+                on_item = _disabled(exc)
+                hide = False
+            if not hide:
+                yield item
+    except GeneratorExit:
+        tracker.stopped()
+        raise
+    except BaseException as exc:
+        tracker.errored(exc)
+        raise
+    tracker.exhausted()
+
+
+def _consumer(it: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
+    """What `for chunk in stream` iterates: closed before the end means the consumer stopped.
+
+    A generator (dropped after `break`, it is closed at once by reference counting), delegating
+    with `yield from`, the cheapest pass-through per item.
+    """
+    try:
+        yield from it
+    finally:
+        if not tracker.call.ended and not sys.is_finalizing():
+            tracker.stopped()
+
+
+class _AsyncConsumer:
+    """`async for`'s iterator; a plain object, so dropping it after `break` is noticed at once
+    (an async generator would only be finalized later by the event loop)."""
+
+    __slots__ = ("_it", "_tracker")
+
+    def __init__(self, it: AsyncIterator[Any], tracker: StreamTracker) -> None:
+        self._it = it
+        self._tracker = tracker
+
+    def __aiter__(self) -> _AsyncConsumer:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._it.__anext__()
+
+    def __del__(self) -> None:
+        if not sys.is_finalizing() and not self._tracker.call.ended:
+            self._tracker.stopped()
+
+
+_subclasses: dict[type, type] = {}
+_ours: set[type] = set()
+
+
+def _tracked_class(cls: type, *, is_async: bool) -> type:
+    """`cls` plus an `__iter__` (`__aiter__`) that notices early stops; made once per stream class.
+
+    A plain one-level subclass with no slots, so its instances have the SDK class's layout and
+    `__class__` can be switched on an existing stream.
+    """
+    if cls in _ours:
+        return cls
+    sub = _subclasses.get(cls)
+    if sub is not None:
+        return sub
+    namespace: dict[str, Any] = {"__slots__": (), "__module__": cls.__module__,
+                                 "__qualname__": cls.__qualname__}
+    if is_async:
+        sdk_aiter = cls.__aiter__  # type: ignore[attr-defined]
+
+        def __aiter__(self: Any) -> AsyncIterator[Any]:
+            it: AsyncIterator[Any] = sdk_aiter(self)
+            tracker = self.__dict__.get(_ATTR)
+            return it if tracker is None else _AsyncConsumer(it, tracker)
+
+        namespace["__aiter__"] = __aiter__
+    else:
+        sdk_iter = cls.__iter__  # type: ignore[attr-defined]
+
+        def __iter__(self: Any) -> Iterator[Any]:
+            it: Iterator[Any] = sdk_iter(self)
+            tracker = self.__dict__.get(_ATTR)
+            return it if tracker is None else _consumer(it, tracker)
+
+        namespace["__iter__"] = __iter__
+    # Same name, module and qualname: reprs and error messages read exactly as the SDK's.
+    sub = _subclasses[cls] = type(cls.__name__, (cls,), namespace)
+    _ours.add(sub)
+    return sub
+
+
+def hook_close(response: Any, on_close: Callable[[Any], None], *, is_async: bool) -> None:
+    """Call `on_close(response)` before `response.close()` / `await response.aclose()`, for this one
+    response object. Holds the response weakly: it must stay collectable by reference counting."""
+    name = "aclose" if is_async else "close"
+    previous = response.__dict__.get(name)  # another instance-level hook: keep calling it
+    original = getattr(type(response), name)
+    ref = weakref.ref(response)
+
+    def run(target: Any) -> Any:
+        with guarded("response close"):
+            on_close(target)
+        return previous() if previous is not None else original(target)
+
+    if is_async:
+        async def aclose() -> None:
+            target = ref()
+            if target is not None:
+                await run(target)
+
+        response.__dict__[name] = aclose
+    else:
+        def close() -> None:
+            target = ref()
+            if target is not None:
+                run(target)
+
+        response.__dict__[name] = close
+
+
+def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_class: bool = True) -> None:
+    """Make `stream` (an openai or anthropic `Stream`/`AsyncStream`) feed `tracker`.
+
+    `own_class`: the stream is of the SDK's own class (not a subclass some other instrumentation made,
+    possibly one per call): only then is it switched to a tracked subclass, cached per class.
+    """
+    inner = stream._iterator  # anthropic builds it lazily (a cached_property): this builds it now
+    gen: Any = _aitems(inner, tracker) if is_async else _items(inner, tracker)
+    tracker._gen = weakref.ref(gen)
+    stream._iterator = gen
+    stream.__dict__[_ATTR] = tracker
+    if own_class:
+        # Should the class refuse, early stops are still seen at close or collection.
+        with contextlib.suppress(TypeError):
+            stream.__class__ = _tracked_class(type(stream), is_async=is_async)
+    hook_close(stream.response, lambda response: tracker.response_closing(), is_async=is_async)

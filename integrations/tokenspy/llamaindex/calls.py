@@ -1,0 +1,204 @@
+"""One LlamaIndex LLM or embedding call, fed by either pipeline, ended exactly once.
+
+`LLMCall` translates LlamaIndex responses (in-progress chunks, the end response, exceptions) into
+the core lifecycle. A nested call (a CustomLLM's `chat` running its own `complete`) gets a
+`MergedCall` view of the outer one: its usage and model still count, its text and ends do not,
+so one model invocation stays one record.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tokenspy_core import BudgetExceededError, Call, MergedCall, Span, UsageReport, usage_from_any
+
+from . import payloads
+
+if TYPE_CHECKING:
+    from .handler import TokenSpyHandler
+
+__all__ = ["EmbeddingCall", "LLMCall", "ends_as_abort", "nested_llm", "open_call", "start_llm"]
+
+
+def ends_as_abort(exc: BaseException | None) -> bool:
+    """The consumer stopped (break/close, Ctrl-C, task cancelled): partial, not an error."""
+    return isinstance(exc, GeneratorExit | KeyboardInterrupt) or type(exc).__name__ == "CancelledError"
+
+
+def open_call(owner: TokenSpyHandler, model: str | None, *, parent: Span | None, enforce_budget: bool,
+              **options: Any) -> Call:
+    """Start a core call for `owner` under `parent` and mark it active for the SDK layer below.
+
+    `enforce_budget=False` is for the instrumentation path when no callback handler follows:
+    LlamaIndex swallows every exception an instrumentation handler raises, so a refusal could not
+    stop the call; it is recorded (against the budget) instead of being lost.
+    """
+    try:
+        call = owner.new_call(model, parent=parent, **options)
+    except BudgetExceededError:
+        if enforce_budget:
+            raise
+        call = owner.new_call(model, parent=None, **options)
+        call.span = parent  # attribution and budget accounting as usual, minus the refusal
+    call.activate()
+    return call
+
+
+class LLMCall:
+    """An LLM call: `chunk()` per streamed response, then `end()` or `error()`."""
+
+    __slots__ = ("call", "finalizer", "model", "started")
+
+    def __init__(self, call: Call | MergedCall, model: str | None) -> None:
+        self.call = call
+        self.model = model
+        self.started = False  # a chunk arrived
+        self.finalizer: Any = None  # weakref.finalize on the returned generator, if streamed
+
+    @property
+    def nested(self) -> bool:
+        return isinstance(self.call, MergedCall)
+
+    @property
+    def ended(self) -> bool:
+        return self.call.ended
+
+    def chunk(self, response: Any) -> None:
+        self.started = True
+        call = self.call
+        if isinstance(call, Call):
+            call.streamed = True  # also for streams the span name did not announce
+        delta = getattr(response, "delta", None)
+        text = (delta if isinstance(delta, str) else "") + payloads.reasoning_delta(response)
+        if text:
+            call.add_text(text)
+        else:
+            call.mark_first_token()  # a tool-call delta or the usage-only chunk: output has begun
+        usage = payloads.usage_of(response)
+        if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
+            call.set_usage(usage)
+
+    def end(self, response: Any) -> None:
+        try:
+            if response is not None:
+                self._read(response)
+        finally:  # whatever happened reading it, the call ends (else it would be lost)
+            self.call.finish()
+            self.detach()
+
+    def _read(self, response: Any) -> None:
+        call = self.call
+        usage = payloads.usage_of(response)
+        if usage is not None:
+            call.set_usage(usage)
+        served = payloads.served_model(response)
+        if served:
+            call.set_model(served)
+        elif self.nested and self.model:
+            self._lend_model()
+        call.set_response_text(payloads.response_text(response))
+
+    def error(self, exc: BaseException | None) -> None:
+        if ends_as_abort(exc):
+            self.call.abort()
+        else:
+            self.call.fail(exc)
+        self.detach()
+
+    def discarded(self, started: bool) -> None:
+        """The stream generator was garbage-collected before it ended."""
+        if started:
+            self.call.abort()
+        else:
+            # Never iterated: LlamaIndex LLMs send the request lazily, on the first chunk.
+            self.call.fail("stream discarded before it was read")
+
+    def detach(self) -> None:
+        if self.finalizer is not None:
+            self.finalizer.detach()
+            self.finalizer = None
+
+    def _lend_model(self) -> None:
+        # A wrapper LLM ("unknown" model) around a real one: price the outer call by the inner model.
+        call = self.call
+        if isinstance(call, MergedCall) and call.outer.request_model is None:
+            call.set_model(self.model)
+
+
+class _BatchedEmbedding(Call):
+    """An embedding call that may span several provider requests, whose usages add up.
+
+    `aget_text_embedding_batch` starts every batch, then sends them all concurrently: the requests
+    cannot be told apart from here, so the whole LlamaIndex call is one record and each SDK-layer
+    request merged into it (any number may claim it) adds its own usage.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._input = 0
+        self._cached = 0
+
+    def claim(self) -> bool:
+        return not self.ended
+
+    def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
+        report = usage_from_any(usage) if usage is not None else UsageReport(**fields)
+        with self._lock:
+            self._input += report.input_tokens or 0
+            self._cached += report.cached_input_tokens or 0
+            total, cached = self._input, self._cached
+        super().set_usage(input_tokens=total, output_tokens=0, cached_input_tokens=cached or None)
+
+
+class EmbeddingCall:
+    """A LlamaIndex embedding call: one batch, or all the concurrent batches of an async one.
+
+    Its texts arrive only with the end events, so the prompt list is filled then: the core estimates
+    the input from that very list object at the end unless a merged SDK layer reported usage.
+    """
+
+    __slots__ = ("call", "pending", "texts")
+
+    def __init__(self, owner: TokenSpyHandler, model: str | None, provider: str | None,
+                 parent: Span | None, enforce_budget: bool) -> None:
+        self.texts: list[str] = []
+        self.pending = 1  # batches started and not yet ended
+        self.call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
+                              provider=provider, prompt=self.texts, operation="embeddings",
+                              call_type=_BatchedEmbedding)
+
+    @property
+    def ended(self) -> bool:
+        return self.call.ended
+
+    def add_batch(self) -> None:
+        self.pending += 1
+
+    def end(self, chunks: Any) -> None:
+        self.pending -= 1
+        try:
+            if isinstance(chunks, list | tuple):
+                self.texts.extend(c for c in chunks if isinstance(c, str))
+        finally:
+            if self.pending <= 0:
+                self.call.finish()
+
+    def error(self, exc: BaseException | None) -> None:
+        self.call.fail(exc)
+
+
+def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, instance: Any, *,
+              prompt: Any, streamed: bool, parent: Span | None, enforce_budget: bool) -> LLMCall:
+    model = payloads.model_of(model_dict, instance)
+    call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
+                     provider=payloads.provider_of(model_dict, instance), prompt=prompt, streamed=streamed)
+    return LLMCall(call, model)
+
+
+def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: Any) -> LLMCall:
+    outer_call = outer.call
+    target = outer_call.outer if isinstance(outer_call, MergedCall) else outer_call
+    return LLMCall(MergedCall(target), payloads.model_of(model_dict, instance))

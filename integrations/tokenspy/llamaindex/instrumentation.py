@@ -1,0 +1,413 @@
+"""The instrumentation path: one event handler and one span handler on LlamaIndex's root dispatcher.
+
+This is the primary source of LLM and embedding calls. It reaches objects built before any
+registration, sees every streamed chunk (so an abandoned stream keeps the text it consumed), and
+its spans give the attribution tree. One process-wide `Tap` serves every `TokenSpyHandler`: each
+call is routed to one handler, found on the callback manager of the LLM or of an enclosing
+component (query engine, chat engine, ...), else the handler installed with `tokenspy.set_handler`.
+
+LlamaIndex calls these handlers on the caller's thread (loop thread for async), synchronously,
+and swallows anything they raise; every entry point is guarded anyway, and in strict mode an
+internal error is also kept in `Tap.internal_errors` so tests can see what LlamaIndex swallowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events.embedding import (
+    EmbeddingEndEvent,
+    EmbeddingStartEvent,
+    SparseEmbeddingEndEvent,
+)
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.span import BaseSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from pydantic import PrivateAttr
+
+from tokenspy_core import BudgetExceededError, Span, current_span
+from tokenspy_core._guard import guarded
+
+from . import payloads
+from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
+from .spans import Role, classify, keep_parent_for_stream
+
+if TYPE_CHECKING:
+    from .handler import TokenSpyHandler
+
+__all__ = ["TAP", "Tap"]
+
+_MAX_KEPT_ERRORS = 20
+_MAX_CLOSED = 1024
+
+
+@dataclass(slots=True, eq=False)
+class _Open:
+    """An open LlamaIndex span, as much of it as attribution and routing need."""
+
+    anchor: Span | None  # where calls and child spans attach (our span, or the nearest one above)
+    own: Span | None  # the tokenspy span opened for it, if it is a meaningful one
+    owner: TokenSpyHandler | None  # a handler on this component's callback manager, or inherited
+    legacy: bool  # this component's own callback manager has a tokenspy handler: callbacks follow
+    role: Role
+    root: str
+    enclosing: LLMCall | None  # the LLM call this span runs inside (a CustomLLM's chat -> complete)
+    instance: Any = None  # LLM/embedding components only: a fallback for the model name
+    embedding: EmbeddingCall | None = None  # the embedding call open in this span
+
+
+def _owner_on(instance: Any) -> TokenSpyHandler | None:
+    """The first tokenspy handler on the component's callback manager (`set_handler`'s proxy counts)."""
+    from .handler import handler_of
+
+    try:
+        handlers = getattr(getattr(instance, "callback_manager", None), "handlers", None)
+    except Exception:  # a property that raises on some component: it simply has none
+        return None
+    if not isinstance(handlers, list):
+        return None
+    for candidate in handlers:
+        handler = handler_of(candidate)
+        if handler is not None:
+            return handler
+    return None
+
+
+def _deepest(anchor: Span | None) -> Span | None:
+    """`anchor`, or the current tokenspy span if that one lies below it.
+
+    The current span is deeper when a lazily-started stream runs under the span that produced it
+    (`spans.keep_parent_for_stream`) while LlamaIndex's own context points higher up (a chat engine
+    consuming a query engine's stream in its worker thread), or when a session opens inside.
+    """
+    current = current_span()
+    if anchor is None or current is None or current is anchor:
+        return current if anchor is None else anchor
+    node = current.parent
+    while node is not None:
+        if node is anchor:
+            return current
+        node = node.parent
+    return anchor
+
+
+class Tap:
+    """Routes dispatcher events to tokenspy calls and spans; state is per open span and per call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, _Open] = {}
+        # Recently closed spans: a child may start after its parent returned (a worker thread or a
+        # generator the parent handed back); it still attaches there. Bounded.
+        self._closed: OrderedDict[str, _Open] = OrderedDict()
+        self._roots: dict[str, set[str]] = {}
+        self._llm: dict[str, LLMCall] = {}
+        self._refused: dict[str, BudgetExceededError] = {}
+        self.global_owner: TokenSpyHandler | None = None
+        self.internal_errors: list[BaseException] = []
+        self._event_handler = _EventHandler()
+        self._event_handler._tap = self
+        self._span_handler = _SpanHandler()
+        self._span_handler._tap = self
+
+    # -- registration ---------------------------------------------------------------------------
+    @property
+    def installed(self) -> bool:
+        return self._span_handler in get_dispatcher().span_handlers
+
+    def install(self) -> None:
+        root = get_dispatcher()
+        with self._lock:
+            if self._span_handler not in root.span_handlers:
+                root.add_span_handler(self._span_handler)
+            if self._event_handler not in root.event_handlers:
+                root.add_event_handler(self._event_handler)
+
+    def uninstall(self) -> None:
+        """Remove both handlers and forget every open span and call (calls in flight end aborted)."""
+        root = get_dispatcher()
+        with self._lock:
+            root.span_handlers = [h for h in root.span_handlers if h is not self._span_handler]
+            root.event_handlers = [h for h in root.event_handlers if h is not self._event_handler]
+            calls = list(self._llm.values())
+            self._open.clear()
+            self._closed.clear()
+            self._roots.clear()
+            self._llm.clear()
+            self._refused.clear()
+        for state in calls:
+            with guarded("llamaindex uninstall"):
+                state.error(GeneratorExit())
+
+    # -- what the legacy path asks ----------------------------------------------------------------
+    def tracks(self, span_id: str | None) -> bool:
+        """Whether the LLM/embedding call running in this LlamaIndex span is recorded here already."""
+        if not span_id:
+            return False
+        if span_id in self._llm:
+            return True
+        info = self._open.get(span_id)
+        return info is not None and info.embedding is not None
+
+    def take_refusal(self, span_id: str | None) -> BudgetExceededError | None:
+        if not span_id:
+            return None
+        with self._lock:
+            return self._refused.pop(span_id, None)
+
+    def anchor(self, span_id: str | None) -> Span | None:
+        info = self._open.get(span_id) if span_id else None
+        return info.anchor if info is not None else current_span()
+
+    # -- guarded entry ----------------------------------------------------------------------------
+    def run(self, where: str, fn: Any, *args: Any) -> None:
+        try:
+            with guarded(where):
+                fn(*args)
+        except Exception as exc:  # strict mode only: keep what LlamaIndex is about to swallow
+            if len(self.internal_errors) < _MAX_KEPT_ERRORS:
+                self.internal_errors.append(exc)
+            raise
+
+    # -- spans --------------------------------------------------------------------------------------
+    def span_enter(self, id_: str, instance: Any, parent_id: str | None, tags: dict[str, Any] | None) -> None:
+        parent = self._open.get(parent_id) if parent_id else None
+        late = parent is None and parent_id is not None and parent_id in self._closed
+        if late:
+            parent = self._closed.get(parent_id or "")
+        role = classify(id_, instance, tags)
+        here = _owner_on(instance) if instance is not None else None
+        anchor = _deepest(parent.anchor) if parent is not None else current_span()
+        own = None
+        if isinstance(role, tuple):
+            name, kind = role
+            # A span named like its parent (FunctionTool.__call__ -> call, recursion) adds no level.
+            if anchor is None or anchor.name != name or anchor.kind != kind:
+                own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
+        enclosing = None
+        if parent is not None:
+            enclosing = self._llm.get(parent_id or "") or parent.enclosing
+        # A late child is a root of its own for bookkeeping: its parent's root may be gone already.
+        root = parent.root if parent is not None and not late else id_
+        info = _Open(anchor=own or anchor, own=own, owner=here or (parent.owner if parent else None),
+                     legacy=here is not None, role=role, root=root, enclosing=enclosing,
+                     instance=instance if role in ("llm", "embedding") else None)
+        with self._lock:
+            self._open[id_] = info
+            self._roots.setdefault(root, set()).add(id_)
+
+    def span_exit(self, id_: str, result: Any) -> None:
+        info = self._close(id_)
+        state = self._llm.get(id_)
+        if state is not None:
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                self._watch_stream(id_, state, result)
+            else:  # non-stream: the end event came first; this only covers a missed one
+                self._pop_llm(id_)
+                if not state.ended:
+                    state.end(result if hasattr(result, "raw") else None)
+        if info is None:
+            return
+        if info.embedding is not None and not info.embedding.ended:
+            info.embedding.call.finish()
+        if info.own is not None:
+            keep_parent_for_stream(result, info.own)
+            info.own.end()
+
+    def span_drop(self, id_: str, err: BaseException | None) -> None:
+        info = self._close(id_)
+        with self._lock:
+            self._refused.pop(id_, None)
+        state = self._pop_llm(id_)
+        if state is not None and not state.ended:
+            # A non-stream error (e.g. HTTP 429) fires no ExceptionEvent: only this drop.
+            state.error(err)
+        if info is None:
+            return
+        if info.embedding is not None:
+            info.embedding.error(err)
+        if info.own is not None:
+            info.own.end(err)
+
+    def _close(self, id_: str) -> _Open | None:
+        leftovers: list[_Open] = []
+        with self._lock:
+            info = self._open.pop(id_, None)
+            if info is None:
+                return None
+            if info.root == id_:
+                # The root ended: forget any descendant whose exit never came (bounded memory).
+                for leftover in self._roots.pop(id_, ()):
+                    lost = self._open.pop(leftover, None)
+                    if lost is not None:
+                        leftovers.append(lost)
+            else:
+                siblings = self._roots.get(info.root)
+                if siblings is not None:
+                    siblings.discard(id_)
+            # Kept for late children: what they inherit (anchor, owner), not the component.
+            self._closed[id_] = _Open(anchor=info.anchor, own=None, owner=info.owner, legacy=False,
+                                      role=info.role, root=id_, enclosing=None)
+            if len(self._closed) > _MAX_CLOSED:
+                self._closed.popitem(last=False)
+        for lost in leftovers:
+            if lost.own is not None:
+                lost.own.end()
+        return info
+
+    def _pop_llm(self, id_: str) -> LLMCall | None:
+        with self._lock:
+            return self._llm.pop(id_, None)
+
+    def _watch_stream(self, id_: str, state: LLMCall, gen: Any) -> None:
+        # A stream nobody finishes or closes ends when its generator is collected (weakref callbacks
+        # run before the generator's own close, so the consumed text is all there already).
+        finalizer = weakref.finalize(gen, self._stream_collected, id_, state)
+        finalizer.atexit = False
+        state.finalizer = finalizer
+
+    def _stream_collected(self, id_: str, state: LLMCall) -> None:
+        def collected() -> None:
+            with self._lock:
+                if self._llm.get(id_) is state:
+                    del self._llm[id_]
+            if not state.ended:
+                state.discarded(state.started)
+
+        self.run("llamaindex stream collected", collected)
+
+    # -- events -------------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        span_id = event.span_id
+        if isinstance(event, LLMChatInProgressEvent | LLMCompletionInProgressEvent):
+            state = self._llm.get(span_id or "")
+            if state is not None:
+                state.chunk(event.response)
+        elif isinstance(event, LLMChatStartEvent):
+            self._llm_start(span_id, event.model_dict, payloads.prompt_of_messages(event.messages))
+        elif isinstance(event, LLMCompletionStartEvent):
+            self._llm_start(span_id, event.model_dict, event.prompt)
+        elif isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent):
+            state = self._pop_llm(span_id or "")
+            if state is not None:
+                state.end(event.response)
+        elif isinstance(event, ExceptionEvent):
+            state = self._pop_llm(span_id or "")
+            if state is not None:
+                state.error(event.exception)
+        elif isinstance(event, EmbeddingStartEvent):  # SparseEmbeddingStartEvent included
+            self._embedding_start(span_id, event.model_dict)
+        elif isinstance(event, EmbeddingEndEvent | SparseEmbeddingEndEvent):
+            info = self._open.get(span_id or "")
+            if info is not None and info.embedding is not None:
+                info.embedding.end(event.chunks)
+
+    def _owner(self, info: _Open | None) -> TokenSpyHandler | None:
+        return (info.owner if info is not None else None) or self.global_owner
+
+    def _llm_start(self, span_id: str | None, model_dict: dict[str, Any], prompt: Any) -> None:
+        if not span_id or span_id in self._llm:
+            return
+        info = self._open.get(span_id)
+        instance = info.instance if info is not None else None
+        if info is not None and info.enclosing is not None and not info.enclosing.ended:
+            state = nested_llm(info.enclosing, model_dict, instance)
+        else:
+            owner = self._owner(info)
+            if owner is None:
+                return
+            try:
+                state = start_llm(owner, model_dict, instance, prompt=prompt,
+                                  streamed=payloads.is_stream_method(span_id),
+                                  parent=info.anchor if info is not None else current_span(),
+                                  enforce_budget=info is not None and info.legacy)
+            except BudgetExceededError as refusal:
+                # Raised from here LlamaIndex would swallow it; the callback handler that runs
+                # next, on the same thread, raises it into the caller before the request is sent.
+                with self._lock:
+                    self._refused[span_id] = refusal
+                return
+        with self._lock:
+            self._llm[span_id] = state
+
+    def _embedding_start(self, span_id: str | None, model_dict: dict[str, Any]) -> None:
+        info = self._open.get(span_id or "")
+        if info is None or not span_id:
+            return
+        if info.embedding is not None and not info.embedding.ended:
+            info.embedding.add_batch()  # an async batch call: its batches are sent together
+            return
+        owner = self._owner(info)
+        if owner is None:
+            return
+        try:
+            info.embedding = EmbeddingCall(owner, payloads.model_of(model_dict, info.instance),
+                                           payloads.provider_of(model_dict, info.instance), info.anchor,
+                                           info.legacy)
+        except BudgetExceededError as refusal:
+            with self._lock:
+                self._refused[span_id] = refusal
+
+
+class _EventHandler(BaseEventHandler):
+    _tap: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TokenSpyEventHandler"
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self._tap.run("llamaindex event", self._tap.on_event, event)
+
+
+class _SpanHandler(BaseSpanHandler[BaseSpan]):
+    """Overrides the enter/exit/drop notices directly: the base class's span objects are not needed."""
+
+    _tap: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TokenSpySpanHandler"
+
+    def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                   parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._tap.run("llamaindex span enter", self._tap.span_enter, id_, instance, parent_id, tags)
+
+    def span_exit(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                  result: Any = None, **kwargs: Any) -> None:
+        self._tap.run("llamaindex span exit", self._tap.span_exit, id_, result)
+
+    def span_drop(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                  err: BaseException | None = None, **kwargs: Any) -> None:
+        self._tap.run("llamaindex span drop", self._tap.span_drop, id_, err)
+
+    def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                 parent_span_id: str | None = None, tags: dict[str, Any] | None = None,
+                 **kwargs: Any) -> BaseSpan | None:
+        return None
+
+    def prepare_to_exit_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                             result: Any = None, **kwargs: Any) -> BaseSpan | None:
+        return None
+
+    def prepare_to_drop_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
+                             err: BaseException | None = None, **kwargs: Any) -> BaseSpan | None:
+        return None
+
+
+TAP = Tap()

@@ -1,0 +1,271 @@
+"""The openai SDK adapter: Chat Completions, Responses, Embeddings and legacy Completions.
+
+Installed by `tokenspy.observe(client)` or automatically under `profile`/`session` (see `_observe`);
+`install()` / `uninstall()` patch and unpatch `SyncAPIClient.request` / `AsyncAPIClient.request`, which
+every openai call goes through (see `_sdk_request`). This module imports openai: import it only once
+openai is imported.
+
+Streams: Chat Completions report usage only when asked (`stream_options.include_usage`), in one extra
+final chunk whose `choices` is empty. When the caller did not decide, tokenspy asks, on a copy of the
+request options, and hides that chunk from the caller, whose loop typically reads `chunk.choices[0]`.
+A caller's explicit `include_usage` (True or False) is never changed, and its chunk never hidden.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
+
+import openai
+from openai._base_client import AsyncAPIClient, SyncAPIClient
+from openai._legacy_response import LegacyAPIResponse
+from openai._response import APIResponse, AsyncAPIResponse
+from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
+
+from tokenspy_core import start_call, usage_from_openai
+
+from ._observe import copy_observed, tracking
+from ._sdk_patch import Patches
+from ._sdk_request import Plan, SdkTypes, wrap_request
+from ._sdk_stream import CallLike, StreamTracker
+
+__all__ = ["install", "uninstall"]
+
+# request path -> operation name (OpenTelemetry GenAI names)
+_ENDPOINTS = {
+    "/chat/completions": "chat",
+    "/responses": "chat",
+    "/embeddings": "embeddings",
+    "/completions": "text_completion",
+}
+# Azure rejects `stream_options` before this API version.
+_AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+
+_patches = Patches()
+
+
+def install() -> None:
+    types = SdkTypes(streams=(openai.Stream,), async_streams=(openai.AsyncStream,),
+                     raw=(LegacyAPIResponse, APIResponse), async_raw=(AsyncAPIResponse,))
+    _patches.wrap(SyncAPIClient, "request", wrap_request(_plan, types, is_async=False))
+    _patches.wrap(AsyncAPIClient, "request", wrap_request(_plan, types, is_async=True))
+    for cls in (openai.OpenAI, openai.AsyncOpenAI, AzureOpenAI, AsyncAzureOpenAI):
+        for name in ("copy", "with_options"):
+            _patches.wrap(cls, name, copy_observed)
+
+
+def uninstall() -> None:
+    _patches.undo()
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)  # the ABC check only for non-dicts
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+# -- per request ---------------------------------------------------------------------------------
+def _plan(client: Any, options: Any, stream: bool) -> Plan | None:
+    path = getattr(options, "url", None)
+    if not isinstance(path, str):
+        return None
+    operation = _ENDPOINTS.get(path)
+    if operation is None or options.method.lower() != "post":
+        return None
+    tags = tracking(client)
+    if tags is None:
+        return None
+    body: Mapping[str, Any] = options.json_data if _is_mapping(options.json_data) else {}
+    extra: Mapping[str, Any] | None = options.extra_json if _is_mapping(options.extra_json) else None
+    model = (extra or {}).get("model") or body.get("model")
+    new_tracker: Callable[[CallLike], StreamTracker]
+    if path == "/responses":
+        new_tracker = _ResponsesEvents
+    else:  # Chat Completions or legacy Completions (embeddings never stream)
+        hide = expect = False
+        if stream:
+            options, hide, expect = _ask_stream_usage(client, options, body, extra)
+        new_tracker = functools.partial(_ChatChunks if path == "/chat/completions" else _CompletionChunks,
+                                        hide_usage=hide, expect_usage=expect)
+    call = start_call(None, None if model is None else str(model),
+                      provider="azure" if isinstance(client, BaseAzureClient) else "openai",
+                      prompt=_prompt(path, body), streamed=stream, merge=True, operation=operation,
+                      tags=tags or None)
+    return Plan(call, options, stream, new_tracker, _on_body)
+
+
+def _prompt(path: str, body: Mapping[str, Any]) -> Any:
+    """What to estimate input tokens from, should the provider not report them."""
+    if path == "/chat/completions":
+        return body.get("messages")
+    if path == "/responses":
+        given = body.get("input")
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
+        instructions = body.get("instructions")
+        return [{"role": "system", "content": instructions}, *items] if instructions else items
+    return body.get("input") if path == "/embeddings" else body.get("prompt")
+
+
+def _ask_stream_usage(client: Any, options: Any, body: Mapping[str, Any],
+                      extra: Mapping[str, Any] | None) -> tuple[Any, bool, bool]:
+    """(options to send, hide the usage chunk, a usage chunk will come)."""
+    # `extra_body` is merged over the body when the request is built: its value is the one sent.
+    holder = extra if extra is not None and "stream_options" in extra else body
+    current = holder.get("stream_options")
+    if _is_mapping(current) and current.get("include_usage") is not None:
+        return options, False, bool(current["include_usage"])
+    if not _accepts_stream_options(client):
+        return options, False, False
+    asked = {**current, "include_usage": True} if _is_mapping(current) else {"include_usage": True}
+    # A copy: never touch the caller's options or dicts.
+    field = "extra_json" if holder is extra else "json_data"
+    return _copy_with(options, {field: {**holder, "stream_options": asked}}), True, True
+
+
+def _copy_with(options: Any, update: dict[str, Any]) -> Any:
+    if hasattr(options, "model_copy"):  # pydantic 2
+        return options.model_copy(update=update)
+    return options.copy(update=update)  # pydantic 1
+
+
+def _accepts_stream_options(client: Any) -> bool:
+    if not isinstance(client, BaseAzureClient):
+        return True
+    version = getattr(client, "_api_version", None)
+    return not isinstance(version, str) or version[:10] >= _AZURE_STREAM_OPTIONS_SINCE
+
+
+# -- non-streamed responses ----------------------------------------------------------------------
+def _on_body(call: CallLike, body: Any) -> None:
+    """A ChatCompletion, Response, CreateEmbeddingResponse or Completion, or its JSON dict."""
+    usage = _get(body, "usage")
+    if usage is not None:
+        call.set_usage(usage_from_openai(usage))
+    call.set_model(_get(body, "model"))
+    if _get(body, "status") == "failed":  # a Responses API response
+        call.fail(_response_error(body))
+        return
+    call.set_response_text(functools.partial(_text_of, body))
+
+
+def _response_error(response: Any) -> str:
+    error = _get(response, "error")
+    return f"{_get(error, 'code') or 'error'}: {_get(error, 'message') or 'response failed'}"
+
+
+def _text_of(body: Any) -> str:
+    """The generated text (and tool calls), for estimating output tokens when usage is missing."""
+    parts: list[str] = []
+    for choice in _get(body, "choices") or ():
+        message = _get(choice, "message")
+        parts.append(str(_get(message, "content") or _get(choice, "text") or ""))
+        for tool_call in _get(message, "tool_calls") or ():
+            function = _get(tool_call, "function")
+            parts.append(f"{_get(function, 'name') or ''}{_get(function, 'arguments') or ''}")
+    for item in _get(body, "output") or ():
+        for part in _get(item, "content") or ():
+            parts.append(str(_get(part, "text") or ""))
+        parts.append(str(_get(item, "arguments") or ""))
+    return "".join(parts)
+
+
+# -- streams (per chunk: O(1) attribute reads and add_text) ---------------------------------------
+class _ChatChunks(StreamTracker):
+    """Chat Completions chunks: text (and tool-call) deltas, then usage in the final chunk if asked."""
+
+    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen")
+
+    def __init__(self, call: CallLike, *, hide_usage: bool, expect_usage: bool) -> None:
+        super().__init__(call)
+        self._hide_usage = hide_usage
+        self._expect_usage = expect_usage
+        self._model_seen = False
+
+    def on_item(self, chunk: Any) -> bool:
+        call = self.call
+        if not self._model_seen and chunk.model:
+            self._model_seen = True
+            call.set_model(chunk.model)
+        choices = chunk.choices
+        for choice in choices:
+            delta = choice.delta
+            if delta is not None:
+                if delta.content:
+                    call.add_text(delta.content)
+                elif delta.tool_calls:
+                    call.mark_first_token()
+                    for tool_call in delta.tool_calls:
+                        function = tool_call.function
+                        if function is not None:
+                            call.add_text((function.name or "") + (function.arguments or ""))
+                elif delta.refusal:
+                    call.add_text(delta.refusal)
+            if choice.finish_reason is not None and not self._expect_usage:
+                self.complete = True  # no usage chunk will follow: the answer is complete
+        usage = chunk.usage
+        if usage is None:
+            return False
+        call.set_usage(usage_from_openai(usage))
+        self.complete = True
+        return self._hide_usage and not choices
+
+
+class _CompletionChunks(StreamTracker):
+    """Legacy Completions chunks (`choices[i].text`)."""
+
+    __slots__ = ("_expect_usage", "_hide_usage")
+
+    def __init__(self, call: CallLike, *, hide_usage: bool, expect_usage: bool) -> None:
+        super().__init__(call)
+        self._hide_usage = hide_usage
+        self._expect_usage = expect_usage
+
+    def on_item(self, chunk: Any) -> bool:
+        call = self.call
+        choices = getattr(chunk, "choices", None) or ()
+        for choice in choices:
+            if choice.text:
+                call.add_text(choice.text)
+            if choice.finish_reason is not None and not self._expect_usage:
+                self.complete = True
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            return False
+        call.set_model(chunk.model)
+        call.set_usage(usage_from_openai(usage))
+        self.complete = True
+        return self._hide_usage and not choices
+
+
+# Responses API events whose `delta` is generated text (output tokens, should they be estimated).
+_TEXT_DELTAS = frozenset({
+    "response.output_text.delta", "response.function_call_arguments.delta", "response.refusal.delta",
+    "response.reasoning_text.delta", "response.reasoning_summary_text.delta",
+    "response.custom_tool_call_input.delta",
+})
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class _ResponsesEvents(StreamTracker):
+    __slots__ = ()
+
+    def on_item(self, event: Any) -> bool:
+        kind = event.type
+        if kind in _TEXT_DELTAS:
+            self.call.add_text(event.delta)
+        elif kind in _FINAL or kind == "response.created":
+            response = event.response
+            self.call.set_model(response.model)
+            if response.usage is not None:
+                self.call.set_usage(usage_from_openai(response.usage))
+            if kind == "response.failed":
+                self.call.fail(_response_error(response))
+            elif kind != "response.created":
+                self.complete = True
+        elif kind == "error":
+            # The SDK does not raise on an error event: the loop just ends after it.
+            self.call.fail(f"{event.code or 'error'}: {event.message}")
+        return False

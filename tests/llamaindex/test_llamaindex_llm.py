@@ -1,0 +1,209 @@
+"""One LLM call, one record: exact usage when the provider sends it, estimates when it does not,
+partial when the caller stops reading, failures recorded."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from li_helpers import MODEL, assert_matches, logged, openai_llm
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.llms import MockLLM
+from openai import APIError, RateLimitError
+
+import tokenspy
+from tokenspy.llamaindex import TokenSpyHandler
+from tokenspy.testing import DEFAULT_REPLY, FakeProvider
+from tokenspy_core.tokenizer import count_message_tokens, count_tokens
+
+QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def only_call() -> tokenspy.CallRecord:
+    records = tokenspy.calls()
+    assert len(records) == 1, records
+    return records[0]
+
+
+# -- exact usage ----------------------------------------------------------------------------------
+
+def test_chat_records_raw_usage_with_cached_and_reasoning_tokens(global_handler: TokenSpyHandler) -> None:
+    with FakeProvider(cached_tokens=8, reasoning_tokens=3) as fp:
+        openai_llm(fp).chat(QUESTION)
+        record = only_call()
+        usage = logged(fp)[0]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 8
+    assert_matches(record, usage)
+    assert record.reasoning_tokens == 3
+    assert (record.usage_source, record.streamed, record.partial, record.status) == (
+        "provider", False, False, "finished")
+    assert (record.model, record.provider, record.operation) == (MODEL, "openai", "chat")
+
+
+def test_complete_on_a_chat_model_is_one_call(global_handler: TokenSpyHandler, fp: FakeProvider) -> None:
+    response = openai_llm(fp).complete("Say hi")
+    assert response.text == DEFAULT_REPLY
+    assert_matches(only_call(), logged(fp)[0])
+
+
+async def test_achat_records_exact_usage(global_handler: TokenSpyHandler, fp: FakeProvider) -> None:
+    await openai_llm(fp).achat(QUESTION)
+    assert_matches(only_call(), logged(fp)[0])
+
+
+def test_stream_chat_with_include_usage_is_exact(global_handler: TokenSpyHandler, fp: FakeProvider) -> None:
+    text = "".join(chunk.delta or "" for chunk in openai_llm(fp).stream_chat(QUESTION))
+    assert text == DEFAULT_REPLY
+    record = only_call()
+    assert_matches(record, logged(fp)[0])
+    assert record.streamed and not record.partial and record.usage_source == "provider"
+    assert record.ttft_s is not None
+
+
+async def test_astream_complete_with_include_usage_is_exact(global_handler: TokenSpyHandler,
+                                                            fp: FakeProvider) -> None:
+    stream = await openai_llm(fp).astream_complete("Say hi")
+    async for _ in stream:
+        pass
+    record = only_call()
+    assert_matches(record, logged(fp)[0])
+    assert record.streamed
+
+
+# -- estimated usage ------------------------------------------------------------------------------
+
+def test_stream_without_provider_usage_is_estimated_from_text_and_prompt(global_handler: TokenSpyHandler,
+                                                                         fp: FakeProvider) -> None:
+    for _ in openai_llm(fp, stream_usage=False).stream_chat(QUESTION):
+        pass
+    record = only_call()
+    assert record.cost_femto is not None
+    assert fp.requests[0]["stream_options"] is None  # llama-index-llms-openai does not ask for usage
+    assert record.usage_source == "estimated"
+    assert record.estimated_fields == ("input_tokens", "output_tokens")
+    assert fp.requests[0]["usage"] is None  # the provider sent none
+    # The same request with usage on: the fake counts like the estimator (tiktoken, OpenAI's chat
+    # framing), so here the estimate equals what the provider reports.
+    for _ in openai_llm(fp).stream_chat(QUESTION):
+        pass
+    reported = logged(fp)[1]
+    assert record.input_tokens == count_message_tokens(PROMPT, MODEL) == reported["prompt_tokens"]
+    assert record.output_tokens == count_tokens(DEFAULT_REPLY, MODEL) == reported["completion_tokens"]
+
+
+def test_mock_llm_chat_is_one_call_although_it_runs_complete_inside(global_handler: TokenSpyHandler) -> None:
+    llm = MockLLM(max_tokens=4)
+    llm.chat(QUESTION)
+    record = only_call()  # MockLLM.chat -> MockLLM.complete: two LlamaIndex LLM events, one model call
+    assert (record.model, record.provider, record.usage_source) == (None, None, "estimated")
+    assert record.input_tokens == count_message_tokens(PROMPT, None)
+    assert record.output_tokens == count_tokens("text text text text", None)
+    assert record.cost_femto is None  # no model, no price: never shown as $0
+
+
+def test_mock_llm_stream_chat_is_one_streamed_call(global_handler: TokenSpyHandler) -> None:
+    text = "".join(c.delta or "" for c in MockLLM(max_tokens=3).stream_chat(QUESTION))
+    record = only_call()
+    assert record.streamed and record.output_tokens == count_tokens(text, None) == 3
+
+
+# -- streams the caller stops reading -------------------------------------------------------------
+
+def test_break_after_two_chunks_and_close_records_partial(global_handler: TokenSpyHandler,
+                                                          fp: FakeProvider) -> None:
+    stream = openai_llm(fp).stream_chat(QUESTION)
+    consumed = ""
+    for i, chunk in enumerate(stream):
+        consumed += chunk.delta or ""
+        if i == 1:
+            break
+    assert tokenspy.calls() == []  # nothing ends while the stream is merely suspended
+    stream.close()
+    record = only_call()
+    assert (record.status, record.partial, record.streamed) == ("aborted", True, True)
+    assert record.output_tokens == count_tokens(consumed, MODEL) > 0  # what was read, not the whole reply
+    assert record.input_tokens == count_message_tokens(PROMPT, MODEL)  # the prompt was billed
+    assert record.usage_source == "estimated"
+
+
+async def test_async_break_and_aclose_records_partial(global_handler: TokenSpyHandler,
+                                                      fp: FakeProvider) -> None:
+    stream = await openai_llm(fp).astream_chat(QUESTION)
+    consumed = ""
+    async for chunk in stream:
+        consumed += chunk.delta or ""
+        break
+    await stream.aclose()
+    record = only_call()
+    assert (record.status, record.partial) == ("aborted", True)
+    assert record.output_tokens == count_tokens(consumed, MODEL)
+
+
+def test_stream_dropped_without_close_ends_partial_when_collected(global_handler: TokenSpyHandler,
+                                                                  fp: FakeProvider) -> None:
+    stream = openai_llm(fp).stream_chat(QUESTION)
+    first = next(iter(stream)).delta or ""
+    del stream
+    gc.collect()
+    record = only_call()
+    assert (record.status, record.partial) == ("aborted", True)
+    assert record.output_tokens == count_tokens(first, MODEL)
+
+
+def test_stream_never_read_is_a_failed_call_without_tokens(global_handler: TokenSpyHandler,
+                                                           fp: FakeProvider) -> None:
+    stream = openai_llm(fp).stream_chat(QUESTION)
+    del stream
+    gc.collect()
+    record = only_call()
+    assert fp.requests == []  # LlamaIndex sends the request on the first read
+    assert (record.status, record.total_tokens, record.partial) == ("failed", 0, False)
+    assert record.error == "stream discarded before it was read"
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+def test_http_429_is_recorded_as_failed_without_billing(global_handler: TokenSpyHandler,
+                                                        fp: FakeProvider) -> None:
+    fp.set_flags("http429")
+    with pytest.raises(RateLimitError):
+        openai_llm(fp).chat(QUESTION)
+    record = only_call()
+    assert record.status == "failed"
+    assert record.error is not None and record.error.startswith("RateLimitError")
+    assert (record.total_tokens, record.partial) == (0, False)
+
+
+def test_http_429_on_a_stream_is_recorded_as_failed(global_handler: TokenSpyHandler,
+                                                     fp: FakeProvider) -> None:
+    fp.set_flags("http429")
+    with pytest.raises(RateLimitError):
+        for _ in openai_llm(fp).stream_chat(QUESTION):
+            pass
+    record = only_call()
+    assert (record.status, record.total_tokens, record.partial) == ("failed", 0, False)
+
+
+def test_midstream_error_records_partial_failure_with_the_text_read(global_handler: TokenSpyHandler,
+                                                                    fp: FakeProvider) -> None:
+    fp.set_flags("midstream")
+    consumed = ""
+    with pytest.raises(APIError):
+        for chunk in openai_llm(fp).stream_chat(QUESTION):
+            consumed += chunk.delta or ""
+    record = only_call()
+    assert (record.status, record.partial) == ("failed", True)
+    assert consumed and record.output_tokens == count_tokens(consumed, MODEL)
+    assert record.input_tokens == count_message_tokens(PROMPT, MODEL)
+
+
+def test_handler_stats_and_report_cover_only_its_calls(fp: FakeProvider) -> None:
+    mine, other = TokenSpyHandler(), TokenSpyHandler()
+    openai_llm(fp, handlers=[mine]).chat(QUESTION)
+    openai_llm(fp, handlers=[other]).chat(QUESTION)
+    openai_llm(fp).chat(QUESTION)  # no handler on it, none installed globally: not tracked
+    assert len(tokenspy.calls()) == 2
+    assert mine.stats()["total_calls"] == other.stats()["total_calls"] == 1
+    assert_matches(mine.calls()[0], logged(fp)[0])
+    assert "gpt-4o-mini" in (mine.report("json") or "")

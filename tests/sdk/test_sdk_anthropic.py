@@ -1,0 +1,246 @@
+"""anthropic Messages: create (stream and not), the messages.stream() helper, early ends, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anthropic
+import pytest
+from sdk_helpers import HAIKU, HAIKU_MODEL, MESSAGES, anthropic_expected, assert_exact, cost
+from test_sdk_openai_chat import only_record
+
+import tokenspy
+from tokenspy.testing import FakeProvider
+from tokenspy_core.tokenizer import count_tokens
+
+ARGS: dict[str, Any] = {"model": HAIKU_MODEL, "max_tokens": 256, "messages": MESSAGES}
+
+
+def assert_partial_after_start(record: tokenspy.CallRecord, sent: dict[str, Any], text: str) -> None:
+    """Stopped after message_start: input and cache as reported, output estimated from the text."""
+    start = anthropic_expected({**sent, "output_tokens": 0})
+    output = count_tokens(text, HAIKU_MODEL)
+    assert (record.status, record.partial, record.usage_source) == ("aborted", True, "mixed")
+    assert record.estimated_fields == ("output_tokens",)
+    assert (
+        record.input_tokens,
+        record.cached_input_tokens,
+        record.cache_write_tokens,
+        record.output_tokens,
+    ) == (start["input_tokens"], start["cached_input_tokens"], start["cache_write_tokens"], output)
+    assert record.cost == cost(
+        HAIKU,
+        input=start["input_tokens"],
+        output=output,
+        cached=start["cached_input_tokens"],
+        write=start["cache_write_tokens"],
+    )
+
+
+def test_non_stream_records_exact_usage_with_cache_and_thinking(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    fp.reasoning_tokens = 3
+
+    @tokenspy.profile
+    def ask() -> Any:
+        return ant.messages.create(**ARGS)
+
+    message = ask()
+    sent = fp.requests[0]["usage"]
+    assert message.usage.input_tokens == sent["input_tokens"]  # raw: excludes the cache
+    record = only_record()
+    assert_exact(record, anthropic_expected(sent), HAIKU)
+    assert (record.cached_input_tokens, record.cache_write_tokens, record.reasoning_tokens) == (4, 2, 3)
+    assert (record.provider, record.span_path) == ("anthropic", ("ask",))
+
+
+@pytest.mark.parametrize("flags", [(), ("fulldelta",)], ids=["delta-output-only", "delta-cumulative-all"])
+def test_create_stream_merges_message_start_and_delta(
+    ant: anthropic.Anthropic, fp: FakeProvider, flags: tuple[str, ...]
+) -> None:
+    fp.set_flags(*flags)
+    with tokenspy.session("s"):
+        s = ant.messages.create(**ARGS, stream=True)
+        assert isinstance(s, anthropic.Stream)
+        text = "".join(e.delta.text for e in s if e.type == "content_block_delta")
+    assert text == fp.reply
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+def test_stream_helper_text_stream_and_final_message(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    @tokenspy.profile
+    def helper() -> Any:
+        with ant.messages.stream(**ARGS) as s:
+            text = "".join(s.text_stream)
+            return text, s.get_final_message()
+
+    text, final = helper()
+    assert text == fp.reply
+    sent = fp.requests[0]["usage"]
+    assert final.usage.output_tokens == sent["output_tokens"]
+    record = only_record()
+    assert_exact(record, anthropic_expected(sent), HAIKU)
+    assert record.span_path == ("helper",)
+
+
+def test_stream_helper_until_done_without_iterating(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    with tokenspy.session("s"), ant.messages.stream(**ARGS) as s:
+        s.until_done()
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+def test_stream_helper_get_final_message_consumes_by_itself(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    with tokenspy.session("s"), ant.messages.stream(**ARGS) as s:
+        assert s.get_final_message().content[0].text == fp.reply
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+def test_break_inside_stream_helper_records_partial_with_reported_input(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    fp.set_flags("slow")
+    with tokenspy.session("s"), ant.messages.stream(**ARGS) as s:
+        for text in s.text_stream:  # noqa: B007 - the break is the point
+            break
+    assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], text)
+    assert fp.requests[0]["outcome"] == "client_disconnected"
+
+
+def test_dropped_stream_records_partial_at_once(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    # anthropic streams have no reference cycle: dropping one closes it without the cyclic GC
+    fp.set_flags("slow")
+    with tokenspy.session("s"):
+        s = ant.messages.create(**ARGS, stream=True)
+        text = ""
+        for event in s:
+            if event.type == "content_block_delta":
+                text = event.delta.text
+                break
+        del s, event
+        assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], text)
+
+
+def test_midstream_error_fails_call_and_reraises(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    fp.set_flags("midstream")
+    with tokenspy.session("s"), pytest.raises(anthropic.APIStatusError, match="midstream error"):
+        for _ in ant.messages.create(**ARGS, stream=True):
+            pass
+    record = only_record()
+    assert (record.status, record.partial) == ("failed", True)
+    assert record.input_tokens == anthropic_expected({**fp.requests[0]["usage"]})["input_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "error"), [("http429", anthropic.RateLimitError), ("http500", anthropic.InternalServerError)]
+)
+def test_http_error_records_failed_call(
+    ant: anthropic.Anthropic, fp: FakeProvider, flag: str, error: type[Exception]
+) -> None:
+    fp.set_flags(flag)
+    with tokenspy.session("s"), pytest.raises(error):
+        ant.messages.create(**ARGS)
+    record = only_record()
+    assert (record.status, record.input_tokens, record.output_tokens) == ("failed", 0, 0)
+
+
+def test_http_error_on_stream_helper_records_failed_call(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    fp.set_flags("http429")
+    with tokenspy.session("s"), pytest.raises(anthropic.RateLimitError), ant.messages.stream(**ARGS):
+        pass
+    assert only_record().status == "failed"
+
+
+def test_with_raw_response_is_tracked(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    with tokenspy.session("s"):
+        raw = ant.messages.with_raw_response.create(**ARGS)
+    assert raw.parse() is raw.parse()
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+def test_count_tokens_is_not_a_model_call(ant: anthropic.Anthropic) -> None:
+    with tokenspy.session("s"):
+        ant.messages.count_tokens(model=HAIKU_MODEL, messages=MESSAGES)
+    assert tokenspy.calls() == []
+
+
+# -- async -------------------------------------------------------------------------------------------
+
+
+async def test_async_create_stream_records_exact_usage(
+    aant: anthropic.AsyncAnthropic, fp: FakeProvider
+) -> None:
+    async with tokenspy.session("s"):
+        s = await aant.messages.create(**ARGS, stream=True)
+        assert isinstance(s, anthropic.AsyncStream)
+        async for _ in s:
+            pass
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+async def test_async_stream_helper_final_message(aant: anthropic.AsyncAnthropic, fp: FakeProvider) -> None:
+    @tokenspy.profile
+    async def helper() -> str:
+        async with aant.messages.stream(**ARGS) as s:
+            text = "".join([t async for t in s.text_stream])
+            await s.get_final_message()
+            return text
+
+    assert await helper() == fp.reply
+    record = only_record()
+    assert_exact(record, anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+    assert record.span_path == ("helper",)
+
+
+async def test_async_break_inside_stream_helper_records_partial(
+    aant: anthropic.AsyncAnthropic, fp: FakeProvider
+) -> None:
+    fp.set_flags("slow")
+    async with tokenspy.session("s"), aant.messages.stream(**ARGS) as s:
+        async for text in s.text_stream:  # noqa: B007 - the break is the point
+            break
+    assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], text)
+
+
+async def test_async_task_cancelled_mid_stream_records_partial(
+    aant: anthropic.AsyncAnthropic, fp: FakeProvider
+) -> None:
+    fp.set_flags("slow")
+    got_text = asyncio.Event()
+    received: list[str] = []
+
+    async def consume() -> None:
+        async with aant.messages.stream(**ARGS) as s:
+            async for text in s.text_stream:
+                received.append(text)
+                got_text.set()
+
+    async with tokenspy.session("s"):
+        task = asyncio.create_task(consume())
+        await got_text.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], "".join(received))
+
+
+async def test_async_non_stream_records_exact_usage(aant: anthropic.AsyncAnthropic, fp: FakeProvider) -> None:
+    async with tokenspy.session("s"):
+        await aant.messages.create(**ARGS)
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+async def test_async_with_raw_response_is_tracked(aant: anthropic.AsyncAnthropic, fp: FakeProvider) -> None:
+    async with tokenspy.session("s"):
+        raw = await aant.messages.with_raw_response.create(**ARGS)
+    assert (await raw.parse()) is (await raw.parse())
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+async def test_async_stream_helper_until_done(aant: anthropic.AsyncAnthropic, fp: FakeProvider) -> None:
+    async with tokenspy.session("s"), aant.messages.stream(**ARGS) as s:
+        await s.until_done()
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
