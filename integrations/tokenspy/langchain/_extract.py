@@ -1,0 +1,187 @@
+"""Reading LangChain's callback payloads: the model, the provider, the usage, the text.
+
+Pure functions over duck-typed objects, so they work across langchain-core 0.3 and 1.x and never
+need the provider packages. Where the numbers come from (reference §1, §4.5, §4.6):
+
+- `AIMessage.usage_metadata` is LangChain's normalized usage (input includes cache reads and writes)
+  and the only place present in every mode; streamed chunks carry *deltas* of it that LangChain sums
+  into the final message.
+- `llm_output["token_usage"]` (OpenAI shape) and `llm_output["usage"]` (raw Anthropic shape, input
+  excluding cache) are fallbacks for integrations that fill no `usage_metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tokenspy_core import (
+    UsageReport,
+    usage_from_anthropic,
+    usage_from_any,
+    usage_from_langchain,
+    usage_from_openai,
+)
+
+__all__ = [
+    "content_text",
+    "is_cache_hit",
+    "message_of",
+    "message_text",
+    "provider_of",
+    "report_from_usage_metadata",
+    "request_model",
+    "result_message",
+    "result_usage",
+    "served_model",
+]
+
+
+_MISSING: Any = object()
+
+
+def _get(obj: Any, key: str) -> Any:
+    """`obj[key]` of a mapping or `obj.key` of an object. Dicts and pydantic objects first: an ABC
+    isinstance check costs more than the rest, and this runs a dozen times per model call."""
+    if obj is None:
+        return None
+    if obj.__class__ is dict:
+        return obj.get(key)
+    value = getattr(obj, key, _MISSING)
+    if value is not _MISSING:
+        return value
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# -- at the start --------------------------------------------------------------------------------
+def request_model(serialized: Any, invocation_params: Any, metadata: Any) -> str | None:
+    """The model the caller asked for: invocation params, then the serialized constructor args,
+    then LangSmith's `ls_model_name` (which every chat model fills from its own fields)."""
+    for key in ("model", "model_name", "model_id", "deployment_name"):
+        value = _str(_get(invocation_params, key))
+        if value:
+            return value
+    kwargs = _get(serialized, "kwargs")
+    for key in ("model", "model_name", "model_id"):
+        value = _str(_get(kwargs, key))
+        if value:
+            return value
+    return _str(_get(metadata, "ls_model_name"))
+
+
+def provider_of(metadata: Any) -> str | None:
+    return _str(_get(metadata, "ls_provider"))
+
+
+# -- streamed chunks -----------------------------------------------------------------------------
+def content_text(content: Any) -> str:
+    """The text of message content: a string, or content blocks (text, thinking, reasoning).
+
+    Tool-use blocks are skipped: their arguments are counted from the final message's tool calls.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, Sequence):
+        return ""
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping):
+            for key in ("text", "thinking", "reasoning"):
+                value = block.get(key)
+                if isinstance(value, str):
+                    parts.append(value)
+    return "".join(parts)
+
+
+# -- at the end ----------------------------------------------------------------------------------
+def report_from_usage_metadata(usage_metadata: Any) -> UsageReport | None:
+    """LangChain `UsageMetadata` as a report, with a reported input of 0 read as "unknown".
+
+    Every chat call has a prompt, so a real input count is never 0. langchain-anthropic's classic-shape
+    streams (usage only in `message_delta`) report exactly that 0 with no cache details (reference
+    §1.10); taken literally it would also overwrite the exact input an SDK layer merged in.
+    """
+    if not usage_metadata:
+        return None
+    report = usage_from_langchain(usage_metadata)
+    if report.input_tokens == 0:
+        report.input_tokens = None
+        if not (report.cached_input_tokens or report.cache_write_tokens):
+            report.cached_input_tokens = report.cache_write_tokens = report.cache_write_1h_tokens = None
+    return None if report.is_empty() else report
+
+
+def message_of(generation: Any) -> Any:
+    return _get(generation, "message")
+
+
+def result_message(response: Any) -> Any:
+    """The first generation of a run's `LLMResult` (one per run; with n>1 usage is per response)."""
+    for generations in _get(response, "generations") or ():
+        for generation in generations or ():
+            return generation
+    return None
+
+
+def result_usage(llm_output: Any, message: Any) -> UsageReport | None:
+    """Usage at a run's end: the message's `usage_metadata`, else `llm_output` (count one place)."""
+    report = report_from_usage_metadata(_get(message, "usage_metadata"))
+    if report is not None:
+        return report
+    token_usage = _get(llm_output, "token_usage")
+    if token_usage == {}:
+        # `LLMResult.flatten()` empties it for every prompt of a batched generate() but the first,
+        # which carries the whole request's usage: these were counted there.
+        return UsageReport(input_tokens=0, output_tokens=0)
+    if token_usage:
+        report = usage_from_openai(token_usage) if _get(token_usage, "prompt_tokens") is not None \
+            else usage_from_any(token_usage)
+        return None if report.is_empty() else report
+    usage = _get(llm_output, "usage")
+    if usage:
+        # Raw Anthropic usage: its input excludes cache reads and writes, which this adds back.
+        raw = _get(usage, "input_tokens") is not None
+        report = usage_from_anthropic(usage) if raw else usage_from_any(usage)
+        return None if report.is_empty() else report
+    return None
+
+
+def is_cache_hit(message: Any) -> bool:
+    """LangChain's own LLM cache answered: `_convert_cached_generations` (langchain-core >= 0.3.73)
+    zeroes the cost by adding `total_cost: 0` to the cached message's usage; nothing else sets it."""
+    usage = _get(message, "usage_metadata")
+    return bool(usage) and _get(usage, "total_cost") == 0
+
+
+def served_model(llm_output: Any, generation: Any, message: Any) -> str | None:
+    """The model the provider says it served (priced before the requested alias)."""
+    for source in (_get(message, "response_metadata"), _get(generation, "generation_info"), llm_output):
+        if source:
+            value = _str(_get(source, "model_name")) or _str(_get(source, "model"))
+            if value:
+                return value
+    return None
+
+
+def message_text(generation: Any) -> str:
+    """A whole answer as text, for an estimate: its content plus tool-call names and arguments."""
+    message = _get(generation, "message")
+    if message is None:
+        text = _get(generation, "text")
+        return text if isinstance(text, str) else ""
+    text = content_text(_get(message, "content"))
+    for call in _get(message, "tool_calls") or ():
+        name = _get(call, "name")
+        args = _get(call, "args")
+        if isinstance(name, str):
+            text += name
+        if args:
+            text += json.dumps(args, default=str) if not isinstance(args, str) else args
+    return text

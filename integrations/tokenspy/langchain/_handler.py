@@ -1,0 +1,366 @@
+"""`TokenSpyHandler`: LangChain callback events translated into tokenspy calls and spans.
+
+Every LangChain model run becomes one core `Call` (exact provider usage when anyone reported it, the
+core's estimate otherwise); chains, tools, retrievers and LangGraph nodes become spans, so the report
+shows each level of an agent with its own cost. A streamed chunk costs an identity check and a list
+append: no tokenization per token (the core tokenizes once, at the end, and only if it must).
+
+Two class settings matter (reference §4.2):
+- `run_inline = True`: in async runs LangChain otherwise calls sync handlers in executor threads with
+  a copied context, where `current_span()` is not the caller's and `call.activate()` never reaches
+  the SDK call underneath. Inline, every event runs in the caller's context, in order.
+- `raise_error = True`: LangChain swallows handler errors otherwise, and a `BudgetExceededError` must
+  stop the model call. Every callback body is guarded, so nothing else can escape.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, cast
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from tokenspy_core import Call, Tracker, default_tracker, start_call
+from tokenspy_core._guard import guard, guarded, log_internal_error
+
+from .. import _instrument
+from . import _extract as ex
+from ._global import set_global
+from ._runs import Run, RunTree, chain_kind, task_key
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
+
+__all__ = ["TokenSpyHandler"]
+
+logger = logging.getLogger("tokenspy")
+
+# Which handler records a model run for a given tracker. Two different TokenSpyHandlers on one run
+# that feed the same tracker (a global one plus a per-request one) would otherwise count it twice;
+# the first to see the run records it. `dict.setdefault` and `pop` are atomic: no lock needed.
+_owners: dict[tuple[int, int], TokenSpyHandler] = {}
+_NO_RUN: tuple[UUID | None, Run | None] = (None, None)
+_warned_stream_usage = False
+
+
+class TokenSpyHandler(BaseCallbackHandler):
+    """Tracks tokens and cost of every LangChain / LangGraph model call it sees.
+
+        handler = TokenSpyHandler()                    # records into tokenspy's shared tracker
+        chain.invoke(x, config={"callbacks": [handler]})
+        tokenspy.set_handler(handler)                  # or: every run in the process
+        handler.report()                               # what this handler saw
+
+    `TokenSpyHandler(tracker=Tracker())` records into a tracker of your own instead.
+    """
+
+    raise_error = True
+    run_inline = True
+    _tokenspy_framework = "langchain"
+
+    def __init__(self, tracker: Tracker | None = None) -> None:
+        super().__init__()
+        self._tracker = tracker
+        # The handler's own view: every record it produced, whichever tracker it feeds.
+        self._view = tracker if tracker is not None else Tracker(name="langchain")
+        self._sinks = () if tracker is not None else (self._view,)
+        self._runs = RunTree()
+        self._last = _NO_RUN  # the run of the latest streamed chunk
+        # Like a profile or session, a handler lets the SDK layer see the calls it tracks: the exact
+        # provider usage then merges into this handler's record (one record per provider call), also
+        # where LangChain has none (ChatOpenAI streams with a base_url, classic Anthropic streams).
+        # `tokenspy.init(auto_instrument=False)` turns that off.
+        with guarded("langchain auto-instrument"):
+            _instrument.auto_instrument()
+
+    # -- what users read -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Totals, by model, by span and the calls this handler recorded (as `tokenspy.stats()`)."""
+        return self._view.stats()
+
+    def report(self, format: str = "text", *, file: TextIO | None = None, hints: bool = True) -> str | None:
+        """Print this handler's cost box (`format="text"`), or return it as JSON (`format="json"`)."""
+        if format == "json":
+            return self._view.render("json", hints=hints)
+        if format != "text":
+            raise ValueError(f"format must be 'text' or 'json', got {format!r}")
+        from tokenspy._api import _can_encode
+
+        out = file if file is not None else sys.stdout
+        out.write(self._view.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
+        return None
+
+    @property
+    def open_runs(self) -> int:
+        """Runs in flight. 0 between requests: nothing is kept per finished run."""
+        return len(self._runs)
+
+    # -- tokenspy.set_handler protocol ---------------------------------------------------------
+    def _install_global(self) -> None:
+        set_global(self)
+
+    @classmethod
+    def _uninstall_global(cls) -> None:
+        set_global(None)
+
+    # -- chains, tools, retrievers -------------------------------------------------------------
+    @guard("langchain on_chain_start")
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = _run_name(serialized, kwargs)
+        kind = chain_kind(name, tags=tags, metadata=metadata, run_type=kwargs.get("run_type"),
+                          parent=self._runs.get(parent_run_id))
+        attributes = None
+        if kind == "node" and metadata:
+            attributes = {"langgraph_step": metadata.get("langgraph_step")}
+        self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
+                         attributes=attributes)
+
+    @guard("langchain on_chain_end")
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     **kwargs: Any) -> None:
+        self._end(run_id, None)
+
+    @guard("langchain on_chain_error")
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                       **kwargs: Any) -> None:
+        self._end(run_id, error)
+
+    @guard("langchain on_tool_start")
+    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+                      **kwargs: Any) -> None:
+        # The tool's name is in `serialized` (kwargs["name"] is None at start, reference §4.1).
+        name = _run_name(serialized, kwargs) or "tool"
+        self._runs.start(run_id, parent_run_id, name=name, kind="tool", task=task_key(metadata))
+
+    @guard("langchain on_tool_end")
+    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                    **kwargs: Any) -> None:
+        self._end(run_id, None)
+
+    @guard("langchain on_tool_error")
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                      **kwargs: Any) -> None:
+        self._end(run_id, error)
+
+    @guard("langchain on_retriever_start")
+    def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = _run_name(serialized, kwargs) or "retriever"
+        self._runs.start(run_id, parent_run_id, name=name, kind="retriever", task=task_key(metadata))
+
+    @guard("langchain on_retriever_end")
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, parent_run_id: UUID | None = None,
+                         **kwargs: Any) -> None:
+        self._end(run_id, None)
+
+    @guard("langchain on_retriever_error")
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                           **kwargs: Any) -> None:
+        self._end(run_id, error)
+
+    # on_agent_action / on_agent_finish: only the legacy AgentExecutor fires them, between the
+    # AgentExecutor chain run and the tool run that follows; both of those are spans already.
+
+    # -- model runs ----------------------------------------------------------------------------
+    @guard("langchain on_chat_model_start")
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
+                            run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        # LangChain sends one message list per run; the prompt is kept only for estimation.
+        self._start_model(serialized, messages[0] if messages else None, run_id, parent_run_id,
+                          metadata, kwargs)
+
+    @guard("langchain on_llm_start")
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, metadata,
+                          kwargs)
+
+    def _start_model(self, serialized: Any, prompt: Any, run_id: UUID, parent_run_id: UUID | None,
+                     metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> None:
+        params = kwargs.get("invocation_params") or {}
+        name = kwargs.get("name")  # set only when the model run itself was given a run_name
+        run = self._runs.start(run_id, parent_run_id, name=name, kind="step" if name else None,
+                               task=task_key(metadata))
+        if run is None:
+            return
+        tracker = self._tracker if self._tracker is not None else default_tracker()
+        key = (run_id.int, id(tracker))
+        if _owners.setdefault(key, self) is not self:
+            return  # another TokenSpyHandler feeding the same tracker records this run
+        run.owner_key = key
+        try:
+            call = cast(Call, start_call(  # merge=False: always a Call
+                tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
+                prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
+                parent=run.attach, sinks=self._sinks))
+        except BaseException as exc:  # BudgetExceededError: the model call will not be sent
+            self._end(run_id, exc)
+            raise
+        run.call = call
+        # One record when the SDK call underneath is intercepted too: the SDK layer merges into the
+        # call active in this context. Several prompts in one generate() run one after another after
+        # all their starts, so only a single-prompt run can say which call is next.
+        if kwargs.get("batch_size", 1) == 1:
+            call.activate()
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
+                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        # Once per streamed chunk, so kept to an identity check and a list append: the text is only
+        # needed if the stream is cut short (on_llm_end brings the whole message, usage included).
+        # Guarded inline: try/except costs nothing until something raises; a wrapper would not.
+        try:
+            last_id, run = self._last
+            if last_id is not run_id:  # UUID hashing is slow: consecutive chunks share one run_id
+                run = self._runs.lookup(run_id.int)
+                self._last = (run_id, run)
+            if run is None:
+                return
+            parts = run.parts
+            if parts is None:
+                if run.call is None:
+                    return
+                run.call.mark_first_token()  # time to first token
+                run.call.streamed = True
+                parts = run.parts = []
+            if token.__class__ is str:
+                if token:
+                    parts.append(token)
+            elif token:
+                parts.append(ex.content_text(token))  # content blocks (Anthropic)
+        except Exception as exc:
+            log_internal_error("langchain on_llm_new_token", exc)
+
+    # on_stream_event (v3 streaming) repeats the usage on_llm_end brings: nothing to do there.
+
+    @guard("langchain on_llm_end")
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
+                   **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        try:
+            if run is not None and run.call is not None:
+                call = run.call
+                try:
+                    _reconcile(call, response)
+                finally:  # the call ends and the run is released even if reading the result failed
+                    record = call.finish()
+                if (record is not None and record.streamed and record.usage_source == "estimated"
+                        and record.provider in ("openai", "azure")):
+                    _warn_stream_without_usage()
+        finally:
+            self._end(run_id, None)
+
+    @guard("langchain on_llm_error")
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        try:
+            if run is not None and run.call is not None:
+                call = run.call
+                try:
+                    _keep_partial_output(run, call, kwargs.get("response"))
+                finally:
+                    if _cut_short(error):
+                        call.abort()  # the consumer stopped reading (an abandoned stream)
+                    else:
+                        call.fail(error)
+        finally:
+            self._end(run_id, error)
+
+    # -- run ends ------------------------------------------------------------------------------
+    def _end(self, run_id: UUID, error: BaseException | None) -> None:
+        last_id, last = self._last
+        if last_id is run_id or (last is not None and last.root == run_id.int):
+            self._last = _NO_RUN  # hold no finished run
+        run = self._runs.end(run_id, error, release=_release_leftover)
+        if run is not None and run.owner_key is not None:
+            _owners.pop(run.owner_key, None)
+
+
+def _release_leftover(run: Run) -> None:
+    """A model run still open when its root ended: an abandoned stream finalized late, or never."""
+    if run.call is not None:
+        _keep_streamed_text(run, run.call)
+        run.call.abort()
+    if run.owner_key is not None:
+        _owners.pop(run.owner_key, None)
+
+
+def _cut_short(error: BaseException) -> bool:
+    """An abandoned stream (GeneratorExit), a cancelled task or Ctrl-C: not a provider failure."""
+    return isinstance(error, GeneratorExit | KeyboardInterrupt) or type(error).__name__ == "CancelledError"
+
+
+def _run_name(serialized: Any, kwargs: Mapping[str, Any]) -> str | None:
+    name = kwargs.get("name")
+    if isinstance(name, str) and name:
+        return name
+    if isinstance(serialized, Mapping):
+        name = serialized.get("name")
+        if isinstance(name, str) and name:
+            return name
+        ids = serialized.get("id")
+        if isinstance(ids, list) and ids and isinstance(ids[-1], str):
+            return ids[-1]
+    return None
+
+
+def _keep_partial_output(run: Run, call: Call, response: Any) -> None:
+    # stream()/astream() pass what arrived before the error as one merged chunk (text, tool calls,
+    # usage if it came); other paths pass nothing, and the streamed text is all there is.
+    partial = ex.result_message(response)
+    report = ex.result_usage(None, ex.message_of(partial))
+    if report is not None:
+        call.set_usage(report)
+    text = ex.message_text(partial) if partial is not None else ""
+    if text:
+        call.set_response_text(text)
+    else:
+        _keep_streamed_text(run, call)
+
+
+def _keep_streamed_text(run: Run, call: Call) -> None:
+    # What was streamed before the end: estimated (joined once) if the provider's usage never came.
+    parts = run.parts
+    if parts:
+        call.set_response_text(lambda: "".join(parts))
+
+
+def _reconcile(call: Call, response: LLMResult) -> None:
+    generation = ex.result_message(response)
+    message = ex.message_of(generation)
+    if ex.is_cache_hit(message):
+        # LangChain's own cache answered: no provider call, no tokens billed, $0.
+        call.set_cache_hit()
+        call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
+                       reasoning_tokens=0)
+        return
+    llm_output = response.llm_output
+    report = ex.result_usage(llm_output, message)
+    if report is not None:
+        call.set_usage(report)
+    call.set_model(ex.served_model(llm_output, generation, message))
+    # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing.
+    call.set_response_text(lambda: ex.message_text(generation))
+
+
+def _warn_stream_without_usage() -> None:
+    global _warned_stream_usage
+    if _warned_stream_usage:
+        return
+    _warned_stream_usage = True
+    logger.warning("tokenspy: a ChatOpenAI stream ended without usage (LangChain does not ask for it when "
+                   "base_url, a proxy or a custom client is set): its tokens are estimated. Pass "
+                   "ChatOpenAI(stream_usage=True), or leave tokenspy's SDK interception on, for exact "
+                   "numbers.")
+

@@ -1,0 +1,168 @@
+"""Failures, early exits and budgets: a record for what was billed, nothing left behind."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import AsyncGenerator, Generator
+from typing import Any, cast
+
+import httpx
+import openai
+import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig
+from lc_helpers import GPT, from_log, openai_chat
+
+import tokenspy
+from tokenspy.langchain import TokenSpyHandler
+from tokenspy.testing import DEFAULT_REPLY, FakeProvider
+from tokenspy_core import BudgetExceededError, Call
+from tokenspy_core.tokenizer import count_tokens
+
+
+def test_http_error_before_any_output_is_a_failed_record_with_nothing_billed(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    fp.set_flags("http500")
+    with pytest.raises(openai.InternalServerError):
+        openai_chat(fp).invoke("hi", config={"callbacks": [handler]})
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial) == ("failed", False)
+    assert (record.input_tokens, record.output_tokens) == (0, 0)
+    assert "Error code: 500" in (record.error or "")
+    assert handler.open_runs == 0
+
+
+def test_error_mid_stream_counts_what_was_streamed(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    fp.set_flags("midstream")
+    received: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in openai_chat(fp, stream_usage=True).stream("hi", config={"callbacks": [handler]}):
+            received.append(str(chunk.content))
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial, record.streamed) == ("failed", True, True)
+    assert received and record.output_tokens == count_tokens("".join(received), GPT) > 0
+    assert record.input_tokens > 0  # the prompt was billed: estimated
+    assert handler.open_runs == 0
+
+
+def test_error_mid_stream_inside_invoke_counts_what_was_streamed(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    # invoke() on a streaming model: LangChain passes no partial message to on_llm_error here, so
+    # the handler's own copy of the streamed text is what gets estimated.
+    fp.set_flags("midstream")
+    with pytest.raises(openai.APIError):
+        openai_chat(fp, streaming=True).invoke("hi", config={"callbacks": [handler]})
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial, record.streamed) == ("failed", True, True)
+    assert record.output_tokens == count_tokens("The capital of", GPT)  # the first half of the reply
+    assert handler.open_runs == 0
+
+
+def test_closing_a_stream_early_records_a_partial_call(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    fp.set_flags("slow")  # the server is still writing when the client hangs up
+    stream = cast(Generator[Any, None, None],
+                  openai_chat(fp, stream_usage=True).stream("hi", config={"callbacks": [handler]}))
+    first = [str(next(stream).content) for _ in range(3)]  # role chunk, "The", " capital"
+    assert tokenspy.calls() == [] and handler.open_runs == 1  # suspended: nothing is decided yet
+    stream.close()
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial) == ("aborted", True)
+    assert record.output_tokens == count_tokens("".join(first), GPT)
+    assert handler.open_runs == 0
+    assert fp.wait_for_outcome(0)["outcome"] == "client_disconnected"
+
+
+def test_an_abandoned_chain_stream_is_recorded_when_collected(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    chain = (ChatPromptTemplate.from_messages([("human", "{q}")]) | openai_chat(fp) | StrOutputParser()
+             ).with_config(run_name="qa")
+    stream = chain.stream({"q": "hi"}, config={"callbacks": [handler]})
+    assert next(stream) == ""
+    assert next(stream) == "The"
+    del stream
+    gc.collect()
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial, record.span_path) == ("aborted", True, ("qa",))
+    assert handler.open_runs == 0
+
+
+async def test_closing_an_async_stream_early_records_a_partial_call(
+        fp: FakeProvider, aio: httpx.AsyncClient, handler: TokenSpyHandler) -> None:
+    stream = cast(AsyncGenerator[Any, None],
+                  openai_chat(fp, aio=aio, stream_usage=True).astream("hi", config={"callbacks": [handler]}))
+    got = [str((await anext(stream)).content) for _ in range(2)]
+    await stream.aclose()
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial) == ("aborted", True)
+    assert record.output_tokens == count_tokens("".join(got), GPT)
+    assert handler.open_runs == 0
+
+
+def test_budget_with_raise_stops_the_next_model_call(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    llm = openai_chat(fp)
+    config: RunnableConfig = {"callbacks": [handler]}
+    with tokenspy.session("capped", budget_usd=0.000001, on_exceeded="raise") as session:
+        with pytest.warns(UserWarning, match="over its budget"):
+            llm.invoke("first", config=config)
+        with pytest.raises(BudgetExceededError):
+            llm.invoke("second", config=config)
+    assert len(fp.requests) == 1  # the second request was never sent
+    assert int(session.calls) == 1 and from_log(fp.requests[0]).matches(session.records()[0])
+    assert handler.open_runs == 0
+
+
+def test_budget_error_passes_through_a_chain_and_ends_its_spans(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    chain = (ChatPromptTemplate.from_messages([("human", "{q}")]) | openai_chat(fp)
+             ).with_config(run_name="ask")
+    with tokenspy.session("capped", budget_usd=0.000001, on_exceeded="raise"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            chain.invoke({"q": "first"}, config={"callbacks": [handler]})
+        with pytest.raises(BudgetExceededError):
+            chain.invoke({"q": "second"}, config={"callbacks": [handler]})
+    assert len(fp.requests) == 1 and handler.open_runs == 0
+
+
+@pytest.mark.parametrize("where", ["start", "token", "end"])
+def test_a_tokenspy_bug_never_breaks_the_users_chain(
+        fp: FakeProvider, handler: TokenSpyHandler, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    from tokenspy.langchain import _extract
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("tokenspy bug")
+
+    monkeypatch.setenv("TOKENSPY_STRICT", "0")
+    target = {"start": (_extract, "request_model"), "token": (Call, "mark_first_token"),
+              "end": (_extract, "served_model")}[where]
+    monkeypatch.setattr(*target, broken)
+    llm = openai_chat(fp, stream_usage=True)
+    assert llm.invoke("hi", config={"callbacks": [handler]}).content == DEFAULT_REPLY
+    assert "".join(str(c.content) for c in llm.stream("hi", config={"callbacks": [handler]})) == DEFAULT_REPLY
+    assert handler.open_runs == 0
+
+
+def test_nothing_is_retained_after_runs_end(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    from tokenspy.langchain import _handler
+
+    llm = openai_chat(fp, stream_usage=True)
+    chain = (ChatPromptTemplate.from_messages([("human", "{q}")]) | llm | StrOutputParser()
+             ).with_config(run_name="qa")
+    config: RunnableConfig = {"callbacks": [handler]}
+    chain.invoke({"q": "a"}, config=config)
+    list(chain.stream({"q": "b"}, config=config))
+    closed = cast(Generator[Any, None, None], llm.stream("c", config=config))
+    next(closed)
+    closed.close()
+    abandoned = chain.stream({"q": "d"}, config=config)
+    next(abandoned)
+    del abandoned
+    fp.set_flags("http500")
+    with pytest.raises(openai.InternalServerError):
+        llm.invoke("e", config=config)
+    gc.collect()
+    assert len(tokenspy.calls()) == 5
+    assert handler.open_runs == 0 and not _handler._owners and handler._last == _handler._NO_RUN
+    assert not [o for o in gc.get_objects() if isinstance(o, Call)]  # no call kept alive anywhere
