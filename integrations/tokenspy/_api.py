@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from tokenspy_core import PRICES, Call, CallRecord, MergedCall, UsageReport, config, default_tracker
+from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker
 from tokenspy_core import start_call as _core_start_call
 
 from . import _instrument
@@ -43,11 +43,16 @@ def report(format: str = "text", *, path: str | Path | None = None, hints: bool 
 
     With `path=`, write the report to that file instead (`format="html"` writes the HTML cost tree).
     """
+    return report_tracker(default_tracker(), format, path=path, hints=hints, file=file)
+
+
+def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path | None = None,
+                   hints: bool = True, file: TextIO | None = None) -> str | None:
+    """`tokenspy.report()` for any tracker (a session's, a handler's own view)."""
     if format not in ("text", "json", "html"):
         raise ValueError(f"format must be 'text', 'json' or 'html', got {format!r}")
     if not isinstance(hints, bool):
         raise TypeError("hints must be True or False")
-    tracker = default_tracker()
     if format == "html":
         from tokenspy_core.html_report import render_html
 
@@ -64,6 +69,29 @@ def report(format: str = "text", *, path: str | Path | None = None, hints: bool 
     out = file if file is not None else sys.stdout
     out.write(tracker.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
     return None
+
+
+class TrackerView:
+    """What a session or a framework handler shows of the calls it saw: `stats()`, `calls()`,
+    `report()`, `reset()` — the module-level API, for one tracker."""
+
+    _view: Tracker
+
+    def stats(self) -> dict[str, Any]:
+        """Totals, `by_function`, `by_model`, `calls` and `tree`, as `tokenspy.stats()`."""
+        return self._view.stats()
+
+    def calls(self) -> list[CallRecord]:
+        return self._view.calls()
+
+    def report(self, format: str = "text", *, path: str | Path | None = None, hints: bool = True,
+               file: TextIO | None = None) -> str | None:
+        """Print the cost box (`format="text"`), or return JSON text, as `tokenspy.report()`."""
+        return report_tracker(self._view, format, path=path, hints=hints, file=file)
+
+    def reset(self) -> None:
+        """Forget what this view has seen."""
+        self._view.reset()
 
 
 def reset() -> None:

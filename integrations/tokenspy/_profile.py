@@ -13,6 +13,7 @@ from tokenspy_core.call import CURRENT
 from tokenspy_core.report import fmt_cost
 
 from . import _instrument
+from ._api import TrackerView
 
 __all__ = ["CallCount", "Session", "profile", "session"]
 
@@ -186,7 +187,7 @@ class CallCount(int):
         return len(self._records)
 
 
-class Session:
+class Session(TrackerView):
     """Exactly the LLM calls made inside the block, also while other tasks or threads run concurrently."""
 
     def __init__(self, name: str = "session", *, budget_usd: float | None = None,
@@ -198,7 +199,7 @@ class Session:
         if parent is not CURRENT and parent is not None and not isinstance(parent, Span):
             raise TypeError(f"parent must be a tokenspy span, got {type(parent).__name__}")
         self.name = name
-        self.tracker = Tracker(max_records=max_records, name=name)
+        self.tracker = self._view = Tracker(max_records=max_records, name=name)
         self._options = (budget_usd, on_exceeded, tags, parent)
         self.span: Span | None = None
         self._use: Any = None
@@ -243,17 +244,12 @@ class Session:
         return self.tracker.totals().total_tokens
 
     @property
-    def calls(self) -> CallCount:
+    def calls(self) -> CallCount:  # type: ignore[override]
+        """A session's calls read as a number (`s.calls == 2`) and iterate as records."""
         return CallCount(self.tracker.calls())
 
     def records(self) -> list[CallRecord]:
         return self.tracker.calls()
-
-    def stats(self) -> dict[str, Any]:
-        return self.tracker.stats()
-
-    def report(self, format: str = "text") -> str:
-        return self.tracker.render(format)
 
     def __repr__(self) -> str:
         return f"<tokenspy.session {self.name!r}: {self.cost_str}, {self.tokens} tokens, {int(self.calls)} calls>"

@@ -16,9 +16,8 @@ Two class settings matter (reference §4.2):
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -27,6 +26,7 @@ from tokenspy_core import Call, Tracker, default_tracker, start_call
 from tokenspy_core._guard import guard, guarded, log_internal_error
 
 from .. import _instrument
+from .._api import TrackerView
 from . import _extract as ex
 from ._global import set_global
 from ._runs import Run, RunTree, chain_kind, task_key
@@ -47,7 +47,7 @@ _NO_RUN: tuple[UUID | None, Run | None] = (None, None)
 _warned_stream_usage = False
 
 
-class TokenSpyHandler(BaseCallbackHandler):
+class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     """Tracks tokens and cost of every LangChain / LangGraph model call it sees.
 
         handler = TokenSpyHandler()                    # records into tokenspy's shared tracker
@@ -76,23 +76,6 @@ class TokenSpyHandler(BaseCallbackHandler):
         # `tokenspy.init(auto_instrument=False)` turns that off.
         with guarded("langchain auto-instrument"):
             _instrument.auto_instrument()
-
-    # -- what users read -----------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """Totals, by model, by span and the calls this handler recorded (as `tokenspy.stats()`)."""
-        return self._view.stats()
-
-    def report(self, format: str = "text", *, file: TextIO | None = None, hints: bool = True) -> str | None:
-        """Print this handler's cost box (`format="text"`), or return it as JSON (`format="json"`)."""
-        if format == "json":
-            return self._view.render("json", hints=hints)
-        if format != "text":
-            raise ValueError(f"format must be 'text' or 'json', got {format!r}")
-        from tokenspy._api import _can_encode
-
-        out = file if file is not None else sys.stdout
-        out.write(self._view.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
-        return None
 
     @property
     def open_runs(self) -> int:

@@ -11,16 +11,16 @@ dispatcher is the primary source; the callback path
 
 from __future__ import annotations
 
-import sys
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar
 
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.span import active_span_id
 
-from tokenspy_core import Call, CallRecord, Span, Tracker, default_tracker
+from tokenspy_core import Call, Span, Tracker, default_tracker
 from tokenspy_core._guard import guard
 
+from .._api import TrackerView
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
 from .instrumentation import TAP
@@ -28,7 +28,7 @@ from .legacy import LEGACY
 
 __all__ = ["TokenSpyHandler", "handler_of"]
 
-class TokenSpyHandler(BaseCallbackHandler):
+class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     """Tracks the LLM and embedding calls of LlamaIndex components, and the spans they run in.
 
     - `Settings.callback_manager = CallbackManager([TokenSpyHandler()])` (or `callback_manager=` on a
@@ -63,28 +63,6 @@ class TokenSpyHandler(BaseCallbackHandler):
                  **options: Any) -> Call:
         tracker = self._tracker if self._tracker is not None else default_tracker()
         return call_type(tracker, model, parent=parent, sinks=self._sinks, **options)
-
-    # -- results ---------------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """Like `tokenspy.stats()`, for the calls this handler recorded."""
-        return self._view.stats()
-
-    def calls(self) -> list[CallRecord]:
-        return self._view.calls()
-
-    def report(self, format: str = "text", *, file: TextIO | None = None, hints: bool = True) -> str | None:
-        """Print the cost box of this handler's calls (`format="text"`), or return it as JSON text."""
-        if format not in ("text", "json"):
-            raise ValueError(f"format must be 'text' or 'json', got {format!r}")
-        if format == "json":
-            return self._view.render("json", hints=hints)
-        out = file if file is not None else sys.stdout
-        out.write(self._view.render("text", hints=hints) + "\n")
-        return None
-
-    def reset(self) -> None:
-        """Forget this handler's view (and its tracker's records, if it has its own)."""
-        self._view.reset()
 
     # -- legacy callbacks --------------------------------------------------------------------------
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
