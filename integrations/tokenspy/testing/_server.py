@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -246,6 +247,9 @@ class _Server(ThreadingHTTPServer):
             thread.join(timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a closed stream, a stopped SDK client) is normal traffic here.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
         log.exception("tokenspy fake provider: error while handling a request from %s", client_address)
 
 
