@@ -184,6 +184,7 @@ class Call:
         self._started = self._clock()
         self._started_wall = time.time()
         self._ttft: float | None = None
+        self._live = True  # taken by the first end (see _end)
 
     # -- what layers feed in -------------------------------------------------------------------
     def add_text(self, delta: str) -> None:
@@ -283,10 +284,11 @@ class Call:
         return self.status != "active"
 
     def _end(self, status: Status, error: str | None) -> CallRecord | None:
-        with _end_lock:
-            if self.status != "active":
-                return None
-            self.status = status
+        # The first end wins. Popping `_live` from the instance dict is atomic under the GIL: no lock per
+        # call (a shared lock convoys threads, and costs more than this check on one thread).
+        if self.__dict__.pop("_live", None) is None:
+            return None
+        self.status = status
         self.error = error
         if _active.get() is self:  # deactivate(), inlined
             _active.set(self._prev_active)

@@ -98,16 +98,31 @@ if FIELDS != ("input_tokens", "output_tokens", "cached_input_tokens", "cache_wri
     raise AssertionError("UsageReport.update and is_empty are unrolled over FIELDS: add the new field there")
 
 
+# Types already found not to be Mappings (SDK usage objects): skip the ABC check for them. Bounded,
+# in case a program makes classes on the fly.
+_NOT_MAPPINGS: set[type] = set()
+_NOT_MAPPINGS_MAX = 256
+
+
 def _get(obj: Any, key: str) -> Any:
     if obj is None:
         return None
-    # dict first: a C-level check; the Mapping ABC check goes through Python-level ABCMeta.
+    cls = type(obj)
+    if cls is dict:
+        return obj.get(key)
+    if cls in _NOT_MAPPINGS:
+        return getattr(obj, key, None)
+    # dict subclasses first: a C-level check; the Mapping ABC check goes through Python-level ABCMeta.
     if isinstance(obj, (dict, Mapping)):
         return obj.get(key)
+    if len(_NOT_MAPPINGS) < _NOT_MAPPINGS_MAX:
+        _NOT_MAPPINGS.add(cls)
     return getattr(obj, key, None)
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:  # the common case: int(value) would return the same object
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
