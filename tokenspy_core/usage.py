@@ -21,6 +21,7 @@ __all__ = [
     "FIELDS",
     "Usage",
     "UsageReport",
+    "field_of",
     "usage_from_anthropic",
     "usage_from_any",
     "usage_from_gemini",
@@ -104,7 +105,9 @@ _NOT_MAPPINGS: set[type] = set()
 _NOT_MAPPINGS_MAX = 256
 
 
-def _get(obj: Any, key: str) -> Any:
+def field_of(obj: Any, key: str) -> Any:
+    """`obj[key]` of a mapping, `obj.key` of any other object, None if absent: every adapter reads
+    provider and framework payloads (dicts, pydantic models, dataclasses) through this one accessor."""
     if obj is None:
         return None
     cls = type(obj)
@@ -118,6 +121,9 @@ def _get(obj: Any, key: str) -> Any:
     if len(_NOT_MAPPINGS) < _NOT_MAPPINGS_MAX:
         _NOT_MAPPINGS.add(cls)
     return getattr(obj, key, None)
+
+
+_get = field_of
 
 
 def _int(value: Any) -> int | None:

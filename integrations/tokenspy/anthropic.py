@@ -23,6 +23,7 @@ from anthropic._base_client import AsyncAPIClient, SyncAPIClient
 from anthropic._response import APIResponse, AsyncAPIResponse
 
 from tokenspy_core import start_call, usage_from_anthropic
+from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed, tracking
 from ._sdk_patch import Patches
@@ -52,8 +53,6 @@ def uninstall() -> None:
     _patches.undo()
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
 
 
 def _plan(client: Any, options: Any, stream: bool) -> Plan | None:

@@ -24,6 +24,7 @@ from openai._response import APIResponse, AsyncAPIResponse
 from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
 
 from tokenspy_core import start_call, usage_from_openai
+from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed, tracking
 from ._sdk_patch import Patches
@@ -63,8 +64,6 @@ def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)  # the ABC check only for non-dicts
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
 
 
 # -- per request ---------------------------------------------------------------------------------

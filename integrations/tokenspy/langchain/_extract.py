@@ -23,6 +23,7 @@ from tokenspy_core import (
     usage_from_langchain,
     usage_from_openai,
 )
+from tokenspy_core.usage import field_of as _get
 
 __all__ = [
     "content_text",
@@ -36,22 +37,6 @@ __all__ = [
     "result_usage",
     "served_model",
 ]
-
-
-_MISSING: Any = object()
-
-
-def _get(obj: Any, key: str) -> Any:
-    """`obj[key]` of a mapping or `obj.key` of an object. Dicts and pydantic objects first: an ABC
-    isinstance check costs more than the rest, and this runs a dozen times per model call."""
-    if obj is None:
-        return None
-    if obj.__class__ is dict:
-        return obj.get(key)
-    value = getattr(obj, key, _MISSING)
-    if value is not _MISSING:
-        return value
-    return obj.get(key) if isinstance(obj, Mapping) else None
 
 
 def _str(value: Any) -> str | None:

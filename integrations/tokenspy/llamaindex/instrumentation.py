@@ -41,7 +41,7 @@ from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from pydantic import PrivateAttr
 
 from tokenspy_core import BudgetExceededError, Span, current_span
-from tokenspy_core._guard import guarded
+from tokenspy_core._guard import guarded, log_internal_error
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
@@ -176,10 +176,16 @@ class Tap:
 
     # -- guarded entry ----------------------------------------------------------------------------
     def run(self, where: str, fn: Any, *args: Any) -> None:
+        # `guarded(where)` spelled out: this runs for every event, two per streamed token.
         try:
-            with guarded(where):
-                fn(*args)
-        except Exception as exc:  # strict mode only: keep what LlamaIndex is about to swallow
+            fn(*args)
+        except Exception as exc:
+            if not isinstance(exc, BudgetExceededError):
+                try:
+                    log_internal_error(where, exc)
+                    return
+                except Exception:  # strict mode re-raises: keep what LlamaIndex is about to swallow
+                    pass
             if len(self.internal_errors) < _MAX_KEPT_ERRORS:
                 self.internal_errors.append(exc)
             raise
@@ -372,7 +378,7 @@ class _EventHandler(BaseEventHandler):
         return "TokenSpyEventHandler"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
-        self._tap.run("llamaindex event", self._tap.on_event, event)
+        TAP.run("llamaindex event", TAP.on_event, event)
 
 
 class _SpanHandler(BaseSpanHandler[BaseSpan]):
@@ -386,15 +392,15 @@ class _SpanHandler(BaseSpanHandler[BaseSpan]):
 
     def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                    parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._tap.run("llamaindex span enter", self._tap.span_enter, id_, instance, parent_id, tags)
+        TAP.run("llamaindex span enter", TAP.span_enter, id_, instance, parent_id, tags)
 
     def span_exit(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                   result: Any = None, **kwargs: Any) -> None:
-        self._tap.run("llamaindex span exit", self._tap.span_exit, id_, result)
+        TAP.run("llamaindex span exit", TAP.span_exit, id_, result)
 
     def span_drop(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                   err: BaseException | None = None, **kwargs: Any) -> None:
-        self._tap.run("llamaindex span drop", self._tap.span_drop, id_, err)
+        TAP.run("llamaindex span drop", TAP.span_drop, id_, err)
 
     def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                  parent_span_id: str | None = None, tags: dict[str, Any] | None = None,

@@ -11,6 +11,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from tokenspy_core.usage import field_of as _get
+
 __all__ = [
     "is_stream_method",
     "model_of",
@@ -33,12 +35,6 @@ _PROVIDERS = (("azure", "azure"), ("bedrock", "bedrock"), ("vertex", "google"), 
               ("mistral", "mistral"), ("groq", "groq"), ("cohere", "cohere"))
 
 
-def _get(obj: Any, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
 
 
 def model_of(model_dict: Mapping[str, Any] | None, instance: Any = None) -> str | None:
