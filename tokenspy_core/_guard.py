@@ -10,9 +10,8 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["guard", "guarded", "log_internal_error", "logger"]
 
@@ -47,14 +46,24 @@ def _passthrough() -> tuple[type[BaseException], ...]:
     return (BudgetExceededError,)
 
 
-@contextmanager
-def guarded(where: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        if isinstance(exc, _passthrough()):
-            raise
-        log_internal_error(where, exc)
+class guarded:
+    """`with guarded("where"):` logs (once) and swallows an internal error; `BudgetExceededError`
+    passes through. A class rather than `@contextmanager`: it runs on every adapter entry point,
+    and a generator-based context manager costs several times more."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, _passthrough()):
+            return False
+        log_internal_error(self.where, exc)
+        return True
 
 
 def guard(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
