@@ -66,19 +66,26 @@ class LLMCall:
         return self.call.ended
 
     def chunk(self, response: Any) -> None:
+        # Per streamed chunk: plain attribute reads first; the payload helpers only run when the
+        # chunk carries extras (most chunks are a bare text delta).
         self.started = True
         call = self.call
+        extra = getattr(response, "additional_kwargs", None)
         if isinstance(call, Call):
             call.streamed = True  # also for streams the span name did not announce
-        delta = getattr(response, "delta", None)
-        text = (delta if isinstance(delta, str) else "") + payloads.reasoning_delta(response)
-        if text:
-            call.add_text(text)
-        else:
-            call.mark_first_token()  # a tool-call delta or the usage-only chunk: output has begun
-        usage = payloads.usage_of(response)
-        if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
-            call.set_usage(usage)
+            delta = getattr(response, "delta", None)
+            text = delta if isinstance(delta, str) else ""
+            if extra:
+                text += payloads.reasoning_delta(response)
+            if text:
+                call.add_text(text)
+            else:
+                call.mark_first_token()  # a tool-call delta or the usage-only chunk: output has begun
+        message = getattr(response, "message", None)
+        if extra or getattr(response, "raw", None) is not None or getattr(message, "additional_kwargs", None):
+            usage = payloads.usage_of(response)
+            if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
+                call.set_usage(usage)
 
     def end(self, response: Any) -> None:
         try:
