@@ -11,7 +11,8 @@ $0.50 in / $1 out, so every amount is worked out by hand in the comments (µ$ = 
 LEAN = ("-p no:hypothesispytest -p no:langsmith_plugin -p no:asyncio -p no:unraisableexception "
         "-p no:cacheprovider")
 
-COSTS = '''
+# Prices and a profiled helper shared by the generated test files.
+PRELUDE = '''
 import pytest
 import tokenspy
 
@@ -25,7 +26,9 @@ def _prices():
 @tokenspy.profile
 def summarize(n):
     tokenspy.record("m-large", input_tokens=n, output_tokens=200)
+'''
 
+COSTS = PRELUDE + '''
 
 def test_long():
     summarize(5_000)                                                    # 10,000 + 1,600 µ$

@@ -6,7 +6,7 @@ import json
 import sys
 
 import pytest
-from plugin_files import COSTS_TABLE, LEAN
+from plugin_files import COSTS_TABLE, LEAN, PRELUDE
 
 from tokenspy_core import use_span
 
@@ -73,21 +73,7 @@ def test_session_budget_option_rejects_nonsense(costs: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--tokenspy-budget*"])
 
 
-MARKED = '''
-import pytest
-import tokenspy
-
-
-@pytest.fixture(autouse=True)
-def _prices():
-    tokenspy.set_price("m-large", input=2, output=8)
-    tokenspy.set_price("m-small", input=0.5, output=1)
-
-
-@tokenspy.profile
-def summarize(n):
-    tokenspy.record("m-large", input_tokens=n, output_tokens=200)
-
+MARKED = PRELUDE + '''
 
 @pytest.mark.tokenspy(budget_usd=0.01)
 def test_over():
