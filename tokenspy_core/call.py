@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, usd
-from .spans import Sink, Span, current_span
+from .spans import Sink, Span
+from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens
 from .usage import Usage, UsageReport, usage_from_any
 
@@ -41,6 +42,8 @@ _ids = itertools.count(1)
 # Re-entrant: a call garbage-collected (ending itself in __del__) may fire while a lock is held.
 _end_lock = threading.RLock()
 _active: ContextVar[Call | None] = ContextVar("tokenspy_active_call", default=None)
+# What a call that got no usage report reads (never mutated).
+_NO_REPORT = UsageReport()
 
 
 @dataclass(slots=True)
@@ -151,39 +154,44 @@ class Call:
     """A provider call in flight. Every method is safe to call after the call ended (a no-op)."""
 
     merged = False
+    # Slots: a call is created and ended once per provider call, on every adapter's hot path.
+    __slots__ = ("__weakref__", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
+                 "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_ttft", "cache_hit",
+                 "error", "id", "operation", "provider", "record", "request_model", "served_model", "span",
+                 "status", "streamed", "tracker")
 
     def __init__(self, tracker: Tracker, model: str | None, *, provider: str | None = None,
                  prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT,
                  sinks: Iterable[Sink] = (), operation: str = "chat",
                  tags: Mapping[str, Any] | None = None) -> None:
-        span = current_span() if parent is CURRENT else parent
+        span = _current_span.get() if parent is CURRENT else parent
         if span is not None:
             for budget in span.budgets:
                 budget.check()
         self.id = next(_ids)
         self.tracker = tracker
         self.request_model = model
-        self.served_model: str | None = None
         self.provider = provider
         self.streamed = streamed
         self.operation = operation
         self.span = span
+        self._prompt = prompt
+        self._extra_sinks = sinks if type(sinks) is tuple else tuple(sinks)
+        self._tags = tags
+        self._parts: list[str] = []
+        clock = self._clock = tracker.clock
+        self._started = clock()
+        self._started_wall = time.time()
+        self.served_model: str | None = None
         self.status: Status = "active"
         self.error: str | None = None
         self.cache_hit = False
         self.record: CallRecord | None = None
-        self._prompt = prompt
         self._final_text: Any = None
-        self._extra_sinks = tuple(sinks)
-        self._tags = tags
-        self._report = UsageReport()
-        self._parts: list[str] = []
         self._claimed = False
         self._prev_active: Call | None = None
-        self._clock: Callable[[], float] = tracker.clock
-        self._started = self._clock()
-        self._started_wall = time.time()
         self._ttft: float | None = None
+        self._report: UsageReport | None = None  # the first usage report becomes it
         self._live = True  # taken by the first end (see _end)
 
     # -- what layers feed in -------------------------------------------------------------------
@@ -205,10 +213,19 @@ class Call:
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
         try:
-            report = usage_from_any(usage) if usage is not None else UsageReport(**fields)
-            if usage is not None and fields:
-                report.update(UsageReport(**fields))
-            self._report.update(report)
+            if usage is None:
+                report = UsageReport(**fields)
+            else:
+                report = usage_from_any(usage)
+                if report is usage:  # the caller's own UsageReport: never mutate it
+                    report = report.copy()
+                if fields:
+                    report.update(UsageReport(**fields))
+            current = self._report
+            if current is None:
+                self._report = report  # a fresh report, ours to keep
+            else:
+                current.update(report)
         except Exception as exc:
             if isinstance(exc, _passthrough()):
                 raise
@@ -284,12 +301,15 @@ class Call:
         return self.status != "active"
 
     def _end(self, status: Status, error: str | None) -> CallRecord | None:
-        # The first end wins. Popping `_live` from the instance dict is atomic under the GIL: no lock per
-        # call (a shared lock convoys threads, and costs more than this check on one thread).
-        if self.__dict__.pop("_live", None) is None:
+        # The first end wins. Deleting the `_live` slot is one atomic step under the GIL (it holds True, whose
+        # release runs no code): no lock per call (a shared lock convoys threads, and costs more than this).
+        try:
+            del self._live
+        except AttributeError:
             return None
         self.status = status
-        self.error = error
+        if error is not None:
+            self.error = error
         if _active.get() is self:  # deactivate(), inlined
             _active.set(self._prev_active)
         try:
@@ -298,9 +318,12 @@ class Call:
             log_internal_error("call end", exc)
             return None
         finally:
-            self._parts = []
+            # What was kept only to estimate usage goes with the end (a record may outlive its call).
+            if self._parts:
+                self._parts = []
             self._prompt = None
-            self._final_text = None
+            if self._final_text is not None:
+                self._final_text = None
         self.record = record
         self.tracker.add(record)
         span = self.span
@@ -320,29 +343,35 @@ class Call:
 
     def _build(self, status: Status, error: str | None) -> CallRecord:
         rep = self._report
+        if rep is None:
+            rep = _NO_REPORT
         model = self.served_model or self.request_model
-        # Only read when the call failed (every use is `status != "failed" or ...` / `... == "failed" and`).
-        response_started = status == "failed" and (self._ttft is not None or not rep.is_empty())
-        estimated: list[str] = []
+        input_tokens = rep.input_tokens
+        output_tokens = rep.output_tokens
+        estimated: tuple[str, ...] = ()
         text: str | None = None
-        if rep.input_tokens is not None:
-            input_tokens = rep.input_tokens
-        elif status != "failed" or response_started:
-            # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
-            input_tokens = count_prompt_tokens(self._prompt, model)
-            estimated.append("input_tokens")
+        # A failed call is partial (and billed) only if an answer had started.
+        response_started = status == "failed" and (self._ttft is not None or not rep.is_empty())
+        if input_tokens is None or output_tokens is None:  # not the common case: the provider reported both
+            billed = status != "failed" or response_started
+            if input_tokens is None:
+                # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
+                input_tokens = count_prompt_tokens(self._prompt, model) if billed else 0
+                if billed:
+                    estimated = ("input_tokens",)
+            if output_tokens is None:
+                text = "".join(self._parts)
+                if not text and self._final_text is not None:
+                    final = self._final_text
+                    text = final() if callable(final) else final
+                output_tokens = count_tokens(text or "", model)
+                if billed:
+                    estimated = (*estimated, "output_tokens")
+            source: UsageSource = ("provider" if not estimated
+                                   else "estimated" if rep.input_tokens is None and rep.output_tokens is None
+                                   else "mixed")
         else:
-            input_tokens = 0
-        if rep.output_tokens is not None:
-            output_tokens = rep.output_tokens
-        else:
-            text = "".join(self._parts)
-            if not text and self._final_text is not None:
-                final = self._final_text
-                text = final() if callable(final) else final
-            output_tokens = count_tokens(text or "", model)
-            if status != "failed" or response_started:
-                estimated.append("output_tokens")
+            source = "provider"
         # The Usage fields as locals: building a frozen Usage per call costs more than pricing it.
         cached_input_tokens = rep.cached_input_tokens or 0
         cache_write_tokens = rep.cache_write_tokens or 0
@@ -353,16 +382,21 @@ class Call:
             rates = self.tracker.prices.rates_for(model, self.provider)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
-        source: UsageSource = ("provider" if not estimated
-                               else "estimated" if rep.input_tokens is None and rep.output_tokens is None
-                               else "mixed")
-        span = self.span
         tags: Mapping[str, Any] = config.tags
-        if span is not None and span.tags:
-            tags = {**tags, **span.tags}
+        span = self.span
+        if span is not None:
+            if span.tags:
+                tags = {**tags, **span.tags}
+            path, kinds, span_id = span.path, span.kinds, span.id
+        else:
+            path = kinds = ()
+            span_id = None
         if self._tags:
             tags = {**tags, **self._tags}
-        capture = config.capture_content
+        if config.capture_content:
+            prompt, response = self._prompt, "".join(self._parts) if text is None else text
+        else:
+            prompt = response = None
         # Positional, in the order of _RECORD_FIELDS (checked at import): a keyword call of every field
         # costs several times more, once per record.
         return CallRecord(
@@ -371,16 +405,14 @@ class Call:
             cached_input_tokens, cache_write_tokens,  # cached_input_tokens, cache_write_tokens
             rep.reasoning_tokens or 0, input_tokens + output_tokens,  # reasoning_tokens, total_tokens
             cost, source, self.streamed,  # cost_femto, usage_source, streamed
-            status == "aborted" or (status == "failed" and response_started),  # partial
+            status == "aborted" or response_started,  # partial
             status, error,  # status, error
-            span.path if span is not None else (),  # span_path
-            span.kinds if span is not None else (),  # span_kinds
+            path, kinds,  # span_path, span_kinds
             self._clock() - self._started, self._ttft, self._started_wall,  # latency_s, ttft_s, started_at
             self.request_model, self.operation, self.cache_hit,  # request_model, operation, cache_hit
-            tuple(estimated) if estimated else (), cache_write_1h_tokens,  # estimated_fields, cache_write_1h
-            tags, span.id if span is not None else None,  # tags, span_id
-            self._prompt if capture else None,  # prompt
-            ("".join(self._parts) if text is None else text) if capture else None,  # response
+            estimated, cache_write_1h_tokens,  # estimated_fields, cache_write_1h_tokens
+            tags, span_id,  # tags, span_id
+            prompt, response,  # prompt, response
         )
 
 

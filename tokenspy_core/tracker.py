@@ -1,7 +1,7 @@
 """The tracker: incremental, bounded aggregation of finished calls.
 
-Each record updates two small aggregates (its model overall, and its model under its span path);
-totals, per-function numbers and the tree's totals are derived at snapshot time. The tree is keyed
+Each record updates one small aggregate (its model under its span path); totals, per-model and
+per-function numbers and the tree's totals are derived at read time. The tree is keyed
 by span *path*, so its size is bounded by the distinct paths of the program, not by the number of
 runs; records themselves live in a bounded buffer. `add` takes no lock: it queues the record, and the
 queue is folded into the aggregates under the lock every few hundred records and before every read.
@@ -148,7 +148,6 @@ class Tracker(Sink):
 
     def _reset_state(self) -> None:
         self._root = _Node("(root)", "root")
-        self._by_model: dict[str | None, Aggregate] = {}
         self._records: deque[CallRecord] = deque(maxlen=self._max_records)
         self._pending: deque[CallRecord] = deque()
 
@@ -177,7 +176,7 @@ class Tracker(Sink):
     def _fold(self) -> None:
         """Aggregate the queued records (the caller holds the lock; only lock holders pop)."""
         pending = self._pending
-        root, by_model, records = self._root, self._by_model, self._records
+        root, records = self._root, self._records
         while pending:
             record = pending.popleft()
             node = root
@@ -192,10 +191,6 @@ class Tracker(Sink):
             agg = node.models.get(model)
             if agg is None:
                 agg = node.models[model] = Aggregate()
-            agg.add(record)
-            agg = by_model.get(model)
-            if agg is None:
-                agg = by_model[model] = Aggregate()
             agg.add(record)
             records.append(record)
 
@@ -223,7 +218,7 @@ class Tracker(Sink):
         with self._lock:
             self._fold()
             total = Aggregate()
-            for agg in self._by_model.values():
+            for agg in self._model_totals().values():
                 total.merge(agg)
             return total
 
@@ -237,7 +232,7 @@ class Tracker(Sink):
             self._fold()
             tree, total = self._root.to_dict()
             by_model = {str(m): agg.to_dict() for m, agg in sorted(
-                self._by_model.items(), key=lambda kv: (-kv[1].cost, str(kv[0])))}
+                self._model_totals().items(), key=lambda kv: (-kv[1].cost, str(kv[0])))}
             by_function: dict[str, Aggregate] = {}
             self._collect_functions(self._root, by_function)
             records = [r.to_dict() for r in self._records]
@@ -262,6 +257,20 @@ class Tracker(Sink):
             "calls": records,
             "tree": tree,
         }
+
+    def _model_totals(self) -> dict[str | None, Aggregate]:
+        """Per model over the whole tree (summed at read time: one aggregate per record, not two)."""
+        out: dict[str | None, Aggregate] = {}
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            for model, agg in node.models.items():
+                total = out.get(model)
+                if total is None:
+                    total = out[model] = Aggregate()
+                total.merge(agg)
+            stack.extend(node.children.values())
+        return out
 
     def _collect_functions(self, node: _Node, out: dict[str, Aggregate]) -> None:
         if node.models:

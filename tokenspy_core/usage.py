@@ -87,6 +87,10 @@ class UsageReport:
         if value is not None:
             self.cache_write_1h_tokens = value
 
+    def copy(self) -> UsageReport:
+        return UsageReport(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens,
+                           self.reasoning_tokens, self.cache_write_1h_tokens)
+
     def is_empty(self) -> bool:
         return (self.input_tokens is None and self.output_tokens is None and self.cached_input_tokens is None
                 and self.cache_write_tokens is None and self.reasoning_tokens is None
@@ -96,7 +100,7 @@ class UsageReport:
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UsageReport))
 if FIELDS != ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
               "reasoning_tokens", "cache_write_1h_tokens"):  # pragma: no cover - a guard for editors
-    raise AssertionError("UsageReport.update and is_empty are unrolled over FIELDS: add the new field there")
+    raise AssertionError("UsageReport.update, copy and is_empty are unrolled over FIELDS: add the new field there")
 
 
 # Types already found not to be Mappings (SDK usage objects): skip the ABC check for them. Bounded,
@@ -143,18 +147,9 @@ def usage_from_openai(usage: Any) -> UsageReport:
     OpenAI's prompt/input count already includes cached tokens, and its completion/output count
     already includes reasoning tokens, so the numbers map one to one.
     """
-    if _get(usage, "prompt_tokens") is not None or _get(usage, "completion_tokens") is not None:
-        prompt_details = _get(usage, "prompt_tokens_details")
-        completion_details = _get(usage, "completion_tokens_details")
-        output = _int(_get(usage, "completion_tokens"))
-        return UsageReport(
-            input_tokens=_int(_get(usage, "prompt_tokens")),
-            # Embeddings report no completion tokens: nothing was generated.
-            output_tokens=0 if output is None else output,
-            cached_input_tokens=_int(_get(prompt_details, "cached_tokens")),
-            cache_write_tokens=_int(_get(prompt_details, "cache_write_tokens")),
-            reasoning_tokens=_int(_get(completion_details, "reasoning_tokens")),
-        )
+    prompt = _get(usage, "prompt_tokens")
+    if prompt is not None or _get(usage, "completion_tokens") is not None:
+        return _openai_chat(usage, prompt)
     input_details = _get(usage, "input_tokens_details")
     output_details = _get(usage, "output_tokens_details")
     return UsageReport(
@@ -163,6 +158,20 @@ def usage_from_openai(usage: Any) -> UsageReport:
         cached_input_tokens=_int(_get(input_details, "cached_tokens")),
         cache_write_tokens=_int(_get(input_details, "cache_write_tokens")),
         reasoning_tokens=_int(_get(output_details, "reasoning_tokens")),
+    )
+
+
+def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
+    prompt_details = _get(usage, "prompt_tokens_details")
+    completion_details = _get(usage, "completion_tokens_details")
+    output = _int(_get(usage, "completion_tokens"))
+    # Positional, in field order: the hot path of every OpenAI-shaped report.
+    return UsageReport(
+        _int(prompt),  # input_tokens
+        0 if output is None else output,  # output_tokens (embeddings report none: nothing was generated)
+        _int(_get(prompt_details, "cached_tokens")),  # cached_input_tokens
+        _int(_get(prompt_details, "cache_write_tokens")),  # cache_write_tokens
+        _int(_get(completion_details, "reasoning_tokens")),  # reasoning_tokens
     )
 
 
@@ -235,9 +244,13 @@ def usage_from_any(usage: Any) -> UsageReport:
         return usage
     if isinstance(usage, Usage):
         return UsageReport(**{name: getattr(usage, name) for name in FIELDS})
+    # The most common shape first (only OpenAI's has `prompt_tokens`).
+    prompt = _get(usage, "prompt_tokens")
+    if prompt is not None:
+        return _openai_chat(usage, prompt)
     if _get(usage, "prompt_token_count") is not None or _get(usage, "candidates_token_count") is not None:
         return usage_from_gemini(usage)
-    if _get(usage, "prompt_tokens") is not None or _get(usage, "input_tokens_details") is not None:
+    if _get(usage, "input_tokens_details") is not None:
         return usage_from_openai(usage)
     if (
         _get(usage, "cache_creation_input_tokens") is not None

@@ -127,11 +127,15 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
            cache_write_tokens: int = 0, reasoning_tokens: int = 0, provider: str | None = None,
            tags: Mapping[str, Any] | None = None) -> CallRecord | None:
     """Record a finished call made through a provider tokenspy does not wrap."""
-    input_tokens = _count("input_tokens", input_tokens)
-    output_tokens = _count("output_tokens", output_tokens)
-    cached_input_tokens = _count("cached_input_tokens", cached_input_tokens)
-    cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
-    reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
+    if not (type(input_tokens) is int and type(output_tokens) is int and type(cached_input_tokens) is int
+            and type(cache_write_tokens) is int and type(reasoning_tokens) is int
+            and input_tokens >= 0 and output_tokens >= 0 and cached_input_tokens >= 0 and cache_write_tokens >= 0
+            and reasoning_tokens >= 0):  # the common case checked inline: this runs once per recorded call
+        input_tokens = _count("input_tokens", input_tokens)
+        output_tokens = _count("output_tokens", output_tokens)
+        cached_input_tokens = _count("cached_input_tokens", cached_input_tokens)
+        cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
+        reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
     if cached_input_tokens + cache_write_tokens > input_tokens:
         raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
     if reasoning_tokens > output_tokens:
