@@ -231,6 +231,17 @@ class Call:
                 raise
             log_internal_error("set_usage", exc)
 
+    def add_report(self, report: UsageReport) -> None:
+        """`set_usage` for a report the caller built and hands over (adapters' hot path): no shape
+        detection, no copy; the call may keep the object."""
+        if self.status != "active":
+            return
+        current = self._report
+        if current is None:
+            self._report = report
+        else:
+            current.update(report)
+
     def set_model(self, served_model: str | None) -> None:
         """The model the provider says it served (priced in preference to the requested name)."""
         if served_model and self.status == "active":
@@ -438,6 +449,9 @@ class MergedCall:
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         self.outer.set_usage(usage, **fields)
+
+    def add_report(self, report: UsageReport) -> None:
+        self.outer.add_report(report)
 
     def set_model(self, served_model: str | None) -> None:
         self.outer.set_model(served_model)

@@ -207,6 +207,10 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
     breakdown, else `ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens` (and
     `cache_creation` set to 0). Their sum is the cache-write count.
     """
+    if type(usage_metadata) is dict:  # what LangChain passes: a plain dict, often without details
+        get = usage_metadata.get
+        if not get("input_token_details") and not get("output_token_details"):
+            return UsageReport(_int(get("input_tokens")), _int(get("output_tokens")))
     details = _get(usage_metadata, "input_token_details") or {}
     out_details = _get(usage_metadata, "output_token_details") or {}
     creation = _int(_get(details, "cache_creation"))

@@ -142,7 +142,7 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
         raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
     call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
     # A ready UsageReport (the same fields set_usage(**fields) would build, without the dict).
-    call.set_usage(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+    call.add_report(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
                                reasoning_tokens))
     return call.finish()
 

@@ -44,18 +44,25 @@ def _str(value: Any) -> str | None:
 
 
 # -- at the start --------------------------------------------------------------------------------
+_PARAM_MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name")
+_SERIALIZED_MODEL_KEYS = ("model", "model_name", "model_id")
+
+
 def request_model(serialized: Any, invocation_params: Any, metadata: Any) -> str | None:
     """The model the caller asked for: invocation params, then the serialized constructor args,
     then LangSmith's `ls_model_name` (which every chat model fills from its own fields)."""
-    for key in ("model", "model_name", "model_id", "deployment_name"):
-        value = _str(_get(invocation_params, key))
-        if value:
+    # Once per model run: a plain dict (what LangChain passes) is read without the generic accessor.
+    get = invocation_params.get if type(invocation_params) is dict else None
+    for key in _PARAM_MODEL_KEYS:
+        value = get(key) if get is not None else _get(invocation_params, key)
+        if isinstance(value, str) and value:
             return value
     kwargs = _get(serialized, "kwargs")
-    for key in ("model", "model_name", "model_id"):
-        value = _str(_get(kwargs, key))
-        if value:
-            return value
+    if kwargs:
+        for key in _SERIALIZED_MODEL_KEYS:
+            value = _str(_get(kwargs, key))
+            if value:
+                return value
     return _str(_get(metadata, "ls_model_name"))
 
 
@@ -104,20 +111,23 @@ def report_from_usage_metadata(usage_metadata: Any) -> UsageReport | None:
 
 
 def message_of(generation: Any) -> Any:
-    return _get(generation, "message")
+    return getattr(generation, "message", None)  # generations are objects in every langchain-core
 
 
 def result_message(response: Any) -> Any:
     """The first generation of a run's `LLMResult` (one per run; with n>1 usage is per response)."""
-    for generations in _get(response, "generations") or ():
+    for generations in getattr(response, "generations", None) or ():
         for generation in generations or ():
             return generation
     return None
 
 
-def result_usage(llm_output: Any, message: Any) -> UsageReport | None:
-    """Usage at a run's end: the message's `usage_metadata`, else `llm_output` (count one place)."""
-    report = report_from_usage_metadata(_get(message, "usage_metadata"))
+def result_usage(llm_output: Any, message: Any, usage_metadata: Any = None) -> UsageReport | None:
+    """Usage at a run's end: the message's `usage_metadata`, else `llm_output` (count one place).
+
+    `usage_metadata`: the message's, when the caller already read it."""
+    report = report_from_usage_metadata(usage_metadata if usage_metadata is not None
+                                        else _get(message, "usage_metadata"))
     if report is not None:
         return report
     token_usage = _get(llm_output, "token_usage")
@@ -138,15 +148,23 @@ def result_usage(llm_output: Any, message: Any) -> UsageReport | None:
     return None
 
 
-def is_cache_hit(message: Any) -> bool:
+def is_cache_hit(usage_metadata: Any) -> bool:
     """LangChain's own LLM cache answered: `_convert_cached_generations` (langchain-core >= 0.3.73)
     zeroes the cost by adding `total_cost: 0` to the cached message's usage; nothing else sets it."""
-    usage = _get(message, "usage_metadata")
-    return bool(usage) and _get(usage, "total_cost") == 0
+    if not usage_metadata:
+        return False
+    if type(usage_metadata) is dict:
+        return usage_metadata.get("total_cost") == 0
+    return bool(_get(usage_metadata, "total_cost") == 0)
 
 
 def served_model(llm_output: Any, generation: Any, message: Any) -> str | None:
     """The model the provider says it served (priced before the requested alias)."""
+    metadata = getattr(message, "response_metadata", None)
+    if type(metadata) is dict:  # the common case, read directly (once per model run)
+        value = metadata.get("model_name") or metadata.get("model")
+        if isinstance(value, str) and value:
+            return value
     for source in (_get(message, "response_metadata"), _get(generation, "generation_info"), llm_output):
         if source:
             value = _str(_get(source, "model_name")) or _str(_get(source, "model"))

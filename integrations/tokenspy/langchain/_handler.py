@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from tokenspy_core import Call, Tracker, default_tracker, start_call
-from tokenspy_core._guard import guard, guarded, log_internal_error
+from tokenspy_core import Call, Tracker, default_tracker
+from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 
 from .. import _instrument
 from .._api import TrackerView
@@ -44,6 +44,7 @@ logger = logging.getLogger("tokenspy")
 # the first to see the run records it. `dict.setdefault` and `pop` are atomic: no lock needed.
 _owners: dict[tuple[int, int], TokenSpyHandler] = {}
 _NO_RUN: tuple[UUID | None, Run | None] = (None, None)
+_NO_PARAMS: Mapping[str, Any] = {}
 _warned_stream_usage = False
 
 
@@ -154,24 +155,29 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     # AgentExecutor chain run and the tool run that follows; both of those are spans already.
 
     # -- model runs ----------------------------------------------------------------------------
-    @guard("langchain on_chat_model_start")
+    # The model-run callbacks run once per model call: guarded inline (a decorator is a call more).
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
                             run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         # LangChain sends one message list per run; the prompt is kept only for estimation.
-        self._start_model(serialized, messages[0] if messages else None, run_id, parent_run_id,
-                          metadata, kwargs)
+        try:
+            self._start_model(serialized, messages[0] if messages else None, run_id, parent_run_id,
+                              metadata, kwargs)
+        except Exception as exc:
+            _internal_error("langchain on_chat_model_start", exc)
 
-    @guard("langchain on_llm_start")
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, metadata,
-                          kwargs)
+        try:
+            self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, metadata,
+                              kwargs)
+        except Exception as exc:
+            _internal_error("langchain on_llm_start", exc)
 
     def _start_model(self, serialized: Any, prompt: Any, run_id: UUID, parent_run_id: UUID | None,
                      metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> None:
-        params = kwargs.get("invocation_params") or {}
+        params = kwargs.get("invocation_params") or _NO_PARAMS
         name = kwargs.get("name")  # set only when the model run itself was given a run_name
         run = self._runs.start(run_id, parent_run_id, name=name, kind="step" if name else None,
                                task=task_key(metadata))
@@ -183,10 +189,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             return  # another TokenSpyHandler feeding the same tracker records this run
         run.owner_key = key
         try:
-            call = cast(Call, start_call(  # merge=False: always a Call
-                tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
-                prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
-                parent=run.attach, sinks=self._sinks))
+            call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
+                        prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
+                        parent=run.attach, sinks=self._sinks)
         except BaseException as exc:  # BudgetExceededError: the model call will not be sent
             self._end(run_id, exc)
             raise
@@ -226,22 +231,24 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
     # on_stream_event (v3 streaming) repeats the usage on_llm_end brings: nothing to do there.
 
-    @guard("langchain on_llm_end")
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
                    **kwargs: Any) -> None:
-        run = self._runs.get(run_id)
         try:
-            if run is not None and run.call is not None:
-                call = run.call
-                try:
-                    _reconcile(call, response)
-                finally:  # the call ends and the run is released even if reading the result failed
-                    record = call.finish()
-                if (record is not None and record.streamed and record.usage_source == "estimated"
-                        and record.provider in ("openai", "azure")):
-                    _warn_stream_without_usage()
-        finally:
-            self._end(run_id, None)
+            run = self._runs.get(run_id)
+            try:
+                if run is not None and run.call is not None:
+                    call = run.call
+                    try:
+                        _reconcile(call, response)
+                    finally:  # the call ends and the run is released even if reading the result failed
+                        record = call.finish()
+                    if (record is not None and record.streamed and record.usage_source == "estimated"
+                            and record.provider in ("openai", "azure")):
+                        _warn_stream_without_usage()
+            finally:
+                self._end(run_id, None)
+        except Exception as exc:
+            _internal_error("langchain on_llm_end", exc)
 
     @guard("langchain on_llm_error")
     def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -322,19 +329,28 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
 def _reconcile(call: Call, response: LLMResult) -> None:
     generation = ex.result_message(response)
     message = ex.message_of(generation)
-    if ex.is_cache_hit(message):
+    usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage
+    if ex.is_cache_hit(usage_metadata):
         # LangChain's own cache answered: no provider call, no tokens billed, $0.
         call.set_cache_hit()
         call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
                        reasoning_tokens=0)
         return
     llm_output = response.llm_output
-    report = ex.result_usage(llm_output, message)
+    report = ex.result_usage(llm_output, message, usage_metadata)
     if report is not None:
-        call.set_usage(report)
+        call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
-    # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing.
-    call.set_response_text(lambda: ex.message_text(generation))
+    if report is None or report.output_tokens is None:
+        # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing.
+        call.set_response_text(lambda: ex.message_text(generation))
+
+
+def _internal_error(where: str, exc: Exception) -> None:
+    """`guard`'s body, for the callbacks guarded inline: only a budget refusal escapes."""
+    if isinstance(exc, _passthrough()):
+        raise exc
+    log_internal_error(where, exc)
 
 
 def _warn_stream_without_usage() -> None:

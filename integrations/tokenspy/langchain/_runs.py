@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -80,7 +80,7 @@ class Run:
     call: Call | None = None
     parts: list[str] | None = None  # streamed text, for a stream cut short (None: no chunk yet)
     owner_key: Any = None        # this handler's claim on a model run (see _handler._owners)
-    children: set[int] = field(default_factory=set)  # roots only: open runs under this root
+    children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
 
 
 class RunTree:
@@ -116,7 +116,10 @@ class RunTree:
         with self._lock:
             root_run = self._runs.get(parent.root) if parent is not None else None
             if root_run is not None:
-                root_run.children.add(key)
+                if root_run.children is None:
+                    root_run.children = {key}
+                else:
+                    root_run.children.add(key)
                 root = root_run.root
             else:
                 root = key
@@ -136,12 +139,13 @@ class RunTree:
                 return None
             leftovers: list[Run] = []
             if run.root == key:
-                leftovers = [r for r in map(self._runs.pop, run.children, [None] * len(run.children))
-                             if r is not None]
-                run.children.clear()
+                children = run.children
+                if children:
+                    leftovers = [r for r in map(self._runs.pop, children, [None] * len(children)) if r is not None]
+                    run.children = None
             else:
                 root = self._runs.get(run.root)
-                if root is not None:
+                if root is not None and root.children:
                     root.children.discard(key)
         for left in leftovers:
             # Closed after its root (an abandoned stream finalized late) or never: it was cut short.
