@@ -16,7 +16,7 @@ Two class settings matter (reference §4.2):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -43,7 +43,7 @@ logger = logging.getLogger("tokenspy")
 # that feed the same tracker (a global one plus a per-request one) would otherwise count it twice;
 # the first to see the run records it. `dict.setdefault` and `pop` are atomic: no lock needed.
 _owners: dict[tuple[int, int], TokenSpyHandler] = {}
-_NO_RUN: tuple[UUID | None, Run | None] = (None, None)
+_NO_RUN: tuple[UUID | None, Callable[[str], None], Run | None] = (None, lambda token: None, None)
 _NO_PARAMS: Mapping[str, Any] = {}
 _warned_stream_usage = False
 
@@ -202,30 +202,38 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if kwargs.get("batch_size", 1) == 1:
             call.activate()
 
-    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
-                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        # Once per streamed chunk, so kept to an identity check and a list append: the text is only
-        # needed if the stream is cut short (on_llm_end brings the whole message, usage included).
-        # Guarded inline: try/except costs nothing until something raises; a wrapper would not.
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
+                         tags: list[str] | None = None, **kwargs: Any) -> None:
+        # Once per streamed chunk: for the chunks after the first, an identity check and the append of
+        # the run's text list, bound once (the text is only needed if the stream is cut short; on_llm_end
+        # brings the whole message, usage included). Anything else takes the path below. Every keyword
+        # LangChain passes is named: binding one into **kwargs costs more than this whole body.
+        last_id, append, _ = self._last
+        if last_id is run_id and token.__class__ is str:
+            append(token)
+        else:
+            self._new_token(token, run_id)
+
+    def _new_token(self, token: Any, run_id: UUID) -> None:
         try:
-            last_id, run = self._last
+            last_id, append, run = self._last
             if last_id is not run_id:  # UUID hashing is slow: consecutive chunks share one run_id
                 run = self._runs.lookup(run_id.int)
-                self._last = (run_id, run)
-            if run is None:
-                return
-            parts = run.parts
-            if parts is None:
-                if run.call is None:
+                if run is None or run.call is None:  # not ours, or recorded by another handler
+                    self._last = (run_id, _ignore, run)
                     return
-                run.call.mark_first_token()  # time to first token
-                run.call.streamed = True
-                parts = run.parts = []
+                if run.parts is None:
+                    run.call.mark_first_token()  # time to first token
+                    run.call.streamed = True
+                    run.parts = []
+                append = run.parts.append
+                self._last = (run_id, append, run)
+            if run is None or run.call is None:
+                return
             if token.__class__ is str:
-                if token:
-                    parts.append(token)
+                append(token)
             elif token:
-                parts.append(ex.content_text(token))  # content blocks (Anthropic)
+                append(ex.content_text(token))  # content blocks (Anthropic)
         except Exception as exc:
             log_internal_error("langchain on_llm_new_token", exc)
 
@@ -269,12 +277,16 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
     # -- run ends ------------------------------------------------------------------------------
     def _end(self, run_id: UUID, error: BaseException | None) -> None:
-        last_id, last = self._last
+        last_id, _, last = self._last
         if last_id is run_id or (last is not None and last.root == run_id.int):
             self._last = _NO_RUN  # hold no finished run
         run = self._runs.end(run_id, error, release=_release_leftover)
         if run is not None and run.owner_key is not None:
             _owners.pop(run.owner_key, None)
+
+
+def _ignore(token: str) -> None:
+    pass
 
 
 def _release_leftover(run: Run) -> None:
