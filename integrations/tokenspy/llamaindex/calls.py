@@ -2,8 +2,8 @@
 
 `LLMCall` translates LlamaIndex responses (in-progress chunks, the end response, exceptions) into
 the core lifecycle. A nested call (a CustomLLM's `chat` running its own `complete`) gets a
-`MergedCall` view of the outer one: its usage and model still count, its text and ends do not,
-so one model invocation stays one record.
+`MergedCall` view of the outer one: the usage and model of its end response still count, its
+chunks, text and ends do not, so one model invocation stays one record.
 """
 
 from __future__ import annotations
@@ -49,49 +49,69 @@ def open_call(owner: TokenSpyHandler, model: str | None, *, parent: Span | None,
 class LLMCall:
     """An LLM call: `chunk()` per streamed response, then `end()` or `error()`."""
 
-    __slots__ = ("call", "finalizer", "model", "started")
+    __slots__ = ("call", "finalizer", "model", "own", "plain", "started", "text")
 
     def __init__(self, call: Call | MergedCall, model: str | None) -> None:
         self.call = call
         self.model = model
+        self.own = isinstance(call, Call)  # else merged into an outer call, which keeps text and ends
         self.started = False  # a chunk arrived
+        # Its own call, past the first chunk: the dispatcher's event handler appends a plain text
+        # delta to `text` itself (the per-token path) instead of calling `chunk()`.
+        self.plain = False
+        # The streamed text, handed to the call in one piece when it ends (`_flush`): a list append
+        # per token costs less than `call.add_text`.
+        self.text: list[str] = []
         self.finalizer: Any = None  # weakref.finalize on the returned generator, if streamed
 
     @property
     def nested(self) -> bool:
-        return isinstance(self.call, MergedCall)
+        return not self.own
 
     @property
     def ended(self) -> bool:
         return self.call.ended
 
     def chunk(self, response: Any) -> None:
-        # Per streamed chunk: plain attribute reads first; the payload helpers only run when the
-        # chunk carries extras (most chunks are a bare text delta).
+        """Any streamed response: text (reasoning included), first-token time, usage if it has some.
+
+        A call merged into an outer one reads none: the outer call's chunks carry the same text and
+        usage (LlamaIndex's completion-to-chat conversion copies `raw` and `additional_kwargs`), and
+        its end event the last response.
+        """
         self.started = True
         call = self.call
-        extra = getattr(response, "additional_kwargs", None)
-        if isinstance(call, Call):
-            call.streamed = True  # also for streams the span name did not announce
-            delta = getattr(response, "delta", None)
-            text = delta if isinstance(delta, str) else ""
-            if extra:
-                text += payloads.reasoning_delta(response)
-            if text:
-                call.add_text(text)
-            else:
-                call.mark_first_token()  # a tool-call delta or the usage-only chunk: output has begun
-        message = getattr(response, "message", None)
-        if extra or getattr(response, "raw", None) is not None or getattr(message, "additional_kwargs", None):
+        if not isinstance(call, Call):
+            return
+        self.plain = True
+        call.streamed = True  # also for streams the span name did not announce
+        call.mark_first_token()  # a text, tool-call or usage-only chunk: output has begun
+        get = payloads.get
+        extra = get(response, "additional_kwargs")
+        delta = get(response, "delta")
+        text = delta if isinstance(delta, str) else ""
+        if extra:
+            text += payloads.reasoning_delta(response)
+        if text:
+            self.text.append(text)
+        if extra or get(response, "raw") is not None or get(get(response, "message"), "additional_kwargs"):
             usage = payloads.usage_of(response)
             if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
                 call.set_usage(usage)
+
+    def _flush(self) -> None:
+        """Hand the streamed text to the call: before it ends, whichever way it ends."""
+        text = self.text
+        if text:
+            self.text = []
+            self.call.add_text("".join(text))
 
     def end(self, response: Any) -> None:
         try:
             if response is not None:
                 self._read(response)
         finally:  # whatever happened reading it, the call ends (else it would be lost)
+            self._flush()
             self.call.finish()
             self.detach()
 
@@ -105,9 +125,11 @@ class LLMCall:
             call.set_model(served)
         elif self.nested and self.model:
             self._lend_model()
-        call.set_response_text(payloads.response_text(response))
+        if not self.nested:  # a merged call's text is the outer call's
+            call.set_response_text(payloads.response_text(response))
 
     def error(self, exc: BaseException | None) -> None:
+        self._flush()
         if ends_as_abort(exc):
             self.call.abort()
         else:
@@ -116,6 +138,7 @@ class LLMCall:
 
     def discarded(self, started: bool) -> None:
         """The stream generator was garbage-collected before it ended."""
+        self._flush()
         if started:
             self.call.abort()
         else:

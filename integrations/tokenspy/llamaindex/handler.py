@@ -28,6 +28,9 @@ from .legacy import LEGACY
 
 __all__ = ["TokenSpyHandler", "handler_of"]
 
+_TRACKED = (CBEventType.LLM, CBEventType.EMBEDDING)  # the callback events that are calls
+
+
 class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     """Tracks the LLM and embedding calls of LlamaIndex components, and the spans they run in.
 
@@ -67,12 +70,14 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     # -- legacy callbacks --------------------------------------------------------------------------
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                        event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
-        self._start(event_type, payload or {}, event_id)
+        if event_type in _TRACKED and event_id:
+            self._start(event_type, payload or {}, event_id)
         return event_id
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                      event_id: str = "", **kwargs: Any) -> None:
-        self._end(event_type, payload or {}, event_id)
+        if event_type in _TRACKED and event_id:
+            self._end(event_type, payload or {}, event_id)
 
     def start_trace(self, trace_id: str | None = None) -> None:
         pass
@@ -82,8 +87,6 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
     @guard("llamaindex callback start")
     def _start(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:
-        if event_type not in (CBEventType.LLM, CBEventType.EMBEDDING) or not event_id:
-            return
         span_id = active_span_id.get()
         refusal = TAP.take_refusal(span_id)
         if refusal is not None:
@@ -121,8 +124,6 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
     @guard("llamaindex callback end")
     def _end(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:
-        if event_type not in (CBEventType.LLM, CBEventType.EMBEDDING) or not event_id:
-            return
         state = LEGACY.pop(event_id)
         if state is None:
             return
@@ -217,3 +218,6 @@ def handler_of(candidate: Any) -> TokenSpyHandler | None:
     if isinstance(candidate, _GlobalCallbacks) and candidate.active:
         return candidate.handler
     return None
+
+
+TAP.handler_of = handler_of

@@ -17,6 +17,7 @@ import inspect
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,11 @@ class _Open:
 
 def _owner_on(instance: Any) -> TokenSpyHandler | None:
     """The first tokenspy handler on the component's callback manager (`set_handler`'s proxy counts)."""
-    from .handler import handler_of
-
+    handler_of = TAP.handler_of
+    if handler_of is None:  # set when handler.py is imported, which any TokenSpyHandler implies
+        return None
     try:
-        handlers = getattr(getattr(instance, "callback_manager", None), "handlers", None)
+        handlers = getattr(payloads.get(instance, "callback_manager"), "handlers", None)
     except Exception:  # a property that raises on some component: it simply has none
         return None
     if not isinstance(handlers, list):
@@ -114,11 +116,15 @@ class Tap:
         self._open: dict[str, _Open] = {}
         # Recently closed spans: a child may start after its parent returned (a worker thread or a
         # generator the parent handed back); it still attaches there. Bounded.
-        self._closed: OrderedDict[str, _Open] = OrderedDict()
+        self._closed: OrderedDict[str, tuple[Span | None, TokenSpyHandler | None]] = OrderedDict()
         self._roots: dict[str, set[str]] = {}
         self._llm: dict[str, LLMCall] = {}
+        # The span ids in `_llm` of completion calls of their own (not merged into a chat): while
+        # there is none, a completion chunk (a CustomLLM's chat -> complete) is dropped unread.
+        self._completions: set[str] = set()
         self._refused: dict[str, BudgetExceededError] = {}
         self.global_owner: TokenSpyHandler | None = None
+        self.handler_of: Callable[[Any], TokenSpyHandler | None] | None = None
         self.internal_errors: list[BaseException] = []
         self._event_handler = _EventHandler()
         self._event_handler._tap = self
@@ -149,6 +155,7 @@ class Tap:
             self._closed.clear()
             self._roots.clear()
             self._llm.clear()
+            self._completions.clear()
             self._refused.clear()
         for state in calls:
             with guarded("llamaindex uninstall"):
@@ -165,7 +172,7 @@ class Tap:
         return info is not None and info.embedding is not None
 
     def take_refusal(self, span_id: str | None) -> BudgetExceededError | None:
-        if not span_id:
+        if not span_id or span_id not in self._refused:  # the common case: no lock
             return None
         with self._lock:
             return self._refused.pop(span_id, None)
@@ -176,46 +183,58 @@ class Tap:
 
     # -- guarded entry ----------------------------------------------------------------------------
     def run(self, where: str, fn: Any, *args: Any) -> None:
-        # `guarded(where)` spelled out: this runs for every event, two per streamed token.
         try:
             fn(*args)
         except Exception as exc:
-            if not isinstance(exc, BudgetExceededError):
-                try:
-                    log_internal_error(where, exc)
-                    return
-                except Exception:  # strict mode re-raises: keep what LlamaIndex is about to swallow
-                    pass
-            if len(self.internal_errors) < _MAX_KEPT_ERRORS:
-                self.internal_errors.append(exc)
-            raise
+            self.failed(where, exc)
+
+    def failed(self, where: str, exc: Exception) -> None:
+        """`guarded(where)`'s except clause, called from inside an `except` block."""
+        if not isinstance(exc, BudgetExceededError):
+            try:
+                log_internal_error(where, exc)
+                return
+            except Exception:  # strict mode re-raises: keep what LlamaIndex is about to swallow
+                pass
+        if len(self.internal_errors) < _MAX_KEPT_ERRORS:
+            self.internal_errors.append(exc)
+        raise exc
 
     # -- spans --------------------------------------------------------------------------------------
     def span_enter(self, id_: str, instance: Any, parent_id: str | None, tags: dict[str, Any] | None) -> None:
         parent = self._open.get(parent_id) if parent_id else None
-        late = parent is None and parent_id is not None and parent_id in self._closed
-        if late:
-            parent = self._closed.get(parent_id or "")
+        if parent is not None:
+            anchor = _deepest(parent.anchor)
+            owner = parent.owner
+            enclosing = self._llm.get(parent_id or "") or parent.enclosing
+            root = parent.root
+        else:
+            closed = self._closed.get(parent_id) if parent_id else None
+            if closed is not None:  # a late child: it inherits where to attach, and the handler
+                anchor, owner = closed
+                anchor = _deepest(anchor)
+                enclosing = self._llm.get(parent_id or "")
+            else:
+                anchor, owner, enclosing = current_span(), None, None
+            # A root of its own for bookkeeping (a late child's parent's root may be gone already).
+            root = id_
         role = classify(id_, instance, tags)
         here = _owner_on(instance) if instance is not None else None
-        anchor = _deepest(parent.anchor) if parent is not None else current_span()
         own = None
         if isinstance(role, tuple):
             name, kind = role
             # A span named like its parent (FunctionTool.__call__ -> call, recursion) adds no level.
             if anchor is None or anchor.name != name or anchor.kind != kind:
                 own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
-        enclosing = None
-        if parent is not None:
-            enclosing = self._llm.get(parent_id or "") or parent.enclosing
-        # A late child is a root of its own for bookkeeping: its parent's root may be gone already.
-        root = parent.root if parent is not None and not late else id_
-        info = _Open(anchor=own or anchor, own=own, owner=here or (parent.owner if parent else None),
-                     legacy=here is not None, role=role, root=root, enclosing=enclosing,
-                     instance=instance if role in ("llm", "embedding") else None)
+        info = _Open(own or anchor, own, here or owner, here is not None, role, root, enclosing,
+                     instance if role == "llm" or role == "embedding" else None)
         with self._lock:
             self._open[id_] = info
-            self._roots.setdefault(root, set()).add(id_)
+            siblings = self._roots.get(root)
+            if siblings is None:
+                self._roots[root] = {id_}
+            else:
+                siblings.add(id_)
 
     def span_exit(self, id_: str, result: Any) -> None:
         info = self._close(id_)
@@ -237,8 +256,9 @@ class Tap:
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:
         info = self._close(id_)
-        with self._lock:
-            self._refused.pop(id_, None)
+        if id_ in self._refused:
+            with self._lock:
+                self._refused.pop(id_, None)
         state = self._pop_llm(id_)
         if state is not None and not state.ended:
             # A non-stream error (e.g. HTTP 429) fires no ExceptionEvent: only this drop.
@@ -266,9 +286,8 @@ class Tap:
                 siblings = self._roots.get(info.root)
                 if siblings is not None:
                     siblings.discard(id_)
-            # Kept for late children: what they inherit (anchor, owner), not the component.
-            self._closed[id_] = _Open(anchor=info.anchor, own=None, owner=info.owner, legacy=False,
-                                      role=info.role, root=id_, enclosing=None)
+            # Kept for late children: what they inherit, not the component.
+            self._closed[id_] = (info.anchor, info.owner)
             if len(self._closed) > _MAX_CLOSED:
                 self._closed.popitem(last=False)
         for lost in leftovers:
@@ -276,8 +295,11 @@ class Tap:
                 lost.own.end()
         return info
 
-    def _pop_llm(self, id_: str) -> LLMCall | None:
+    def _pop_llm(self, id_: str | None) -> LLMCall | None:
+        if id_ not in self._llm:  # most span ids are not LLM calls: no lock for them
+            return None
         with self._lock:
+            self._completions.discard(id_)
             return self._llm.pop(id_, None)
 
     def _watch_stream(self, id_: str, state: LLMCall, gen: Any) -> None:
@@ -292,41 +314,48 @@ class Tap:
             with self._lock:
                 if self._llm.get(id_) is state:
                     del self._llm[id_]
+                    self._completions.discard(id_)
             if not state.ended:
                 state.discarded(state.started)
 
         self.run("llamaindex stream collected", collected)
 
     # -- events -------------------------------------------------------------------------------------
-    def on_event(self, event: Any) -> None:
-        span_id = event.span_id
-        if isinstance(event, LLMChatInProgressEvent | LLMCompletionInProgressEvent):
-            state = self._llm.get(span_id or "")
-            if state is not None:
-                state.chunk(event.response)
-        elif isinstance(event, LLMChatStartEvent):
-            self._llm_start(span_id, event.model_dict, payloads.prompt_of_messages(event.messages))
-        elif isinstance(event, LLMCompletionStartEvent):
-            self._llm_start(span_id, event.model_dict, event.prompt)
-        elif isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent):
-            state = self._pop_llm(span_id or "")
-            if state is not None:
-                state.end(event.response)
-        elif isinstance(event, ExceptionEvent):
-            state = self._pop_llm(span_id or "")
-            if state is not None:
-                state.error(event.exception)
-        elif isinstance(event, EmbeddingStartEvent):  # SparseEmbeddingStartEvent included
-            self._embedding_start(span_id, event.model_dict)
-        elif isinstance(event, EmbeddingEndEvent | SparseEmbeddingEndEvent):
-            info = self._open.get(span_id or "")
-            if info is not None and info.embedding is not None:
-                info.embedding.end(event.chunks)
+    # One method per event kind, found by `type(event)` in `_ROUTES` by `_EventHandler.handle` (an
+    # isinstance chain over the event classes costs more than handling a streamed chunk).
+    def _chunk(self, event: Any) -> None:
+        state = self._llm.get(event.span_id)
+        if state is not None:
+            state.chunk(event.response)
+
+    def _chat_start(self, event: Any) -> None:
+        self._llm_start(event.span_id, event.model_dict, event.messages, chat=True)
+
+    def _completion_start(self, event: Any) -> None:
+        self._llm_start(event.span_id, event.model_dict, event.prompt, chat=False)
+
+    def _llm_end(self, event: Any) -> None:
+        state = self._pop_llm(event.span_id)
+        if state is not None:
+            state.end(event.response)
+
+    def _exception(self, event: Any) -> None:
+        state = self._pop_llm(event.span_id)
+        if state is not None:
+            state.error(event.exception)
+
+    def _embedding_start_event(self, event: Any) -> None:
+        self._embedding_start(event.span_id, event.model_dict)
+
+    def _embedding_end(self, event: Any) -> None:
+        info = self._open.get(event.span_id)
+        if info is not None and info.embedding is not None:
+            info.embedding.end(event.chunks)
 
     def _owner(self, info: _Open | None) -> TokenSpyHandler | None:
         return (info.owner if info is not None else None) or self.global_owner
 
-    def _llm_start(self, span_id: str | None, model_dict: dict[str, Any], prompt: Any) -> None:
+    def _llm_start(self, span_id: str | None, model_dict: dict[str, Any], prompt: Any, *, chat: bool) -> None:
         if not span_id or span_id in self._llm:
             return
         info = self._open.get(span_id)
@@ -337,6 +366,8 @@ class Tap:
             owner = self._owner(info)
             if owner is None:
                 return
+            if chat:
+                prompt = payloads.prompt_of_messages(prompt)
             try:
                 state = start_llm(owner, model_dict, instance, prompt=prompt,
                                   streamed=payloads.is_stream_method(span_id),
@@ -350,6 +381,8 @@ class Tap:
                 return
         with self._lock:
             self._llm[span_id] = state
+            if not chat and not state.nested:
+                self._completions.add(span_id)
 
     def _embedding_start(self, span_id: str | None, model_dict: dict[str, Any]) -> None:
         info = self._open.get(span_id or "")
@@ -378,7 +411,50 @@ class _EventHandler(BaseEventHandler):
         return "TokenSpyEventHandler"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
-        TAP.run("llamaindex event", TAP.on_event, event)
+        # Tap.run inlined, and the in-progress events (one per streamed token, two for a CustomLLM's
+        # chat -> complete) handled right here in as few steps as possible: this is tokenspy's
+        # per-token cost. Pydantic sends every attribute read through its `__getattr__` slot; the
+        # fields are in `__dict__`, and the events' validation guarantees the response types.
+        # A chunk with more than a text delta, or the first one, goes to `LLMCall.chunk`.
+        tap = TAP
+        try:
+            cls = type(event)
+            if cls is LLMChatInProgressEvent:
+                fields = event.__dict__
+                state = tap._llm.get(fields["span_id"])
+                if state is not None:
+                    response = fields["response"]
+                    chunk = response.__dict__
+                    if (state.plain and chunk["raw"] is None and not chunk["additional_kwargs"]
+                            and not chunk["message"].additional_kwargs):
+                        delta = chunk["delta"]
+                        if delta:
+                            state.text.append(delta)
+                    else:
+                        state.chunk(response)
+                return
+            if cls is LLMCompletionInProgressEvent:
+                if not tap._completions:  # only merged ones (a CustomLLM's chat): nothing to read
+                    return
+                fields = event.__dict__
+                state = tap._llm.get(fields["span_id"])
+                if state is not None:
+                    response = fields["response"]
+                    chunk = response.__dict__
+                    if state.plain and chunk["raw"] is None and not chunk["additional_kwargs"]:
+                        delta = chunk["delta"]
+                        if delta:
+                            state.text.append(delta)
+                    else:
+                        state.chunk(response)
+                return
+            route = _ROUTES.get(cls, _UNKNOWN)
+            if route is _UNKNOWN:
+                route = _route_of(cls)
+            if route is not None:
+                route(tap, event)
+        except Exception as exc:
+            tap.failed("llamaindex event", exc)
 
 
 class _SpanHandler(BaseSpanHandler[BaseSpan]):
@@ -390,17 +466,27 @@ class _SpanHandler(BaseSpanHandler[BaseSpan]):
     def class_name(cls) -> str:
         return "TokenSpySpanHandler"
 
+    # Tap.run inlined (a frame less on each of the several spans of every LlamaIndex call).
     def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                    parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        TAP.run("llamaindex span enter", TAP.span_enter, id_, instance, parent_id, tags)
+        try:
+            TAP.span_enter(id_, instance, parent_id, tags)
+        except Exception as exc:
+            TAP.failed("llamaindex span enter", exc)
 
     def span_exit(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                   result: Any = None, **kwargs: Any) -> None:
-        TAP.run("llamaindex span exit", TAP.span_exit, id_, result)
+        try:
+            TAP.span_exit(id_, result)
+        except Exception as exc:
+            TAP.failed("llamaindex span exit", exc)
 
     def span_drop(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                   err: BaseException | None = None, **kwargs: Any) -> None:
-        TAP.run("llamaindex span drop", TAP.span_drop, id_, err)
+        try:
+            TAP.span_drop(id_, err)
+        except Exception as exc:
+            TAP.failed("llamaindex span drop", exc)
 
     def new_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                  parent_span_id: str | None = None, tags: dict[str, Any] | None = None,
@@ -414,6 +500,33 @@ class _SpanHandler(BaseSpanHandler[BaseSpan]):
     def prepare_to_drop_span(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                              err: BaseException | None = None, **kwargs: Any) -> BaseSpan | None:
         return None
+
+
+_Route = Callable[[Tap, Any], None]
+# Most specific first, as in an isinstance chain: an event class is routed by the first entry it is
+# a subclass of (SparseEmbeddingStartEvent is an EmbeddingStartEvent).
+_ROUTE_ORDER: tuple[tuple[type, _Route], ...] = (
+    (LLMChatInProgressEvent, Tap._chunk),
+    (LLMCompletionInProgressEvent, Tap._chunk),
+    (LLMChatStartEvent, Tap._chat_start),
+    (LLMCompletionStartEvent, Tap._completion_start),
+    (LLMChatEndEvent, Tap._llm_end),
+    (LLMCompletionEndEvent, Tap._llm_end),
+    (ExceptionEvent, Tap._exception),
+    (EmbeddingStartEvent, Tap._embedding_start_event),
+    (EmbeddingEndEvent, Tap._embedding_end),
+    (SparseEmbeddingEndEvent, Tap._embedding_end),
+)
+_UNKNOWN: Any = object()
+_ROUTES: dict[type, _Route | None] = {}
+_MAX_ROUTES = 1024
+
+
+def _route_of(cls: type) -> _Route | None:
+    route = next((fn for base, fn in _ROUTE_ORDER if issubclass(cls, base)), None)
+    if len(_ROUTES) < _MAX_ROUTES:  # bounded, for a program that makes event classes on the fly
+        _ROUTES[cls] = route
+    return route
 
 
 TAP = Tap()

@@ -55,6 +55,8 @@ class LegacyCalls:
             self._calls.pop(event_id, None)
 
     def pop(self, event_id: str) -> LLMCall | EmbeddingCall | None:
+        if event_id not in self._calls:  # the dispatcher recorded it (the common case): no lock
+            return None
         with self._lock:
             entry = self._calls.pop(event_id, None)
         return entry[0] if entry is not None else None

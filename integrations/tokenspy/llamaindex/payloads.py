@@ -7,13 +7,17 @@ the same readers serve the instrumentation path and the legacy callback path.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tokenspy_core.usage import field_of as _get
+from pydantic import BaseModel
+
+from tokenspy_core.usage import field_of
 
 __all__ = [
+    "get",
     "is_stream_method",
     "model_of",
     "prompt_of_messages",
@@ -34,13 +38,63 @@ _PROVIDERS = (("azure", "azure"), ("bedrock", "bedrock"), ("vertex", "google"), 
               ("google", "google"), ("anthropic", "anthropic"), ("openai", "openai"),
               ("mistral", "mistral"), ("groq", "groq"), ("cohere", "cohere"))
 
+# (type, key) -> how `get` reads it: _OTHER (field_of), _FIELD (a pydantic model's field or extra),
+# _CLASS (a pydantic model's property/class attribute/private attribute: plain getattr). Bounded.
+_OTHER, _FIELD, _CLASS = 0, 1, 2
+_HOW: dict[tuple[type, str], int] = {}
+_HOW_MAX = 4096
+_ABSENT = object()
 
+
+def _how(cls: type, key: str) -> int:
+    if not issubclass(cls, BaseModel):
+        how = _OTHER
+    elif (key.startswith("_") or cls.__getattr__ is not BaseModel.__getattr__  # type: ignore[attr-defined]
+          or any(key in vars(base) for base in cls.__mro__)):
+        how = _CLASS
+    else:
+        how = _FIELD
+    if len(_HOW) < _HOW_MAX:
+        _HOW[cls, key] = how
+    return how
+
+
+def get(obj: Any, key: str) -> Any:
+    """`field_of(obj, key)` (the core's accessor), without pydantic's cost for an absent attribute.
+
+    LlamaIndex payloads are pydantic models, and `getattr(model, "absent", None)` goes through
+    `BaseModel.__getattr__`, which builds and raises an AttributeError: ~4 µs, more than the rest of
+    reading an event (a `CompletionResponse` has no `message`, a `MockLLM` no `model`). A pydantic
+    model's fields live in its `__dict__` and its extras in `__pydantic_extra__`; anything else
+    is on its class, so whether to `getattr` at all is known per class and key.
+    """
+    if obj is None:
+        return None
+    cls = type(obj)
+    if cls is dict:
+        return obj.get(key)
+    how = _HOW.get((cls, key))
+    if how is None:
+        how = _how(cls, key)
+    if how == _FIELD:
+        value = obj.__dict__.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        extra = getattr(obj, "__pydantic_extra__", None)  # unset until the model is initialized
+        return extra.get(key) if extra else None
+    if how == _CLASS:
+        return getattr(obj, key, None)
+    return field_of(obj, key)
+
+
+_get = get
 
 
 def model_of(model_dict: Mapping[str, Any] | None, instance: Any = None) -> str | None:
     """The requested model: `model_name` of the payload (LLM metadata), else the object's `model`."""
-    for value in (_get(model_dict, "model_name"), _get(model_dict, "model"), _get(instance, "model"),
-                  _get(instance, "model_name")):
+    for source, key in ((model_dict, "model_name"), (model_dict, "model"), (instance, "model"),
+                        (instance, "model_name")):
+        value = _get(source, key)
         if isinstance(value, str) and value and value != _UNKNOWN_MODEL:
             return value
     return None
@@ -53,6 +107,11 @@ def provider_of(model_dict: Mapping[str, Any] | None, instance: Any = None) -> s
         name = type(instance).__name__
     if not isinstance(name, str):
         return None
+    return _provider_named(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _provider_named(name: str) -> str | None:
     lowered = name.lower()
     for fragment, provider in _PROVIDERS:
         if fragment in lowered:
@@ -101,8 +160,9 @@ def usage_of(response: Any) -> Any:
     Order matters (reference §5.3/§7): `raw` first, because only it has cached/reasoning details
     (OpenAI `raw.usage`, Responses stream `raw.response.usage`, Anthropic `raw["usage"]` with raw
     cache fields, Gemini `usage_metadata`); then the `additional_kwargs` summaries
-    (`prompt_tokens`/`completion_tokens`, or `usage` for OpenAIResponses); then the Anthropic
-    stream's `message.additional_kwargs["usage"]`.
+    (`prompt_tokens`/`completion_tokens`, or `usage` for OpenAIResponses); then the message's
+    `additional_kwargs`: the Anthropic stream's `usage`, or the summaries of a CustomLLM's
+    completion that LlamaIndex converted to a chat response (they land there).
     """
     if response is None:
         return None
@@ -114,13 +174,20 @@ def usage_of(response: Any) -> Any:
                 return candidate
     extra = _get(response, "additional_kwargs")
     if isinstance(extra, Mapping) and extra:
-        if extra.get("usage") is not None:
-            return extra["usage"]
-        if extra.get("prompt_tokens") is not None or extra.get("input_tokens") is not None:
-            return extra
+        usage = _summary(extra)
+        if usage is not None:
+            return usage
     message_extra = _get(_get(response, "message"), "additional_kwargs")
-    if isinstance(message_extra, Mapping) and message_extra.get("usage") is not None:
-        return message_extra["usage"]
+    if isinstance(message_extra, Mapping) and message_extra:
+        return _summary(message_extra)
+    return None
+
+
+def _summary(extra: Mapping[str, Any]) -> Any:
+    if extra.get("usage") is not None:
+        return extra["usage"]
+    if extra.get("prompt_tokens") is not None or extra.get("input_tokens") is not None:
+        return extra
     return None
 
 
