@@ -5,6 +5,8 @@ Every openai and anthropic API call goes through `SyncAPIClient.request` / `Asyn
 `stream()`/`parse()` helpers, `with_raw_response` (even one cached before tokenspy patched anything),
 `with_streaming_response`, `client.post(...)`. So the adapters patch only that, and decide per call
 (see `_observe.tracking`) whether to track; an untracked call costs one dict lookup and a ContextVar read.
+This runs before every tracked request: it is written for few allocations (plain `try` rather than
+`guarded()`, nothing built that the call does not need).
 
 What `request()` returns is handled by kind: a model object (finish now), an SDK stream (tracked as
 it is consumed, see `_sdk_stream`), or a raw response wrapper (parsed eagerly when that is free: the
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tokenspy_core._guard import guarded
+from tokenspy_core import BudgetExceededError
+from tokenspy_core._guard import log_internal_error
 
+from ._observe import tracking
 from ._sdk_stream import CallLike, StreamTracker, end_on_exception, hook_close, track_stream
 
 __all__ = ["Plan", "SdkTypes", "wrap_request"]
@@ -28,19 +32,25 @@ __all__ = ["Plan", "SdkTypes", "wrap_request"]
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # the same in both SDKs (Stainless-generated)
 
 
-@dataclass(slots=True)
-class Plan:
-    """A call tokenspy decided to track, with what the adapter needs to read its response."""
+class Plan(StreamTracker):
+    """A call tokenspy decided to track, with what the adapter needs to read its response: `on_body`
+    for a response object, and, should the response be a stream, `on_item` (it is then that stream's
+    tracker). One object per request: the adapters subclass it per endpoint shape."""
 
-    call: CallLike
-    options: Any  # the request options to send: the caller's, or a copy tokenspy amended
-    streamed: bool
-    new_tracker: Callable[[CallLike], StreamTracker]
-    on_body: Callable[[CallLike, Any], None]  # a response object or its JSON dict
+    __slots__ = ("options", "streamed")
+
+    def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
+        super().__init__(call)
+        self.options = options  # the request options to send: the caller's, or a copy tokenspy amended
+        self.streamed = streamed
+
+    def on_body(self, body: Any) -> None:
+        """A response object, or its JSON dict."""
+        raise NotImplementedError
 
 
 class Planner(Protocol):
-    def __call__(self, client: Any, options: Any, stream: bool) -> Plan | None: ...
+    def __call__(self, client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> Plan | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,70 +59,100 @@ class SdkTypes:
     async_streams: tuple[type, ...]
     raw: tuple[type, ...]  # raw response wrappers whose parse() is sync
     async_raw: tuple[type, ...]  # ... whose parse() is a coroutine
+    all_streams: tuple[type, ...] = field(init=False)
 
-    @property
-    def all_streams(self) -> tuple[type, ...]:
-        return self.streams + self.async_streams
-
-
-def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("options")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all_streams", self.streams + self.async_streams)
 
 
-def _with_options(args: tuple[Any, ...], kwargs: dict[str, Any], options: Any) -> tuple[Any, ...]:
-    if len(args) > 1:
-        return (args[0], options, *args[2:])
-    kwargs["options"] = options
-    return args
+def _start(planner: Planner, client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> Plan | None:
+    try:
+        return planner(client, options, bool(stream), tags)
+    except BudgetExceededError:
+        raise  # the request is not sent
+    except Exception as exc:
+        log_internal_error("sdk request", exc)
+        return None
 
 
-def _start(planner: Planner, client: Any, args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> tuple[Plan | None, tuple[Any, ...]]:
-    plan: Plan | None = None
-    with guarded("sdk request"):  # BudgetExceededError passes through: the request is not sent
-        options = _options_of(args, kwargs)
-        plan = planner(client, options, bool(kwargs.get("stream", False)))
-        if plan is not None and plan.options is not options:
-            args = _with_options(args, kwargs, plan.options)
-    return plan, args
+async def _arespond(plan: Plan, result: Any, types: SdkTypes) -> None:
+    try:
+        if isinstance(result, types.async_raw):
+            await _on_async_raw(plan, result, types)
+        else:
+            _on_result(plan, result, types)
+    except BudgetExceededError:
+        raise
+    except Exception as exc:
+        log_internal_error("sdk response", exc)
 
 
 def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callable[[Any], Any]:
-    """A factory for `Patches.wrap`: the wrapped `request(self, cast_to, options, *, stream, stream_cls)`."""
+    """A factory for `Patches.wrap`: the wrapped `request(self, cast_to, options, *, stream, stream_cls)`.
+
+    `stream` and `stream_cls` are named (with the SDKs' own defaults) and always passed on: forwarding
+    `**kwargs` costs several times what the untracked path does otherwise. Anything else is passed
+    on as given.
+    """
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         if is_async:
             @functools.wraps(original)
-            async def arequest(self: Any, *args: Any, **kwargs: Any) -> Any:
-                plan, args = _start(planner, self, args, kwargs)
+            async def arequest(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
+                               stream_cls: Any = None, **kwargs: Any) -> Any:
+                try:  # the untracked path: nothing else
+                    tags = tracking(self)
+                except Exception as exc:
+                    log_internal_error("sdk request", exc)
+                    tags = None
+                plan = None if tags is None else _start(planner, self, options, stream, tags)
                 if plan is None:
-                    return await original(self, *args, **kwargs)
+                    if args or kwargs:
+                        return await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls,
+                                              **kwargs)
+                    return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
                 try:
-                    result = await original(self, *args, **kwargs)
+                    if args or kwargs:
+                        result = await original(self, cast_to, plan.options, *args, stream=stream,
+                                                stream_cls=stream_cls, **kwargs)
+                    else:
+                        result = await original(self, cast_to, plan.options, stream=stream, stream_cls=stream_cls)
                 except BaseException as exc:
                     end_on_exception(plan.call, exc)
                     raise
-                with guarded("sdk response"):
-                    if isinstance(result, types.async_raw):
-                        await _on_async_raw(plan, result, types)
-                    else:
-                        _on_result(plan, result, types)
+                await _arespond(plan, result, types)
                 return result
 
             return arequest
 
         @functools.wraps(original)
-        def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-            plan, args = _start(planner, self, args, kwargs)
+        def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
+                    stream_cls: Any = None, **kwargs: Any) -> Any:
+            try:  # the untracked path: nothing else
+                tags = tracking(self)
+            except Exception as exc:
+                log_internal_error("sdk request", exc)
+                tags = None
+            plan = None if tags is None else _start(planner, self, options, stream, tags)
             if plan is None:
-                return original(self, *args, **kwargs)
+                if args or kwargs:
+                    return original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
+                return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
             try:
-                result = original(self, *args, **kwargs)
+                if args or kwargs:
+                    result = original(self, cast_to, plan.options, *args, stream=stream, stream_cls=stream_cls,
+                                      **kwargs)
+                else:
+                    result = original(self, cast_to, plan.options, stream=stream, stream_cls=stream_cls)
             except BaseException as exc:
                 end_on_exception(plan.call, exc)
                 raise
-            with guarded("sdk response"):
+            try:
                 _on_result(plan, result, types)
+            except BudgetExceededError:
+                raise
+            except Exception as exc:
+                log_internal_error("sdk response", exc)
             return result
 
         return request
@@ -121,7 +161,10 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
 
 
 def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
-    if isinstance(result, types.all_streams):
+    cls = type(result)
+    if cls in types.all_streams:  # the common case, without isinstance's subclass walk
+        track_stream(result, plan, is_async=cls in types.async_streams)
+    elif isinstance(result, types.all_streams):
         _track(plan, result, types)
     elif isinstance(result, types.raw):
         raw: Any = result
@@ -134,12 +177,12 @@ def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
             parsed = _PARSE_FAILED
         _on_parsed(plan, raw, types, parsed)
     else:
-        plan.on_body(plan.call, result)
+        plan.on_body(result)
         plan.call.finish()
 
 
 def _track(plan: Plan, stream: Any, types: SdkTypes) -> None:
-    track_stream(stream, plan.new_tracker(plan.call), is_async=isinstance(stream, types.async_streams),
+    track_stream(stream, plan, is_async=isinstance(stream, types.async_streams),
                  own_class=type(stream) in types.all_streams)
 
 
@@ -175,7 +218,7 @@ def _on_parsed(plan: Plan, raw: Any, types: SdkTypes, parsed: Any) -> None:
         # The user's parse() will raise the same (e.g. a `chat.completions.parse` post-parser
         # refusing a truncated answer), but the usage is in the JSON body all the same.
         parsed = raw.http_response.json()
-    plan.on_body(plan.call, parsed)
+    plan.on_body(parsed)
     plan.call.finish()
 
 
@@ -193,7 +236,7 @@ def _finish_when_read(plan: Plan, response: Any, *, is_async: bool) -> None:
                 call.abort()  # closed unread
             # else: being read right now; httpx closes it itself at the end, the user closes it again
             return
-        plan.on_body(call, json.loads(content))
+        plan.on_body(json.loads(content))
         call.finish()
 
     hook_close(response, on_close, is_async=is_async)

@@ -19,16 +19,15 @@ wins, so overlapping signals are harmless.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from tokenspy_core import Call, MergedCall
-from tokenspy_core._guard import guarded, log_internal_error
+from tokenspy_core import BudgetExceededError, Call, MergedCall
+from tokenspy_core._guard import log_internal_error
 
-__all__ = ["StreamTracker", "end_on_exception", "hook_close", "track_stream"]
+__all__ = ["CloseHook", "StreamTracker", "end_on_exception", "hook_close", "track_stream"]
 
 CallLike = Call | MergedCall
 _ATTR = "_tokenspy_stream"
@@ -41,18 +40,92 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def end_on_exception(call: CallLike, exc: BaseException) -> None:
     """An exception ended the call: cancellation aborts it, anything else fails it."""
-    with guarded("sdk call end"):
+    try:
         if _is_cancellation(exc):
             call.abort()
         else:
             call.fail(exc)
+    except BudgetExceededError:
+        raise
+    except Exception as exc:
+        log_internal_error("sdk call end", exc)
 
 
-class StreamTracker:
+def _end(call: CallLike, finished: bool) -> None:
+    # `guarded("stream end")` as a plain try: a context manager costs more than the statement.
+    try:
+        if finished:
+            call.finish()
+        else:
+            call.abort()
+    except BudgetExceededError:
+        raise
+    except Exception as exc:
+        log_internal_error("stream end", exc)
+
+
+class CloseHook:
+    """Runs `closing(response)` before `response.close()` / `await response.aclose()`, for one response
+    object: an instance-level method that then calls the close it replaces. Holds the response weakly:
+    it must stay collectable by reference counting."""
+
+    __slots__ = ("_original", "_previous", "_response")
+
+    def closing(self, response: Any) -> None:
+        raise NotImplementedError
+
+    def hook(self, response: Any, *, is_async: bool) -> None:
+        name = "aclose" if is_async else "close"
+        namespace = response.__dict__
+        self._response = weakref.ref(response)
+        self._previous = namespace.get(name)  # another instance-level hook: keep calling it
+        self._original = getattr(type(response), name)
+        namespace[name] = self._aclose if is_async else self._close
+
+    def _notify(self, response: Any) -> None:
+        try:
+            self.closing(response)
+        except BudgetExceededError:
+            raise
+        except Exception as exc:
+            log_internal_error("response close", exc)
+
+    def _close(self) -> None:
+        response = self._response()
+        if response is not None:
+            self._notify(response)
+            previous = self._previous
+            previous() if previous is not None else self._original(response)
+
+    async def _aclose(self) -> None:
+        response = self._response()
+        if response is not None:
+            self._notify(response)
+            previous = self._previous
+            await (previous() if previous is not None else self._original(response))
+
+
+class _OnClose(CloseHook):
+    __slots__ = ("_on_close",)
+
+    def __init__(self, on_close: Callable[[Any], None]) -> None:
+        self._on_close = on_close
+
+    def closing(self, response: Any) -> None:
+        self._on_close(response)
+
+
+def hook_close(response: Any, on_close: Callable[[Any], None], *, is_async: bool) -> None:
+    """Call `on_close(response)` before `response.close()` / `await response.aclose()`."""
+    _OnClose(on_close).hook(response, is_async=is_async)
+
+
+class StreamTracker(CloseHook):
     """Feeds one streamed call from the items its consumer pulls, and ends it exactly once.
 
     Subclasses implement `on_item` (per item: O(1), attribute reads and `call.add_text`) and set
-    `complete` once the provider's final usage arrived.
+    `complete` once the provider's final usage arrived. It is also the close hook of the stream's
+    response (one object per stream rather than two).
     """
 
     __slots__ = ("__weakref__", "_gen", "call", "complete")
@@ -66,23 +139,34 @@ class StreamTracker:
         """Account for `item`; True hides it from the consumer."""
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Account for what `on_item` left for later (to hand the consumer an item sooner); called
+        before the call ends."""
+
+    def _settle(self) -> None:
+        try:
+            self.settle()
+        except BudgetExceededError:
+            raise
+        except Exception as exc:
+            log_internal_error("stream end", exc)
+
     # -- ends ---------------------------------------------------------------------------------
     def exhausted(self) -> None:
-        with guarded("stream end"):
-            self.call.finish()
+        self._settle()
+        _end(self.call, True)
 
     def errored(self, exc: BaseException) -> None:
+        self._settle()
         end_on_exception(self.call, exc)
 
     def stopped(self) -> None:
         """The consumer stopped, closed the stream or dropped it."""
-        with guarded("stream end"):
-            if self.complete:
-                self.call.finish()
-            else:
-                self.call.abort()
+        self._settle()
+        _end(self.call, self.complete)
 
-    def response_closing(self) -> None:
+    def closing(self, response: Any) -> None:
+        """The stream's response is being closed."""
         if self.call.ended:
             return
         gen = self._gen() if self._gen is not None else None
@@ -179,8 +263,7 @@ class _AsyncConsumer:
             self._tracker.stopped()
 
 
-_subclasses: dict[type, type] = {}
-_ours: set[type] = set()
+_subclasses: dict[type, type] = {}  # stream class -> its tracked subclass; a tracked subclass -> itself
 
 
 def _tracked_class(cls: type, *, is_async: bool) -> type:
@@ -189,8 +272,6 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
     A plain one-level subclass with no slots, so its instances have the SDK class's layout and
     `__class__` can be switched on an existing stream.
     """
-    if cls in _ours:
-        return cls
     sub = _subclasses.get(cls)
     if sub is not None:
         return sub
@@ -216,37 +297,8 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
         namespace["__iter__"] = __iter__
     # Same name, module and qualname: reprs and error messages read exactly as the SDK's.
     sub = _subclasses[cls] = type(cls.__name__, (cls,), namespace)
-    _ours.add(sub)
+    _subclasses[sub] = sub
     return sub
-
-
-def hook_close(response: Any, on_close: Callable[[Any], None], *, is_async: bool) -> None:
-    """Call `on_close(response)` before `response.close()` / `await response.aclose()`, for this one
-    response object. Holds the response weakly: it must stay collectable by reference counting."""
-    name = "aclose" if is_async else "close"
-    previous = response.__dict__.get(name)  # another instance-level hook: keep calling it
-    original = getattr(type(response), name)
-    ref = weakref.ref(response)
-
-    def run(target: Any) -> Any:
-        with guarded("response close"):
-            on_close(target)
-        return previous() if previous is not None else original(target)
-
-    if is_async:
-        async def aclose() -> None:
-            target = ref()
-            if target is not None:
-                await run(target)
-
-        response.__dict__[name] = aclose
-    else:
-        def close() -> None:
-            target = ref()
-            if target is not None:
-                run(target)
-
-        response.__dict__[name] = close
 
 
 def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_class: bool = True) -> None:
@@ -261,7 +313,11 @@ def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_cla
     stream._iterator = gen
     stream.__dict__[_ATTR] = tracker
     if own_class:
-        # Should the class refuse, early stops are still seen at close or collection.
-        with contextlib.suppress(TypeError):
-            stream.__class__ = _tracked_class(type(stream), is_async=is_async)
-    hook_close(stream.response, lambda response: tracker.response_closing(), is_async=is_async)
+        cls = type(stream)
+        # Should the class refuse, early stops are still seen at close or collection. (A plain try:
+        # `contextlib.suppress` costs a context manager per stream.)
+        try:  # noqa: SIM105
+            stream.__class__ = _subclasses.get(cls) or _tracked_class(cls, is_async=is_async)
+        except TypeError:
+            pass
+    tracker.hook(stream.response, is_async=is_async)

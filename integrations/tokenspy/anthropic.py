@@ -25,16 +25,17 @@ from anthropic._response import APIResponse, AsyncAPIResponse
 from tokenspy_core import start_call, usage_from_anthropic
 from tokenspy_core.usage import field_of as _get
 
-from ._observe import copy_observed, tracking
+from ._observe import copy_observed
 from ._sdk_patch import Patches
 from ._sdk_request import Plan, SdkTypes, wrap_request
-from ._sdk_stream import CallLike, StreamTracker
+from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
 
-# The raw usage fields a stream event may report (cumulative values: the latest wins).
-_RAW_USAGE = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-              "cache_creation", "output_tokens_details")
+# The raw usage fields a stream event may report (cumulative values: the latest wins), output_tokens
+# aside (message_start's is a placeholder).
+_RAW_USAGE = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation",
+              "output_tokens_details")
 
 _patches = Patches()
 
@@ -53,36 +54,34 @@ def uninstall() -> None:
     _patches.undo()
 
 
+_NO_BODY: Mapping[str, Any] = {}  # shared, never mutated
 
 
-def _plan(client: Any, options: Any, stream: bool) -> Plan | None:
+def _mapping(value: Any) -> Mapping[str, Any]:
+    # The ABC check (slow even when negative) only for what is neither a dict nor None.
+    if type(value) is dict or (value is not None and isinstance(value, Mapping)):
+        return value  # type: ignore[no-any-return]
+    return _NO_BODY
+
+
+def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> Plan | None:
     path = getattr(options, "url", None)
     # `beta.messages` adds `?beta=true`; `/v1/messages/count_tokens` is free and not a model call.
-    if not isinstance(path, str) or path.partition("?")[0] != "/v1/messages":
+    if not isinstance(path, str) or (path != "/v1/messages" and path.partition("?")[0] != "/v1/messages"):
         return None
     if options.method.lower() != "post":
         return None
-    tags = tracking(client)
-    if tags is None:
-        return None
-    body: Mapping[str, Any] = options.json_data if isinstance(options.json_data, Mapping) else {}
-    extra: Mapping[str, Any] = options.extra_json if isinstance(options.extra_json, Mapping) else {}
-    model = extra.get("model") or body.get("model")
+    body = options.json_data
+    if type(body) is not dict:
+        body = _mapping(body)
+    extra = options.extra_json
+    model = (extra is not None and _mapping(extra).get("model")) or body.get("model")
     messages = list(body.get("messages") or ())
     system = body.get("system")
     call = start_call(None, None if model is None else str(model), provider="anthropic",
                       prompt=[{"role": "system", "content": system}, *messages] if system else messages,
                       streamed=stream, merge=True, operation="chat", tags=tags or None)
-    return Plan(call, options, stream, _MessageEvents, _on_body)
-
-
-def _on_body(call: CallLike, body: Any) -> None:
-    """A `Message` or its JSON dict."""
-    usage = _get(body, "usage")
-    if usage is not None:
-        call.set_usage(usage_from_anthropic(usage))
-    call.set_model(_get(body, "model"))
-    call.set_response_text(functools.partial(_text_of, body))
+    return _Messages(call, options, stream)
 
 
 def _text_of(body: Any) -> str:
@@ -102,42 +101,75 @@ def _text_of(body: Any) -> str:
 _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
 
 
-class _MessageEvents(StreamTracker):
-    """Raw Messages stream events (`create(stream=True)`, and underneath `messages.stream()`)."""
+class _Messages(Plan):
+    """A Messages request: its `Message`, or its raw stream events (`create(stream=True)`, and
+    underneath `messages.stream()`)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_pending", "_raw")
 
-    def __init__(self, call: CallLike) -> None:
-        super().__init__(call)
-        self._raw: dict[str, Any] = {}
+    def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
+        super().__init__(call, options, streamed)
+        self._pending: Any = None  # message_start's usage, not yet accounted (see on_item)
+        self._raw: dict[str, Any] | None = None  # the latest value of each raw usage field (streams)
+
+    def on_body(self, body: Any) -> None:
+        """A `Message` or its JSON dict."""
+        call = self.call
+        usage = _get(body, "usage")
+        if usage is not None:
+            call.set_usage(usage_from_anthropic(usage))
+        call.set_model(_get(body, "model"))
+        call.set_response_text(functools.partial(_text_of, body))
 
     def on_item(self, event: Any) -> bool:
         kind = event.type
         if kind == "content_block_delta":
             delta = event.delta
-            attr = _DELTA_TEXT.get(delta.type)
-            text = getattr(delta, attr, None) if attr is not None else None
+            delta_kind = delta.type
+            if delta_kind == "text_delta":  # nearly every event of a stream
+                text = delta.text
+            else:
+                attr = _DELTA_TEXT.get(delta_kind)
+                text = getattr(delta, attr, None) if attr is not None else None
             if text:
                 self.call.add_text(text)
             else:
                 self.call.mark_first_token()
-        elif kind == "message_delta":
+            return False
+        if self._pending is not None:
+            self.settle()
+        if kind == "message_delta":
             self._merge(event.usage, skip_output=False)
         elif kind == "message_start":
-            self.call.set_model(event.message.model)
-            # message_start's output_tokens is a placeholder: until a message_delta reports the
-            # real count, the output is estimated from the text actually received.
-            self._merge(event.message.usage, skip_output=True)
+            message = event.message
+            self.call.set_model(message.model)
+            # message_start is the event the consumer waits for (its time to first token): its
+            # usage is accounted once the consumer has it, with the next event or at the end.
+            self._pending = message.usage
         elif kind == "message_stop":
             self.complete = True
         return False
+
+    def settle(self) -> None:
+        usage = self._pending
+        if usage is not None:
+            self._pending = None
+            # message_start's output_tokens is a placeholder: until a message_delta reports the
+            # real count, the output is estimated from the text actually received.
+            self._merge(usage, skip_output=True)
 
     def _merge(self, usage: Any, *, skip_output: bool) -> None:
         if usage is None:
             return
         raw = self._raw
+        if raw is None:
+            raw = self._raw = {}
         for name in _RAW_USAGE:
             value = getattr(usage, name, None)
-            if value is not None and not (skip_output and name == "output_tokens"):
+            if value is not None:
                 raw[name] = value
+        if not skip_output:
+            value = getattr(usage, "output_tokens", None)
+            if value is not None:
+                raw["output_tokens"] = value
         self.call.set_usage(usage_from_anthropic(raw))

@@ -13,8 +13,9 @@ A caller's explicit `include_usage` (True or False) is never changed, and its ch
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import openai
@@ -26,10 +27,10 @@ from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
 from tokenspy_core import start_call, usage_from_openai
 from tokenspy_core.usage import field_of as _get
 
-from ._observe import copy_observed, tracking
+from ._observe import copy_observed
 from ._sdk_patch import Patches
 from ._sdk_request import Plan, SdkTypes, wrap_request
-from ._sdk_stream import CallLike, StreamTracker
+from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
 
@@ -61,39 +62,40 @@ def uninstall() -> None:
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
-    return type(value) is dict or isinstance(value, Mapping)  # the ABC check only for non-dicts
+    # The ABC check (slow even when negative) only for what is neither a dict nor None.
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
+_NO_BODY: Mapping[str, Any] = {}  # shared, never mutated
 
 
 # -- per request ---------------------------------------------------------------------------------
-def _plan(client: Any, options: Any, stream: bool) -> Plan | None:
+def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> Plan | None:
     path = getattr(options, "url", None)
     if not isinstance(path, str):
         return None
     operation = _ENDPOINTS.get(path)
     if operation is None or options.method.lower() != "post":
         return None
-    tags = tracking(client)
-    if tags is None:
-        return None
-    body: Mapping[str, Any] = options.json_data if _is_mapping(options.json_data) else {}
-    extra: Mapping[str, Any] | None = options.extra_json if _is_mapping(options.extra_json) else None
-    model = (extra or {}).get("model") or body.get("model")
-    new_tracker: Callable[[CallLike], StreamTracker]
-    if path == "/responses":
-        new_tracker = _ResponsesEvents
-    else:  # Chat Completions or legacy Completions (embeddings never stream)
-        hide = expect = False
-        if stream:
-            options, hide, expect = _ask_stream_usage(client, options, body, extra)
-        new_tracker = functools.partial(_ChatChunks if path == "/chat/completions" else _CompletionChunks,
-                                        hide_usage=hide, expect_usage=expect)
+    body: Mapping[str, Any] = options.json_data
+    if not _is_mapping(body):
+        body = _NO_BODY
+    extra: Mapping[str, Any] | None = options.extra_json
+    if not _is_mapping(extra):
+        extra = None
+    model = (extra is not None and extra.get("model")) or body.get("model")
+    hide = expect = False
+    if stream and path != "/responses":  # Chat Completions or legacy Completions (embeddings never stream)
+        options, hide, expect = _ask_stream_usage(client, options, body, extra)
     call = start_call(None, None if model is None else str(model),
                       provider="azure" if isinstance(client, BaseAzureClient) else "openai",
                       prompt=_prompt(path, body), streamed=stream, merge=True, operation=operation,
                       tags=tags or None)
-    return Plan(call, options, stream, new_tracker, _on_body)
+    if path == "/chat/completions":
+        return _ChatChunks(call, options, stream, hide, expect)
+    if path == "/responses":
+        return _ResponsesEvents(call, options, stream)
+    return _CompletionChunks(call, options, stream, hide, expect)
 
 
 def _prompt(path: str, body: Mapping[str, Any]) -> Any:
@@ -121,13 +123,19 @@ def _ask_stream_usage(client: Any, options: Any, body: Mapping[str, Any],
     asked = {**current, "include_usage": True} if _is_mapping(current) else {"include_usage": True}
     # A copy: never touch the caller's options or dicts.
     field = "extra_json" if holder is extra else "json_data"
-    return _copy_with(options, {field: {**holder, "stream_options": asked}}), True, True
+    return _copy_with(options, field, {**holder, "stream_options": asked}), True, True
 
 
-def _copy_with(options: Any, update: dict[str, Any]) -> Any:
-    if hasattr(options, "model_copy"):  # pydantic 2
-        return options.model_copy(update=update)
-    return options.copy(update=update)  # pydantic 1
+def _copy_with(options: Any, field: str, value: Any) -> Any:
+    """`options` with `field` replaced, on a shallow copy."""
+    fields_set = getattr(options, "__pydantic_fields_set__", None)
+    if fields_set is None:  # pydantic 1
+        return options.copy(update={field: value})
+    # What pydantic 2's `model_copy(update=...)` does, without its config lookups (half the cost).
+    copied = copy.copy(options)
+    copied.__dict__[field] = value
+    copied.__pydantic_fields_set__.add(field)
+    return copied
 
 
 def _accepts_stream_options(client: Any) -> bool:
@@ -138,16 +146,22 @@ def _accepts_stream_options(client: Any) -> bool:
 
 
 # -- non-streamed responses ----------------------------------------------------------------------
-def _on_body(call: CallLike, body: Any) -> None:
-    """A ChatCompletion, Response, CreateEmbeddingResponse or Completion, or its JSON dict."""
-    usage = _get(body, "usage")
-    if usage is not None:
-        call.set_usage(usage_from_openai(usage))
-    call.set_model(_get(body, "model"))
-    if _get(body, "status") == "failed":  # a Responses API response
-        call.fail(_response_error(body))
-        return
-    call.set_response_text(functools.partial(_text_of, body))
+class _Request(Plan):
+    """Any tracked openai request; subclasses read its stream, if it is one."""
+
+    __slots__ = ()
+
+    def on_body(self, body: Any) -> None:
+        """A ChatCompletion, Response, CreateEmbeddingResponse or Completion, or its JSON dict."""
+        call = self.call
+        usage = _get(body, "usage")
+        if usage is not None:
+            call.set_usage(usage_from_openai(usage))
+        call.set_model(_get(body, "model"))
+        if _get(body, "status") == "failed":  # a Responses API response
+            call.fail(_response_error(body))
+            return
+        call.set_response_text(functools.partial(_text_of, body))
 
 
 def _response_error(response: Any) -> str:
@@ -172,13 +186,14 @@ def _text_of(body: Any) -> str:
 
 
 # -- streams (per chunk: O(1) attribute reads and add_text) ---------------------------------------
-class _ChatChunks(StreamTracker):
+class _ChatChunks(_Request):
     """Chat Completions chunks: text (and tool-call) deltas, then usage in the final chunk if asked."""
 
     __slots__ = ("_expect_usage", "_hide_usage", "_model_seen")
 
-    def __init__(self, call: CallLike, *, hide_usage: bool, expect_usage: bool) -> None:
-        super().__init__(call)
+    def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
+                 expect_usage: bool) -> None:
+        super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
         self._model_seen = False
@@ -192,8 +207,9 @@ class _ChatChunks(StreamTracker):
         for choice in choices:
             delta = choice.delta
             if delta is not None:
-                if delta.content:
-                    call.add_text(delta.content)
+                content = delta.content
+                if content:
+                    call.add_text(content)
                 elif delta.tool_calls:
                     call.mark_first_token()
                     for tool_call in delta.tool_calls:
@@ -212,13 +228,14 @@ class _ChatChunks(StreamTracker):
         return self._hide_usage and not choices
 
 
-class _CompletionChunks(StreamTracker):
-    """Legacy Completions chunks (`choices[i].text`)."""
+class _CompletionChunks(_Request):
+    """Legacy Completions chunks (`choices[i].text`); embeddings, which never stream, use it too."""
 
     __slots__ = ("_expect_usage", "_hide_usage")
 
-    def __init__(self, call: CallLike, *, hide_usage: bool, expect_usage: bool) -> None:
-        super().__init__(call)
+    def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
+                 expect_usage: bool) -> None:
+        super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
 
@@ -248,7 +265,7 @@ _TEXT_DELTAS = frozenset({
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class _ResponsesEvents(StreamTracker):
+class _ResponsesEvents(_Request):
     __slots__ = ()
 
     def on_item(self, event: Any) -> bool:

@@ -124,6 +124,30 @@ def test_dropped_stream_records_partial_at_once(ant: anthropic.Anthropic, fp: Fa
         assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], text)
 
 
+def test_break_right_after_message_start_keeps_its_reported_usage(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    # message_start's usage is accounted once the consumer has the event: a stop right after it
+    # still records the input and cache tokens it reported.
+    fp.set_flags("slow")
+    with tokenspy.session("s"):
+        for event in ant.messages.create(**ARGS, stream=True):
+            assert event.type == "message_start"
+            break
+    assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], "")
+
+
+def test_stream_dropped_after_next_message_start_keeps_its_reported_usage(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    fp.set_flags("slow")
+    with tokenspy.session("s"):
+        s = ant.messages.create(**ARGS, stream=True)
+        assert next(s).type == "message_start"
+        del s
+        assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], "")
+
+
 def test_midstream_error_fails_call_and_reraises(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
     fp.set_flags("midstream")
     with tokenspy.session("s"), pytest.raises(anthropic.APIStatusError, match="midstream error"):
@@ -179,6 +203,17 @@ async def test_async_create_stream_records_exact_usage(
         async for _ in s:
             pass
     assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+async def test_async_break_right_after_message_start_keeps_its_reported_usage(
+    aant: anthropic.AsyncAnthropic, fp: FakeProvider
+) -> None:
+    fp.set_flags("slow")
+    async with tokenspy.session("s"):
+        async for event in await aant.messages.create(**ARGS, stream=True):
+            assert event.type == "message_start"
+            break
+    assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], "")
 
 
 async def test_async_stream_helper_final_message(aant: anthropic.AsyncAnthropic, fp: FakeProvider) -> None:
