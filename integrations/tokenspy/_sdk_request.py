@@ -40,7 +40,8 @@ class Plan(StreamTracker):
     __slots__ = ("options", "streamed")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
-        super().__init__(call)
+        self.call = call
+        self.complete = False
         self.options = options  # the request options to send: the caller's, or a copy tokenspy amended
         self.streamed = streamed
 

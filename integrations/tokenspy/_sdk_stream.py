@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import MethodType
 from typing import Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall
@@ -75,12 +76,18 @@ class CloseHook:
         raise NotImplementedError
 
     def hook(self, response: Any, *, is_async: bool) -> None:
+        # Plain attribute access rather than `response.__dict__`: building an instance's dict, and
+        # adding a key to it, cost more than all the rest of this.
         name = "aclose" if is_async else "close"
-        namespace = response.__dict__
+        original = getattr(type(response), name)
+        current = getattr(response, name)
         self._response = weakref.ref(response)
-        self._previous = namespace.get(name)  # another instance-level hook: keep calling it
-        self._original = getattr(type(response), name)
-        namespace[name] = self._aclose if is_async else self._close
+        # Another instance-level close (another hook) is kept and called; the class's own is called
+        # as `original(response)`, so that the response is not held strongly.
+        own = type(current) is MethodType and current.__self__ is response and current.__func__ is original
+        self._previous = None if own else current
+        self._original = original
+        setattr(response, name, self._aclose if is_async else self._close)
 
     def _notify(self, response: Any) -> None:
         try:
@@ -129,11 +136,11 @@ class StreamTracker(CloseHook):
     """
 
     __slots__ = ("__weakref__", "_gen", "call", "complete")
-
-    def __init__(self, call: CallLike) -> None:
-        self.call = call
-        self.complete = False
-        self._gen: weakref.ref[Any] | None = None
+    # Set by the subclass when made (`complete` False), and by `track_stream` (`_gen`): one
+    # `__init__` less per request.
+    call: CallLike
+    complete: bool
+    _gen: weakref.ref[Any]
 
     def on_item(self, item: Any) -> bool:
         """Account for `item`; True hides it from the consumer."""
@@ -169,7 +176,7 @@ class StreamTracker(CloseHook):
         """The stream's response is being closed."""
         if self.call.ended:
             return
-        gen = self._gen() if self._gen is not None else None
+        gen = self._gen()
         # The SDK's own generator closes the response when the body ends or fails, while our
         # generator is running it; that generator then ends the call with the right outcome.
         if gen is not None and (getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False)):
@@ -282,7 +289,7 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
 
         def __aiter__(self: Any) -> AsyncIterator[Any]:
             it: AsyncIterator[Any] = sdk_aiter(self)
-            tracker = self.__dict__.get(_ATTR)
+            tracker = getattr(self, _ATTR, None)
             return it if tracker is None else _AsyncConsumer(it, tracker)
 
         namespace["__aiter__"] = __aiter__
@@ -291,7 +298,7 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
 
         def __iter__(self: Any) -> Iterator[Any]:
             it: Iterator[Any] = sdk_iter(self)
-            tracker = self.__dict__.get(_ATTR)
+            tracker = getattr(self, _ATTR, None)
             return it if tracker is None else _consumer(it, tracker)
 
         namespace["__iter__"] = __iter__
@@ -311,7 +318,7 @@ def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_cla
     gen: Any = _aitems(inner, tracker) if is_async else _items(inner, tracker)
     tracker._gen = weakref.ref(gen)
     stream._iterator = gen
-    stream.__dict__[_ATTR] = tracker
+    setattr(stream, _ATTR, tracker)  # not through `__dict__`, which would build the instance dict
     if own_class:
         cls = type(stream)
         # Should the class refuse, early stops are still seen at close or collection. (A plain try:

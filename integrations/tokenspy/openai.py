@@ -78,10 +78,10 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     if operation is None or options.method.lower() != "post":
         return None
     body: Mapping[str, Any] = options.json_data
-    if not _is_mapping(body):
+    if type(body) is not dict and not _is_mapping(body):
         body = _NO_BODY
     extra: Mapping[str, Any] | None = options.extra_json
-    if not _is_mapping(extra):
+    if extra is not None and not _is_mapping(extra):
         extra = None
     model = (extra is not None and extra.get("model")) or body.get("model")
     hide = expect = False
