@@ -162,6 +162,8 @@ def usage_from_openai(usage: Any) -> UsageReport:
 
 
 def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
+    if type(usage) is dict:
+        return _openai_chat_dict(usage, prompt)
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
     output = _int(_get(usage, "completion_tokens"))
@@ -172,6 +174,27 @@ def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
         _int(_get(prompt_details, "cached_tokens")),  # cached_input_tokens
         _int(_get(prompt_details, "cache_write_tokens")),  # cache_write_tokens
         _int(_get(completion_details, "reasoning_tokens")),  # reasoning_tokens
+    )
+
+
+def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
+    # `_openai_chat` for a plain dict (what most adapters and users pass), with the accessor and the int
+    # checks inlined: this runs once per recorded OpenAI-shaped call.
+    get = usage.get
+    details = get("prompt_tokens_details")
+    if type(details) is dict:
+        cached, written = details.get("cached_tokens"), details.get("cache_write_tokens")
+    else:
+        cached, written = _get(details, "cached_tokens"), _get(details, "cache_write_tokens")
+    details = get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if type(details) is dict else _get(details, "reasoning_tokens")
+    output = get("completion_tokens")
+    return UsageReport(
+        prompt if type(prompt) is int else _int(prompt),
+        output if type(output) is int else _int(output) or 0,
+        cached if cached is None or type(cached) is int else _int(cached),
+        written if written is None or type(written) is int else _int(written),
+        reasoning if reasoning is None or type(reasoning) is int else _int(reasoning),
     )
 
 
@@ -242,7 +265,11 @@ def usage_from_gemini(usage_metadata: Any) -> UsageReport:
 
 def usage_from_any(usage: Any) -> UsageReport:
     """Recognize the shape of a usage object or dict and normalize it."""
-    if usage is None:
+    if type(usage) is dict:  # the common case first: an OpenAI-shaped dict
+        prompt = usage.get("prompt_tokens")
+        if prompt is not None:
+            return _openai_chat_dict(usage, prompt)
+    elif usage is None:
         return UsageReport()
     if isinstance(usage, UsageReport):
         return usage
