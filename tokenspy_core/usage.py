@@ -232,10 +232,14 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
     """
     if type(usage_metadata) is dict:  # what LangChain passes: a plain dict, often without details
         get = usage_metadata.get
-        if not get("input_token_details") and not get("output_token_details"):
-            return UsageReport(_int(get("input_tokens")), _int(get("output_tokens")))
-    details = _get(usage_metadata, "input_token_details") or {}
-    out_details = _get(usage_metadata, "output_token_details") or {}
+        details, out_details = get("input_token_details"), get("output_token_details")
+        if not details and not out_details:
+            inp, out = get("input_tokens"), get("output_tokens")
+            return UsageReport(inp if inp.__class__ is int else _int(inp), out if out.__class__ is int else _int(out))
+    else:
+        details, out_details = _get(usage_metadata, "input_token_details"), _get(usage_metadata, "output_token_details")
+    details = details or {}
+    out_details = out_details or {}
     creation = _int(_get(details, "cache_creation"))
     write_5m = _int(_get(details, "ephemeral_5m_input_tokens"))
     write_1h = _int(_get(details, "ephemeral_1h_input_tokens"))

@@ -154,3 +154,41 @@ def test_subscribers_see_every_record_and_can_unsubscribe() -> None:
     unsubscribe()
     Call(tracker, "gpt-4o").finish({"prompt_tokens": 1, "completion_tokens": 1})
     assert len(seen) == 1
+
+
+def test_folded_totals_count_every_outcome_across_several_folds() -> None:
+    # Records are queued and folded into the aggregates in batches: totals per model and per span
+    # must equal adding each record on its own, across fold boundaries.
+    from tokenspy_core.tracker import Aggregate
+
+    tokenspy.set_price("toy-model", input=1, output=2)
+    tracker = Tracker()
+    outer = Span("outer", "function")
+    for i in range(700):  # more than one fold's worth, with runs of different lengths
+        span = outer if i % 7 < 3 else None
+        model = "toy-model" if i % 5 else "unpriced-model"
+        call = Call(tracker, model, parent=span)
+        if i % 11 == 0:
+            call.fail(RuntimeError("boom"))  # no usage: nothing billed
+            continue
+        if i % 13 == 0:
+            call.set_usage(output_tokens=i)  # input estimated
+        else:
+            call.set_usage(input_tokens=i, output_tokens=1, cached_input_tokens=i // 2, reasoning_tokens=1)
+        call.abort() if i % 3 == 0 else call.finish()
+    records = tracker.calls()
+    assert len(records) == 700
+    expected = Aggregate()
+    for record in records:
+        expected.add(record)
+    assert expected.failed_calls == 64 and expected.unpriced_calls == 140 and expected.estimated_calls > 0
+    assert vars_of(tracker.totals()) == vars_of(expected)
+    by_model = tracker.stats()["by_model"]
+    assert by_model["unpriced-model"]["calls"] == 140
+    assert by_model["toy-model"]["cost_usd"] == sum(r.cost_femto for r in records if r.model == "toy-model") / 1e15
+    outer_node = _tree_node(tracker.stats()["tree"], "outer")
+    assert outer_node["calls"] == sum(1 for r in records if r.span_path == ("outer",))
+
+
+def vars_of(agg: object) -> dict[str, int]:
+    return {name: getattr(agg, name) for name in type(agg).__slots__}  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from tokenspy_core.usage import field_of as _get
 __all__ = [
     "content_text",
     "is_cache_hit",
+    "llm_output_usage",
     "message_of",
     "message_text",
     "provider_of",
@@ -51,23 +52,40 @@ _SERIALIZED_MODEL_KEYS = ("model", "model_name", "model_id")
 def request_model(serialized: Any, invocation_params: Any, metadata: Any) -> str | None:
     """The model the caller asked for: invocation params, then the serialized constructor args,
     then LangSmith's `ls_model_name` (which every chat model fills from its own fields)."""
-    # Once per model run: a plain dict (what LangChain passes) is read without the generic accessor.
-    get = invocation_params.get if type(invocation_params) is dict else None
-    for key in _PARAM_MODEL_KEYS:
-        value = get(key) if get is not None else _get(invocation_params, key)
-        if isinstance(value, str) and value:
+    # Once per model run: plain dicts (what LangChain passes) are read without the generic accessor.
+    if type(invocation_params) is dict:
+        get = invocation_params.get
+        value = get("model") or get("model_name") or get("model_id") or get("deployment_name")
+        if value.__class__ is str:  # (non-empty: `or` skipped the empty ones)
             return value
-    kwargs = _get(serialized, "kwargs")
-    if kwargs:
-        for key in _SERIALIZED_MODEL_KEYS:
-            value = _str(_get(kwargs, key))
+        if value:  # something else under a model key: look at each key as the generic path does
+            value = _first_str(invocation_params, _PARAM_MODEL_KEYS)
             if value:
                 return value
-    return _str(_get(metadata, "ls_model_name"))
+    else:
+        value = _first_str(invocation_params, _PARAM_MODEL_KEYS)
+        if value:
+            return value
+    kwargs = serialized.get("kwargs") if type(serialized) is dict else _get(serialized, "kwargs")
+    if kwargs:
+        value = _first_str(kwargs, _SERIALIZED_MODEL_KEYS)
+        if value:
+            return value
+    value = metadata.get("ls_model_name") if type(metadata) is dict else _get(metadata, "ls_model_name")
+    return value if value.__class__ is str and value else _str(value)
+
+
+def _first_str(source: Any, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = _str(_get(source, key))
+        if value:
+            return value
+    return None
 
 
 def provider_of(metadata: Any) -> str | None:
-    return _str(_get(metadata, "ls_provider"))
+    value = metadata.get("ls_provider") if type(metadata) is dict else _get(metadata, "ls_provider")
+    return value if value.__class__ is str and value else _str(value)
 
 
 # -- streamed chunks -----------------------------------------------------------------------------
@@ -128,8 +146,13 @@ def result_usage(llm_output: Any, message: Any, usage_metadata: Any = None) -> U
     `usage_metadata`: the message's, when the caller already read it."""
     report = report_from_usage_metadata(usage_metadata if usage_metadata is not None
                                         else _get(message, "usage_metadata"))
-    if report is not None:
-        return report
+    return report if report is not None else llm_output_usage(llm_output)
+
+
+def llm_output_usage(llm_output: Any) -> UsageReport | None:
+    """The fallback of `result_usage`: a provider's usage `llm_output` carries."""
+    if not llm_output:
+        return None
     token_usage = _get(llm_output, "token_usage")
     if token_usage == {}:
         # `LLMResult.flatten()` empties it for every prompt of a batched generate() but the first,

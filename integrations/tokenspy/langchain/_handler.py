@@ -340,16 +340,21 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
 
 def _reconcile(call: Call, response: LLMResult) -> None:
     generation = ex.result_message(response)
-    message = ex.message_of(generation)
+    message = getattr(generation, "message", None)
     usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage
-    if ex.is_cache_hit(usage_metadata):
-        # LangChain's own cache answered: no provider call, no tokens billed, $0.
-        call.set_cache_hit()
-        call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
-                       reasoning_tokens=0)
-        return
+    if usage_metadata:
+        if ex.is_cache_hit(usage_metadata):
+            # LangChain's own cache answered: no provider call, no tokens billed, $0.
+            call.set_cache_hit()
+            call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
+                           reasoning_tokens=0)
+            return
+        report = ex.report_from_usage_metadata(usage_metadata)
+    else:
+        report = None
     llm_output = response.llm_output
-    report = ex.result_usage(llm_output, message, usage_metadata)
+    if report is None:
+        report = ex.llm_output_usage(llm_output)
     if report is not None:
         call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
