@@ -204,3 +204,22 @@ def test_batched_prompts_after_the_first_carry_no_usage_of_their_own(handler: To
     records = tokenspy.calls()
     assert [(r.input_tokens, r.output_tokens) for r in records] == [(30, 9), (0, 0), (0, 0)]
     assert {r.usage_source for r in records} == {"provider"}
+
+
+@pytest.mark.parametrize(("params", "serialized", "metadata", "expected"), [
+    ({"model": "gpt-4o", "model_name": "other"}, None, None, "gpt-4o"),
+    ({"model": "", "model_name": "gpt-4o-mini"}, None, None, "gpt-4o-mini"),
+    ({"model": 42, "deployment_name": "my-deployment"}, None, None, "my-deployment"),  # a non-str is skipped
+    ({"_type": "fake"}, {"kwargs": {"model_id": "claude-x"}}, {"ls_model_name": "ignored"}, "claude-x"),
+    ({}, {"id": ["x"]}, {"ls_model_name": "from-ls-params"}, "from-ls-params"),
+    ({}, None, {"ls_model_name": ""}, None),
+])
+def test_request_model_reads_params_then_constructor_args_then_ls_params(
+        params: dict[str, Any], serialized: Any, metadata: Any, expected: str | None) -> None:
+    from tokenspy.langchain import _extract
+
+    assert _extract.request_model(serialized, params, metadata) == expected
+    # The generic accessor (non-dict payloads) agrees with the plain-dict reading.
+    from types import SimpleNamespace
+
+    assert _extract.request_model(serialized, SimpleNamespace(**params), metadata) == expected
