@@ -47,6 +47,7 @@ __all__ = [
     "main",
     "markdown_table",
     "now",
+    "paired_difference",
     "paired_ratio",
     "parse_options",
     "peer_note",
@@ -152,6 +153,12 @@ def alternate(cases: Sequence[Case], *, repeats: int = 5, warmup: int = 1,
 def paired_ratio(variant: Measured, baseline: Measured) -> float:
     """Median over rounds of variant/baseline measured in the same round."""
     return statistics.median(v / b for v, b in zip(variant.samples, baseline.samples, strict=True))
+
+
+def paired_difference(variant: Measured, baseline: Measured) -> float:
+    """Median over rounds of variant - baseline measured in the same round (seconds): what a variant
+    adds, with the machine's drift between rounds cancelled as in `paired_ratio`."""
+    return statistics.median(v - b for v, b in zip(variant.samples, baseline.samples, strict=True))
 
 
 # Two variants doing the same work (a no-op handler and a peer with no per-token callback) differ by

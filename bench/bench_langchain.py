@@ -31,6 +31,7 @@ from _common import (
     against_peers,
     alternate,
     main,
+    paired_difference,
     paired_ratio,
     peer_note,
     skipped,
@@ -236,14 +237,14 @@ def _invoke_case(make: Callable[[], BaseCallbackHandler | None], calls: int,
 def _rows(bench: str, measured: dict[str, Measured], units: int, unit: str, per: str,
           check_target: bool) -> list[Row]:
     base = measured[BASELINE]
-    base_per_unit = base.median / units * 1e6
     peers = [name for name in measured if name not in (BASELINE, TOKENSPY, NO_HANDLER)]
     rows: list[Row] = []
     for name, m in measured.items():
         per_unit = m.median / units * 1e6
         ratio = paired_ratio(m, base)
+        added = paired_difference(m, base) / units * 1e6
         row = Row(bench=bench, variant=name, value=per_unit, unit=unit, ratio=ratio, baseline="(b)",
-                  note=f"{per_unit - base_per_unit:+.2f} µs/{per} vs (b)")
+                  note=f"{added:+.2f} µs/{per} vs (b)")
         if name == TOKENSPY:
             ties, losses = against_peers(m, [measured[p] for p in peers])
             row.target = f"faster than every peer (±{NOISE:.0%})"

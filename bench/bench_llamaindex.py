@@ -30,6 +30,7 @@ from _common import (
     against_peers,
     alternate,
     main,
+    paired_difference,
     paired_ratio,
     peer_note,
     skipped,
@@ -148,13 +149,13 @@ def _chat_case(make: Callable[[], BaseCallbackHandler | None], calls: int,
 def _rows(bench: str, measured: dict[str, Measured], units: int, unit: str, per: str,
           check_target: bool) -> list[Row]:
     base = measured[BASELINE]
-    base_per_unit = base.median / units * 1e6
     rows: list[Row] = []
     for name, m in measured.items():
         per_unit = m.median / units * 1e6
         ratio = paired_ratio(m, base)
+        added = paired_difference(m, base) / units * 1e6
         row = Row(bench=bench, variant=name, value=per_unit, unit=unit, ratio=ratio, baseline="(a)",
-                  note=f"{per_unit - base_per_unit:+.2f} µs/{per} vs (a)")
+                  note=f"{added:+.2f} µs/{per} vs (a)")
         if name == TOKENSPY:
             if NOOP in measured:
                 row.note += f"; {paired_ratio(m, measured[NOOP]):.3f}× (b)"

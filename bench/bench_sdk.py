@@ -29,7 +29,19 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from _common import Case, Measured, Options, Row, Thunk, alternate, main, now, paired_ratio, skipped
+from _common import (
+    Case,
+    Measured,
+    Options,
+    Row,
+    Thunk,
+    alternate,
+    main,
+    now,
+    paired_difference,
+    paired_ratio,
+    skipped,
+)
 
 CHUNKS = 2_000
 TTFC_CHUNKS = 20  # the streams of the time-to-first-chunk requests (read to the end, untimed)
@@ -230,11 +242,10 @@ def _stream_case(sdk: Sdk, make: Callable[[Sdk, list[bytes]], Any],
 
 def _rows(bench: str, measured: dict[str, Measured], units: int, unit: str, target: float) -> list[Row]:
     base = measured[BASELINE]
-    base_us = base.median / units * 1e6
     rows = []
     for name, m in measured.items():
         value = m.median / units * 1e6
-        added = value - base_us
+        added = paired_difference(m, base) / units * 1e6
         row = Row(bench=bench, variant=name, value=value, unit=unit, ratio=paired_ratio(m, base),
                   baseline="(a)", note=f"{added:+.2f} µs vs (a)")
         if name == OBSERVED:
