@@ -4,8 +4,11 @@ It imports no LLM framework and no provider SDK: adapters in the `tokenspy` pack
 events into these calls.
 """
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from .budget import Budget, BudgetExceededError
-from .call import Call, CallRecord, MergedCall, active_call, config
+from .call import CURRENT, Call, CallRecord, MergedCall, active_call, config
 from .pricing import PriceBook
 from .spans import Sink, Span, current_span, use_span
 from .tracker import PRICES, Tracker, default_tracker
@@ -47,16 +50,20 @@ __all__ = [
 
 
 def start_call(
-    tracker: Tracker | None, model: str | None, *, merge: bool = False, **kwargs: object
+    tracker: Tracker | None, model: str | None, *, merge: bool = False, provider: str | None = None,
+    prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT, sinks: Iterable[Sink] = (),
+    operation: str = "chat", tags: Mapping[str, Any] | None = None,
 ) -> Call | MergedCall:
-    """Start a call on `tracker` (the default one if None).
+    """Start a call on `tracker` (the default one if None); the other options are `Call`'s.
 
     With `merge=True` (SDK adapters), a call already active in this context that no other inner layer
     has claimed absorbs this one: the returned view forwards usage into it, so one provider call
     seen by two layers makes one record.
     """
+    # Every option named (not forwarded as **kwargs): this runs once per SDK request.
     if merge:
         outer = active_call()
         if outer is not None and outer.claim():
             return MergedCall(outer)
-    return Call(tracker if tracker is not None else default_tracker(), model, **kwargs)  # type: ignore[arg-type]
+    return Call(tracker if tracker is not None else default_tracker(), model, provider=provider, prompt=prompt,
+                streamed=streamed, parent=parent, sinks=sinks, operation=operation, tags=tags)
