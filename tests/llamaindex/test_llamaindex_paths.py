@@ -6,6 +6,7 @@ import copy
 import gc
 import subprocess
 import sys
+from typing import Any
 
 import llama_index.core
 import pytest
@@ -13,7 +14,11 @@ from li_helpers import EMBED_MODEL, assert_matches, logged, openai_embedding, op
 from llama_index.core import Settings
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler, NullEventHandler
+from llama_index.core.instrumentation.span_handlers import NullSpanHandler
 from llama_index.core.llms import MockLLM
+from pydantic import Field
 
 import tokenspy
 from tokenspy.llamaindex import TokenSpyHandler
@@ -233,3 +238,54 @@ def test_uninstall_of_the_tap_ends_calls_in_flight(fp: FakeProvider, global_hand
     del stream
     gc.collect()
     assert len(tokenspy.calls()) == 1
+
+
+class _Seen(BaseEventHandler):
+    """A user's event handler: what it received."""
+
+    events: list[str] = Field(default_factory=list)
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self.events.append(type(event).__name__)
+
+
+def test_the_tap_stands_in_for_the_root_dispatchers_no_op_handlers_and_gives_them_back() -> None:
+    root = get_dispatcher()
+    before = _Seen()
+    root.add_event_handler(before)
+    events, spans = list(root.event_handlers), list(root.span_handlers)
+    placeholders = [h for h in events if type(h) is NullEventHandler], [h for h in spans if type(h) is NullSpanHandler]
+    assert placeholders[0] and placeholders[1]  # LlamaIndex's defaults, or this test proves nothing
+    handler = TokenSpyHandler()
+    # Ours took the placeholders' slots: same lengths, the user's handler where it was.
+    assert len(root.event_handlers) == len(events) and len(root.span_handlers) == len(spans)
+    assert TAP._event_handler in root.event_handlers and TAP._span_handler in root.span_handlers
+    assert placeholders[0][0] not in root.event_handlers and placeholders[1][0] not in root.span_handlers
+    after = _Seen()
+    root.add_event_handler(after)
+    for _ in MockLLM(max_tokens=3, callback_manager=CallbackManager([handler])).stream_chat(QUESTION):
+        pass
+    assert len(handler.calls()) == 1
+    assert before.events == after.events and "LLMChatInProgressEvent" in before.events
+    TAP.uninstall()
+    assert root.event_handlers == [*events, after] and root.span_handlers == spans
+    assert all(a is b for a, b in zip(root.event_handlers, [*events, after], strict=True))
+    root.event_handlers = [h for h in root.event_handlers if h is not before and h is not after]
+
+
+def test_the_tap_without_placeholders_is_appended_and_a_replaced_list_is_left_alone() -> None:
+    root = get_dispatcher()
+    events = list(root.event_handlers)
+    root.event_handlers = [h for h in events if type(h) is not NullEventHandler]
+    TokenSpyHandler()
+    assert root.event_handlers[-1] is TAP._event_handler
+    TAP.uninstall()
+    assert TAP._event_handler not in root.event_handlers
+    assert not any(type(h) is NullEventHandler for h in root.event_handlers)  # none was taken
+    root.event_handlers = list(events)
+    TokenSpyHandler()
+    mine = _Seen()
+    root.event_handlers = [mine]  # the user replaces the list, dropping ours and the placeholder
+    TAP.uninstall()
+    assert root.event_handlers == [mine]
+    root.event_handlers = list(events)

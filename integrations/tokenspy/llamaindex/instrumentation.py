@@ -5,6 +5,8 @@ registration, sees every streamed chunk (so an abandoned stream keeps the text i
 its spans give the attribution tree. One process-wide `Tap` serves every `TokenSpyHandler`: each
 call is routed to one handler, found on the callback manager of the LLM or of an enclosing
 component (query engine, chat engine, ...), else the handler installed with `tokenspy.set_handler`.
+While installed, the two handlers stand in for the root dispatcher's no-op placeholders
+(`_swap_in`/`_swap_out`), so a streamed token costs LlamaIndex no extra handler call.
 
 LlamaIndex calls these handlers on the caller's thread (loop thread for async), synchronously,
 and swallows anything they raise; every entry point is guarded anyway, and in strict mode an
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler, NullEventHandler
 from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
     EmbeddingStartEvent,
@@ -38,7 +40,7 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.span import BaseSpan
-from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler, NullSpanHandler
 from pydantic import PrivateAttr
 
 from tokenspy_core import BudgetExceededError, Span, current_span
@@ -90,6 +92,34 @@ def _owner_on(instance: Any) -> TokenSpyHandler | None:
     return None
 
 
+def _swap_in(handlers: list[Any], placeholder_type: type, ours: Any) -> Any:
+    """Put `ours` in place of the root dispatcher's no-op placeholder handler; return it (None: none).
+
+    LlamaIndex's root dispatcher starts with a `NullEventHandler` and a `NullSpanHandler` that do
+    nothing: dispatching to one costs ~2,000 instructions per event (two events per streamed token),
+    as much as our handler's own work. Nothing reads them (LlamaIndex only iterates the lists), so
+    ours takes the placeholder's slot (same list, same length; handlers added before or after keep
+    running) and `_swap_out` puts the very same placeholder back.
+    """
+    for index, handler in enumerate(handlers):
+        if type(handler) is placeholder_type:
+            handlers[index] = ours  # in place: a dispatch iterating the list sees one or the other
+            return handler
+    return None
+
+
+def _swap_out(handlers: list[Any], ours: Any, placeholder: Any) -> list[Any]:
+    """`handlers` without `ours`, the placeholder back in its slot (unless the list was replaced)."""
+    kept: list[Any] = []
+    for handler in handlers:
+        if handler is not ours:
+            kept.append(handler)
+        elif placeholder is not None:
+            kept.append(placeholder)
+            placeholder = None
+    return kept
+
+
 def _deepest(anchor: Span | None) -> Span | None:
     """`anchor`, or the current tokenspy span if that one lies below it.
 
@@ -130,6 +160,9 @@ class Tap:
         self._event_handler._tap = self
         self._span_handler = _SpanHandler()
         self._span_handler._tap = self
+        # The root dispatcher's no-op handlers that ours stand in for while installed (`_swap_in`).
+        self._span_placeholder: BaseSpanHandler[Any] | None = None
+        self._event_placeholder: BaseEventHandler | None = None
 
     # -- registration ---------------------------------------------------------------------------
     @property
@@ -140,16 +173,21 @@ class Tap:
         root = get_dispatcher()
         with self._lock:
             if self._span_handler not in root.span_handlers:
-                root.add_span_handler(self._span_handler)
+                self._span_placeholder = _swap_in(root.span_handlers, NullSpanHandler, self._span_handler)
+                if self._span_placeholder is None:
+                    root.add_span_handler(self._span_handler)
             if self._event_handler not in root.event_handlers:
-                root.add_event_handler(self._event_handler)
+                self._event_placeholder = _swap_in(root.event_handlers, NullEventHandler, self._event_handler)
+                if self._event_placeholder is None:
+                    root.add_event_handler(self._event_handler)
 
     def uninstall(self) -> None:
         """Remove both handlers and forget every open span and call (calls in flight end aborted)."""
         root = get_dispatcher()
         with self._lock:
-            root.span_handlers = [h for h in root.span_handlers if h is not self._span_handler]
-            root.event_handlers = [h for h in root.event_handlers if h is not self._event_handler]
+            root.span_handlers = _swap_out(root.span_handlers, self._span_handler, self._span_placeholder)
+            root.event_handlers = _swap_out(root.event_handlers, self._event_handler, self._event_placeholder)
+            self._span_placeholder = self._event_placeholder = None
             calls = list(self._llm.values())
             self._open.clear()
             self._closed.clear()
@@ -416,12 +454,12 @@ class _EventHandler(BaseEventHandler):
         # per-token cost. Pydantic sends every attribute read through its `__getattr__` slot; the
         # fields are in `__dict__`, and the events' validation guarantees the response types.
         # A chunk with more than a text delta, or the first one, goes to `LLMCall.chunk`.
-        tap = TAP
+        # `_call_of` and `_COMPLETIONS` are TAP's own dict method and set, read as globals.
         try:
             cls = type(event)
             if cls is LLMChatInProgressEvent:
                 fields = event.__dict__
-                state = tap._llm.get(fields["span_id"])
+                state = _call_of(fields["span_id"])
                 if state is not None:
                     response = fields["response"]
                     chunk = response.__dict__
@@ -434,10 +472,10 @@ class _EventHandler(BaseEventHandler):
                         state.chunk(response)
                 return
             if cls is LLMCompletionInProgressEvent:
-                if not tap._completions:  # only merged ones (a CustomLLM's chat): nothing to read
+                if not _COMPLETIONS:  # only merged ones (a CustomLLM's chat): nothing to read
                     return
                 fields = event.__dict__
-                state = tap._llm.get(fields["span_id"])
+                state = _call_of(fields["span_id"])
                 if state is not None:
                     response = fields["response"]
                     chunk = response.__dict__
@@ -452,9 +490,9 @@ class _EventHandler(BaseEventHandler):
             if route is _UNKNOWN:
                 route = _route_of(cls)
             if route is not None:
-                route(tap, event)
+                route(TAP, event)
         except Exception as exc:
-            tap.failed("llamaindex event", exc)
+            TAP.failed("llamaindex event", exc)
 
 
 class _SpanHandler(BaseSpanHandler[BaseSpan]):
@@ -530,3 +568,6 @@ def _route_of(cls: type) -> _Route | None:
 
 
 TAP = Tap()
+# The per-token path's lookups, bound once: `Tap` only ever mutates these two in place.
+_call_of: Callable[[str], LLMCall | None] = TAP._llm.get
+_COMPLETIONS = TAP._completions
