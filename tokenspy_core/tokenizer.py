@@ -151,9 +151,27 @@ def count_message_tokens(messages: Iterable[Any], model: str | None = None) -> i
     count = 0
     for message in messages:
         role, text = _message_parts(message)
-        total += _TOKENS_PER_MESSAGE + count_tokens(role, model) + count_tokens(text, model)
+        total += _TOKENS_PER_MESSAGE + _role_tokens(role, model) + count_tokens(text, model)
         count += 1
     return total + _TOKENS_REPLY_PRIMING if count else 0
+
+
+# Role names ("user", "assistant", ...) are few and repeat in every message: counted once per
+# encoding. (Message contents are never cached: prompts are not kept beyond their call.)
+_ROLE_CACHE_MAX = 64
+_role_counts: dict[tuple[str, str], int] = {}
+
+
+def _role_tokens(role: str, model: str | None) -> int:
+    if not role:
+        return 0
+    key = (role, _encoding_name(model))
+    count = _role_counts.get(key)
+    if count is None:
+        count = len(_load(key[1]).encode(role, disallowed_special=()))
+        if len(role) <= 32 and len(_role_counts) < _ROLE_CACHE_MAX:
+            _role_counts[key] = count
+    return count
 
 
 def count_prompt_tokens(prompt: Any, model: str | None = None) -> int:

@@ -108,3 +108,16 @@ def test_report_update_takes_latest_value_per_field_never_sums() -> None:
                                    "cache_creation_input_tokens": 51})
     report.update(usage_from_anthropic({"output_tokens": 32}))
     assert report == UsageReport(314, 32, 61, 51, None, None)
+
+
+def test_chat_prompt_estimate_frames_each_message_and_counts_its_role_per_encoding() -> None:
+    from tokenspy_core.tokenizer import count_message_tokens, encoding_for_model
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, friend"}]
+    for model in ("gpt-4o", "gpt-4", "gpt-4o"):  # o200k, cl100k, then o200k again (roles counted once each)
+        enc = encoding_for_model(model)
+        expected = sum(3 + len(enc.encode(m["role"])) + len(enc.encode(m["content"])) for m in messages) + 3
+        assert count_message_tokens(messages, model) == expected
+    # A role with special-token text is counted as text, like message contents.
+    assert count_message_tokens([{"role": "<|endoftext|>", "content": ""}], "gpt-4o") == 3 + len(
+        encoding_for_model("gpt-4o").encode("<|endoftext|>", disallowed_special=())) + 3
