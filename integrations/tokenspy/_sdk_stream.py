@@ -10,7 +10,8 @@
   body): the iterator object they hand out ends the call when it is dropped;
 - its HTTP response gets an instance-level `close`/`aclose` that ends the call first. Every way of
   closing goes through it: `Stream.close()`, `with`/`async with`, the SDK helpers (`messages.stream()`,
-  `chat.completions.stream()`) which close the response directly, and garbage collection.
+  `chat.completions.stream()`) which close the response directly, and garbage collection. The first
+  close removes it again (the call is then ended, or being ended by the generator that closed it).
 
 Ends: exhaustion finishes; an error fails (cancellation aborts); an early stop or close finishes if the
 provider's final event already arrived (usage is complete), else aborts (`partial=True`). The first end
@@ -31,6 +32,7 @@ from tokenspy_core._guard import log_internal_error
 __all__ = ["CloseHook", "StreamTracker", "end_on_exception", "hook_close", "track_stream"]
 
 CallLike = Call | MergedCall
+_weak = weakref.ref
 _ATTR = "_tokenspy_stream"
 
 
@@ -71,23 +73,32 @@ class CloseHook:
     it must stay collectable by reference counting."""
 
     __slots__ = ("_original", "_previous", "_response")
+    # Whether the first close is the last one this hook needs to see: it is then removed (the response's
+    # `close` is the one it replaced again). That frees the hook, and all it holds, by reference counting:
+    # an httpx response sits in a reference cycle, and whatever hangs off it lives until the next garbage
+    # collection otherwise (doubling the cyclic garbage of every openai request).
+    once = False
 
     def closing(self, response: Any) -> None:
         raise NotImplementedError
 
     def hook(self, response: Any, *, is_async: bool) -> None:
         # Plain attribute access rather than `response.__dict__`: building an instance's dict, and
-        # adding a key to it, cost more than all the rest of this.
-        name = "aclose" if is_async else "close"
-        original = getattr(type(response), name)
-        current = getattr(response, name)
-        self._response = weakref.ref(response)
-        # Another instance-level close (another hook) is kept and called; the class's own is called
-        # as `original(response)`, so that the response is not held strongly.
+        # adding a key to it, cost more than all the rest of this. Another instance-level close (another
+        # hook) is kept and called; the class's own is called as `original(response)`, so that the
+        # response is not held strongly.
+        if is_async:
+            original = type(response).aclose
+            current = response.aclose
+            response.aclose = self._aclose
+        else:  # spelled out for `close`: attribute syntax is cheaper than getattr/setattr by name
+            original = type(response).close
+            current = response.close
+            response.close = self._close
+        self._response = _weak(response)
+        self._original = original
         own = type(current) is MethodType and current.__self__ is response and current.__func__ is original
         self._previous = None if own else current
-        self._original = original
-        setattr(response, name, self._aclose if is_async else self._close)
 
     def _notify(self, response: Any) -> None:
         try:
@@ -97,11 +108,26 @@ class CloseHook:
         except Exception as exc:
             log_internal_error("response close", exc)
 
+    def _unhook(self, response: Any, name: str) -> None:
+        try:
+            current = getattr(response, name)
+            # Only while it is this hook: another one installed later keeps this one as its `previous`.
+            if type(current) is MethodType and current.__self__ is self:
+                previous = self._previous
+                if previous is None:
+                    delattr(response, name)
+                else:
+                    setattr(response, name, previous)
+        except Exception as exc:
+            log_internal_error("response close", exc)
+
     def _close(self) -> None:
         response = self._response()
         if response is not None:
             self._notify(response)
             previous = self._previous
+            if self.once:
+                self._unhook(response, "close")
             previous() if previous is not None else self._original(response)
 
     async def _aclose(self) -> None:
@@ -109,6 +135,8 @@ class CloseHook:
         if response is not None:
             self._notify(response)
             previous = self._previous
+            if self.once:
+                self._unhook(response, "aclose")
             await (previous() if previous is not None else self._original(response))
 
 
@@ -136,6 +164,8 @@ class StreamTracker(CloseHook):
     """
 
     __slots__ = ("__weakref__", "_gen", "call", "complete")
+    # After the first close the call is ended, or is being ended by the generator that closed it.
+    once = True
     # Set by the subclass when made (`complete` False), and by `track_stream` (`_gen`): one
     # `__init__` less per request.
     call: CallLike
@@ -174,7 +204,7 @@ class StreamTracker(CloseHook):
 
     def closing(self, response: Any) -> None:
         """The stream's response is being closed."""
-        if self.call.ended:
+        if self.call.status != "active":  # `call.ended`, without a property call
             return
         gen = self._gen()
         # The SDK's own generator closes the response when the body ends or fails, while our
@@ -186,7 +216,7 @@ class StreamTracker(CloseHook):
     def __del__(self) -> None:
         # The stream was collected: the consumer is gone. (`stopped` is guarded; at interpreter
         # shutdown nothing is safe to touch.)
-        if not sys.is_finalizing() and not self.call.ended:
+        if self.call.status == "active" and not sys.is_finalizing():
             self.stopped()
 
 
@@ -245,7 +275,7 @@ def _consumer(it: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
     try:
         yield from it
     finally:
-        if not tracker.call.ended and not sys.is_finalizing():
+        if tracker.call.status == "active" and not sys.is_finalizing():
             tracker.stopped()
 
 
@@ -316,9 +346,9 @@ def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_cla
     """
     inner = stream._iterator  # anthropic builds it lazily (a cached_property): this builds it now
     gen: Any = _aitems(inner, tracker) if is_async else _items(inner, tracker)
-    tracker._gen = weakref.ref(gen)
+    tracker._gen = _weak(gen)
     stream._iterator = gen
-    setattr(stream, _ATTR, tracker)  # not through `__dict__`, which would build the instance dict
+    stream._tokenspy_stream = tracker  # `_ATTR`; not through `__dict__`, which would build the instance dict
     if own_class:
         cls = type(stream)
         # Should the class refuse, early stops are still seen at close or collection. (A plain try:

@@ -75,7 +75,10 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     if not isinstance(path, str):
         return None
     operation = _ENDPOINTS.get(path)
-    if operation is None or options.method.lower() != "post":
+    if operation is None:
+        return None
+    method = options.method
+    if method != "post" and method.lower() != "post":  # the SDK's methods are lower case: no copy then
         return None
     body: Mapping[str, Any] = options.json_data
     if type(body) is not dict and not _is_mapping(body):
@@ -84,14 +87,22 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     if extra is not None and not _is_mapping(extra):
         extra = None
     model = (extra is not None and extra.get("model")) or body.get("model")
+    chat = path == "/chat/completions"
     hide = expect = False
     if stream and path != "/responses":  # Chat Completions or legacy Completions (embeddings never stream)
-        options, hide, expect = _ask_stream_usage(client, options, body, extra)
+        # The caller's own `include_usage`, inline (the common case of a caller who decided).
+        holder = extra if extra is not None and "stream_options" in extra else body
+        current = holder.get("stream_options")
+        given = current.get("include_usage") if type(current) is dict else None
+        if given is not None:
+            expect = bool(given)
+        else:
+            options, hide, expect = _ask_stream_usage(client, options, holder, extra)
     call = start_call(None, None if model is None else str(model),
                       provider="azure" if isinstance(client, BaseAzureClient) else "openai",
-                      prompt=_prompt(path, body), streamed=stream, merge=True, operation=operation,
-                      tags=tags or None)
-    if path == "/chat/completions":
+                      prompt=body.get("messages") if chat else _prompt(path, body), streamed=stream, merge=True,
+                      operation=operation, tags=tags or None)
+    if chat:
         return _ChatChunks(call, options, stream, hide, expect)
     if path == "/responses":
         return _ResponsesEvents(call, options, stream)
@@ -110,11 +121,11 @@ def _prompt(path: str, body: Mapping[str, Any]) -> Any:
     return body.get("input") if path == "/embeddings" else body.get("prompt")
 
 
-def _ask_stream_usage(client: Any, options: Any, body: Mapping[str, Any],
+def _ask_stream_usage(client: Any, options: Any, holder: Mapping[str, Any],
                       extra: Mapping[str, Any] | None) -> tuple[Any, bool, bool]:
-    """(options to send, hide the usage chunk, a usage chunk will come)."""
-    # `extra_body` is merged over the body when the request is built: its value is the one sent.
-    holder = extra if extra is not None and "stream_options" in extra else body
+    """(options to send, hide the usage chunk, a usage chunk will come); `holder` is the body or the
+    `extra_body` whose `stream_options` is sent (`extra_body` is merged over the body when the request is
+    built)."""
     current = holder.get("stream_options")
     if _is_mapping(current) and current.get("include_usage") is not None:
         return options, False, bool(current["include_usage"])
@@ -193,7 +204,10 @@ class _ChatChunks(_Request):
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool) -> None:
-        super().__init__(call, options, streamed)
+        self.call = call  # Plan.__init__, inline
+        self.complete = False
+        self.options = options
+        self.streamed = streamed
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
         self._model_seen = False
@@ -235,7 +249,10 @@ class _CompletionChunks(_Request):
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool) -> None:
-        super().__init__(call, options, streamed)
+        self.call = call  # Plan.__init__, inline
+        self.complete = False
+        self.options = options
+        self.streamed = streamed
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
 

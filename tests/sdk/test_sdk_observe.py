@@ -150,7 +150,7 @@ def test_internal_error_before_the_request_lets_the_call_through(
     oai: openai.OpenAI, fp: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOKENSPY_STRICT", "0")
-    monkeypatch.setattr(tokenspy_openai, "_prompt", lambda path, body: 1 / 0)
+    monkeypatch.setattr(tokenspy_openai, "start_call", lambda *args, **kwargs: 1 / 0)
     with tokenspy.session("s"):
         assert chat(oai).choices[0].message.content == fp.reply
     assert tokenspy.calls() == []

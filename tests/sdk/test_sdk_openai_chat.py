@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import types
+import weakref
 from typing import Any
 
 import openai
@@ -312,3 +313,44 @@ def test_stream_subclass_made_by_another_instrumentation_is_tracked_without_clas
     assert text == fp.reply
     assert_exact(only_record(), openai_expected(fp.requests[0]["usage"]), GPT_4O)
     assert _sdk_stream._subclasses == cached
+
+
+def test_close_hook_is_released_at_the_first_close(oai: openai.OpenAI, fp: FakeProvider) -> None:
+    # httpx responses sit in reference cycles: what hangs off one (tokenspy's tracker, the call, the
+    # request options) would otherwise wait for the cyclic garbage collector.
+    gc.disable()
+    try:
+        with tokenspy.session("s"):
+            s = stream(oai)
+            for _ in s:
+                pass
+        assert "close" not in vars(s.response)  # the SDK closed it at the end of the body
+        tracker = weakref.ref(s._tokenspy_stream)
+        s.close()  # closing again: the class's own close
+        assert s.response.is_closed
+        del s
+        assert tracker() is None  # freed by reference counting
+    finally:
+        gc.enable()
+    assert only_record().status == "finished"
+
+
+def test_a_close_hook_installed_after_tokenspy_is_kept(oai: openai.OpenAI, fp: FakeProvider) -> None:
+    fp.set_flags("slow")
+    with tokenspy.session("s"):
+        s = stream(oai)
+    response = s.response
+    ours = response.close
+    seen: list[str] = []
+
+    def theirs() -> None:
+        seen.append("theirs")
+        ours()
+
+    response.close = theirs
+    next(s)
+    s.close()
+    s.close()
+    assert seen == ["theirs", "theirs"]  # not removed by tokenspy
+    assert response.is_closed
+    assert only_record().status == "aborted"
