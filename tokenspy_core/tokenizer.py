@@ -168,7 +168,7 @@ def _role_tokens(role: str, model: str | None) -> int:
     key = (role, _encoding_name(model))
     count = _role_counts.get(key)
     if count is None:
-        count = len(_load(key[1]).encode(role, disallowed_special=()))
+        count = count_tokens(role, model)
         if len(role) <= 32 and len(_role_counts) < _ROLE_CACHE_MAX:
             _role_counts[key] = count
     return count

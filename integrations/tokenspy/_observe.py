@@ -25,31 +25,22 @@ from tokenspy_core._guard import guarded
 
 from . import _instrument
 
-__all__ = ["OBSERVED", "ambient", "instrument_sdks", "observe", "tracking", "uninstrument_sdks", "unobserve"]
+__all__ = ["instrument_sdks", "observe", "tracking", "uninstrument_sdks", "unobserve"]
 
 C = TypeVar("C")
 
 SDKS = ("openai", "anthropic")
-OBSERVED = "_tokenspy_observed"  # set on an observed client instance: its call tags (a plain dict)
+_OBSERVED = "_tokenspy_observed"  # set on an observed client instance: its call tags (a plain dict)
 _NO_TAGS: Mapping[str, Any] = {}  # shared, never mutated
 _lock = threading.RLock()
 _installed: set[str] = set()
 
 
 def tracking(client: Any) -> Mapping[str, Any] | None:
-    """The tags to track a call of `client` with, or None not to track it. On every SDK call: cheap.
-
-    (`_sdk_request` inlines the first step, `client.__dict__.get(OBSERVED)`, then calls `ambient()`.)
-    """
-    tags: Mapping[str, Any] | None = client.__dict__.get(OBSERVED)
+    """The tags to track a call of `client` with, or None not to track it. On every SDK call: cheap."""
+    tags: Mapping[str, Any] | None = client.__dict__.get(_OBSERVED)
     if tags is not None:
         return tags
-    return ambient()
-
-
-def ambient() -> Mapping[str, Any] | None:
-    """The tags to track a call of a client that is not observed with: tracked (no tags of its own) if
-    a tokenspy span is current or a framework adapter's call is active, unless auto-instrumentation is off."""
     if _instrument._enabled and (current_span() is not None or active_call() is not None):
         return _NO_TAGS
     return None
@@ -116,14 +107,14 @@ def observe(client: C, **options: Any) -> C:
     if tags is not None and not isinstance(tags, Mapping):
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
     _install(sdk)
-    client.__dict__[OBSERVED] = dict(tags) if tags else _NO_TAGS
+    client.__dict__[_OBSERVED] = dict(tags) if tags else _NO_TAGS
     return client
 
 
 def unobserve(client: C) -> C:
     """Stop tracking `client` on its own account (calls in a profile or session are still tracked)."""
     _sdk_of(client, "unobserve")
-    client.__dict__.pop(OBSERVED, None)
+    client.__dict__.pop(_OBSERVED, None)
     return client
 
 
@@ -133,9 +124,9 @@ def copy_observed(make_copy: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(make_copy)
     def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
         new = make_copy(self, *args, **kwargs)
-        tags = self.__dict__.get(OBSERVED)
+        tags = self.__dict__.get(_OBSERVED)
         if tags is not None:
-            new.__dict__[OBSERVED] = tags
+            new.__dict__[_OBSERVED] = tags
         return new
 
     return copy

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from tokenspy_core import BudgetExceededError
 from tokenspy_core._guard import log_internal_error
 
-from ._observe import OBSERVED, ambient
+from ._observe import tracking
 from ._sdk_stream import CallLike, StreamTracker, end_on_exception, hook_close, track_stream
 
 __all__ = ["Plan", "SdkTypes", "wrap_request"]
@@ -39,8 +39,6 @@ class Plan(StreamTracker):
 
     __slots__ = ("options", "streamed")
 
-    # Subclasses with fields of their own set these four themselves rather than through
-    # `super().__init__`: one frame (and a `super` object) less per request.
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
         self.call = call
         self.complete = False
@@ -68,6 +66,27 @@ class SdkTypes:
         object.__setattr__(self, "all_streams", self.streams + self.async_streams)
 
 
+def _start(planner: Planner, client: Any, options: Any, stream: bool) -> Plan | None:
+    """The plan for this request, or None not to track it (the untracked path: one dict lookup)."""
+    try:
+        tags = tracking(client)
+        return None if tags is None else planner(client, options, bool(stream), tags)
+    except BudgetExceededError:
+        raise  # the request is not sent
+    except Exception as exc:
+        log_internal_error("sdk request", exc)
+        return None
+
+
+def _respond(plan: Plan, result: Any, types: SdkTypes) -> None:
+    try:
+        _on_result(plan, result, types)
+    except BudgetExceededError:
+        raise
+    except Exception as exc:
+        log_internal_error("sdk response", exc)
+
+
 async def _arespond(plan: Plan, result: Any, types: SdkTypes) -> None:
     try:
         if isinstance(result, types.async_raw):
@@ -84,8 +103,8 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
     """A factory for `Patches.wrap`: the wrapped `request(self, cast_to, options, *, stream, stream_cls)`.
 
     `stream` and `stream_cls` are named (with the SDKs' own defaults) and always passed on: forwarding
-    `**kwargs` costs several times what the untracked path does otherwise. Anything else is passed
-    on as given.
+    empty `*args`/`**kwargs` costs several times what the untracked path does otherwise. Anything else
+    is passed on as given.
     """
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,33 +112,19 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
             @functools.wraps(original)
             async def arequest(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
                                stream_cls: Any = None, **kwargs: Any) -> Any:
-                # `_observe.tracking(self)` and the planner, inline: one frame per request, two on the
-                # untracked path.
+                plan = _start(planner, self, options, stream)
                 try:
-                    tags = self.__dict__.get(OBSERVED)
-                    if tags is None:
-                        tags = ambient()
-                    plan = None if tags is None else planner(self, options, bool(stream), tags)
-                except BudgetExceededError:
-                    raise  # the request is not sent
-                except Exception as exc:
-                    log_internal_error("sdk request", exc)
-                    plan = None
-                if plan is None:
-                    if args or kwargs:
-                        return await original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls,
-                                              **kwargs)
-                    return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
-                try:
-                    if args or kwargs:
-                        result = await original(self, cast_to, plan.options, *args, stream=stream,
-                                                stream_cls=stream_cls, **kwargs)
-                    else:
-                        result = await original(self, cast_to, plan.options, stream=stream, stream_cls=stream_cls)
+                    result = await (
+                        original(self, cast_to, options if plan is None else plan.options, *args, stream=stream,
+                                 stream_cls=stream_cls, **kwargs) if args or kwargs
+                        else original(self, cast_to, options if plan is None else plan.options, stream=stream,
+                                      stream_cls=stream_cls))
                 except BaseException as exc:
-                    end_on_exception(plan.call, exc)
+                    if plan is not None:
+                        end_on_exception(plan.call, exc)
                     raise
-                await _arespond(plan, result, types)
+                if plan is not None:
+                    await _arespond(plan, result, types)
                 return result
 
             return arequest
@@ -127,36 +132,19 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
         @functools.wraps(original)
         def request(self: Any, cast_to: Any, options: Any, *args: Any, stream: bool = False,
                     stream_cls: Any = None, **kwargs: Any) -> Any:
-            # `_observe.tracking(self)` and the planner, inline (see `arequest`).
+            plan = _start(planner, self, options, stream)
             try:
-                tags = self.__dict__.get(OBSERVED)
-                if tags is None:
-                    tags = ambient()
-                plan = None if tags is None else planner(self, options, bool(stream), tags)
-            except BudgetExceededError:
-                raise  # the request is not sent
-            except Exception as exc:
-                log_internal_error("sdk request", exc)
-                plan = None
-            if plan is None:
-                if args or kwargs:
-                    return original(self, cast_to, options, *args, stream=stream, stream_cls=stream_cls, **kwargs)
-                return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
-            try:
-                if args or kwargs:
-                    result = original(self, cast_to, plan.options, *args, stream=stream, stream_cls=stream_cls,
-                                      **kwargs)
-                else:
-                    result = original(self, cast_to, plan.options, stream=stream, stream_cls=stream_cls)
+                result = (
+                    original(self, cast_to, options if plan is None else plan.options, *args, stream=stream,
+                             stream_cls=stream_cls, **kwargs) if args or kwargs
+                    else original(self, cast_to, options if plan is None else plan.options, stream=stream,
+                                  stream_cls=stream_cls))
             except BaseException as exc:
-                end_on_exception(plan.call, exc)
+                if plan is not None:
+                    end_on_exception(plan.call, exc)
                 raise
-            try:
-                _on_result(plan, result, types)
-            except BudgetExceededError:
-                raise
-            except Exception as exc:
-                log_internal_error("sdk response", exc)
+            if plan is not None:
+                _respond(plan, result, types)
             return result
 
         return request

@@ -108,10 +108,7 @@ class _Messages(Plan):
     __slots__ = ("_pending", "_raw")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
-        self.call = call  # Plan.__init__, inline
-        self.complete = False
-        self.options = options
-        self.streamed = streamed
+        super().__init__(call, options, streamed)
         self._pending: Any = None  # message_start's usage, not yet accounted (see on_item)
         self._raw: dict[str, Any] | None = None  # the latest value of each raw usage field (streams)
 

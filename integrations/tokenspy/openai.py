@@ -204,10 +204,7 @@ class _ChatChunks(_Request):
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool) -> None:
-        self.call = call  # Plan.__init__, inline
-        self.complete = False
-        self.options = options
-        self.streamed = streamed
+        super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
         self._model_seen = False
@@ -249,10 +246,7 @@ class _CompletionChunks(_Request):
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool) -> None:
-        self.call = call  # Plan.__init__, inline
-        self.complete = False
-        self.options = options
-        self.streamed = streamed
+        super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
 

@@ -457,29 +457,17 @@ class _EventHandler(BaseEventHandler):
         # `_call_of` and `_COMPLETIONS` are TAP's own dict method and set, read as globals.
         try:
             cls = type(event)
-            if cls is LLMChatInProgressEvent:
-                fields = event.__dict__
-                state = _call_of(fields["span_id"])
-                if state is not None:
-                    response = fields["response"]
-                    chunk = response.__dict__
-                    if (state.plain and chunk["raw"] is None and not chunk["additional_kwargs"]
-                            and not chunk["message"].additional_kwargs):
-                        delta = chunk["delta"]
-                        if delta:
-                            state.text.append(delta)
-                    else:
-                        state.chunk(response)
-                return
-            if cls is LLMCompletionInProgressEvent:
-                if not _COMPLETIONS:  # only merged ones (a CustomLLM's chat): nothing to read
+            chat = cls is LLMChatInProgressEvent
+            if chat or cls is LLMCompletionInProgressEvent:
+                if not chat and not _COMPLETIONS:  # only merged ones (a CustomLLM's chat): nothing to read
                     return
                 fields = event.__dict__
                 state = _call_of(fields["span_id"])
                 if state is not None:
                     response = fields["response"]
                     chunk = response.__dict__
-                    if state.plain and chunk["raw"] is None and not chunk["additional_kwargs"]:
+                    if (state.plain and chunk["raw"] is None and not chunk["additional_kwargs"]
+                            and not (chat and chunk["message"].additional_kwargs)):
                         delta = chunk["delta"]
                         if delta:
                             state.text.append(delta)
