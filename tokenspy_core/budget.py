@@ -22,7 +22,7 @@ class BudgetExceededError(RuntimeError):
         self.spent_usd = float(spent_usd)
         self.budget_usd = float(budget_usd)
         super().__init__(f"tokenspy budget exceeded for {span!r}: spent ${spent_usd:.6f} "
-                         f"of ${budget_usd:.6f}; the call was not sent")
+                         f"of ${budget_usd:.6f}; the call was refused before it started")
 
 
 class Budget:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -140,6 +141,39 @@ if tuple(f.name for f in fields(CallRecord)) != _RECORD_FIELDS:  # pragma: no co
                          "CallRecord(...) in Call._build")
 
 
+_USAGE_FIELDS = frozenset(("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+                           "reasoning_tokens", "cache_write_1h_tokens"))
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    for name, value in fields.items():
+        if name not in _USAGE_FIELDS:
+            raise TypeError(f"set_usage() got an unknown usage field {name!r}; "
+                            f"known: {', '.join(sorted(_USAGE_FIELDS))}")
+        if value is None:
+            continue
+        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise TypeError(f"{name} must be an int token count, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+# Packages whose exceptions describe a request's transport or the provider's status, never its content.
+_DESCRIPTIVE = frozenset(("openai", "anthropic", "httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp",
+                          "asyncio", "concurrent", "tokenspy", "tokenspy_core"))
+
+
+def error_text(error: BaseException) -> str:
+    """What a failed record keeps of its exception: the type, and the message when it cannot quote the
+    prompt or the response (pydantic's validation errors quote the model's answer, a user's exception
+    can hold anything) unless content capture is on."""
+    name = type(error).__name__
+    if (config.capture_content or isinstance(error, OSError) or getattr(error, "status_code", None) is not None
+            or type(error).__module__.partition(".")[0] in _DESCRIPTIVE):
+        return f"{name}: {error}".rstrip(": ")
+    return name
+
+
 def active_call() -> Call | None:
     """The call an outer layer (a framework adapter) marked active in this context, if any.
 
@@ -209,6 +243,8 @@ class Call:
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
+        if fields:
+            _check_fields(fields)  # the user's own numbers: a bad one is their error, raised here
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
@@ -283,11 +319,7 @@ class Call:
         return self._end("aborted", None)
 
     def fail(self, error: BaseException | str | None = None) -> CallRecord | None:
-        if isinstance(error, BaseException):
-            message: str | None = f"{type(error).__name__}: {error}".rstrip(": ")
-        else:
-            message = error or "error"
-        return self._end("failed", message)
+        return self._end("failed", error_text(error) if isinstance(error, BaseException) else error or "error")
 
     def __enter__(self) -> Call:
         return self
@@ -353,6 +385,8 @@ class Call:
         return record
 
     def _build(self, status: Status, error: str | None) -> CallRecord:
+        # The call's latency ends here, before tokenspy's own work (estimates, the first price lookup).
+        latency = self._clock() - self._started
         rep = self._report
         if rep is None:
             rep = _NO_REPORT
@@ -419,7 +453,7 @@ class Call:
             status == "aborted" or response_started,  # partial
             status, error,  # status, error
             path, kinds,  # span_path, span_kinds
-            self._clock() - self._started, self._ttft, self._started_wall,  # latency_s, ttft_s, started_at
+            latency, self._ttft, self._started_wall,  # latency_s, ttft_s, started_at
             self.request_model, self.operation, self.cache_hit,  # request_model, operation, cache_hit
             estimated, cache_write_1h_tokens,  # estimated_fields, cache_write_1h_tokens
             tags, span_id,  # tags, span_id

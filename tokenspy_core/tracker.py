@@ -238,7 +238,7 @@ class Tracker(Sink):
             records = [r.to_dict() for r in self._records]
         tree["name"] = "(root)"
         return {
-            "total_cost_usd": total.cost / FEMTO_PER_USD,
+            "total_cost_usd": total.cost_usd,  # None when every call was unpriced, as per model
             "total_cost_usd_exact": str(usd(total.cost)),
             "total_tokens": total.total_tokens,
             "input_tokens": total.input_tokens,

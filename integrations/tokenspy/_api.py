@@ -123,6 +123,13 @@ def _model(model: Any) -> str:
     return model
 
 
+def _check_call_options(provider: Any, tags: Any) -> None:
+    if provider is not None and not isinstance(provider, str):
+        raise TypeError(f"provider must be a string, got {provider!r}")
+    if tags is not None and not isinstance(tags, Mapping):
+        raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
+
+
 def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
            cache_write_tokens: int = 0, reasoning_tokens: int = 0, provider: str | None = None,
            tags: Mapping[str, Any] | None = None) -> CallRecord | None:
@@ -140,6 +147,9 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
         raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
     if reasoning_tokens > output_tokens:
         raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
+    _check_call_options(provider, tags)
+    # Under a spent `on_exceeded="raise"` budget this raises like any call start: for a provider tokenspy
+    # does not wrap, refusing to record is the only way to stop the caller's loop.
     call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
     # A ready UsageReport (the same fields set_usage(**fields) would build, without the dict).
     call.add_report(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
@@ -151,8 +161,7 @@ def start_call(model: str, provider: str | None = None, prompt: Any = None, *, s
                tags: Mapping[str, Any] | None = None) -> Call | MergedCall:
     """Start tracking a (streamed) call by hand: `add_text()`, `set_usage()`, then `finish()`,
     `abort()` or `fail(exc)`. Also a context manager that finishes, aborts or fails by itself."""
-    if provider is not None and not isinstance(provider, str):
-        raise TypeError(f"provider must be a string, got {provider!r}")
+    _check_call_options(provider, tags)
     return _core_start_call(None, _model(model), provider=provider, prompt=prompt, streamed=stream, tags=tags)
 
 
@@ -213,9 +222,9 @@ def set_handler(handler: Any) -> None:
         _global_handlers.clear()
         return
     framework = getattr(handler, "_tokenspy_framework", None)
-    if framework is None:
-        raise TypeError("set_handler takes a tokenspy framework handler (tokenspy.langchain.TokenSpyHandler or "
-                        f"tokenspy.llamaindex.TokenSpyHandler) or None, got {type(handler).__name__}")
+    if framework is None or isinstance(handler, type):
+        raise TypeError("set_handler takes a tokenspy framework handler instance (tokenspy.langchain.TokenSpyHandler() "
+                        f"or tokenspy.llamaindex.TokenSpyHandler()) or None, got {handler!r}")
     previous = _global_handlers.pop(framework, None)
     if previous is not None and previous is not handler:
         type(previous)._uninstall_global()

@@ -6,6 +6,7 @@ import functools
 import inspect
 import numbers
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
+from decimal import Decimal
 from typing import Any, Literal, TypeVar, overload
 
 from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
@@ -25,7 +26,7 @@ def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> N
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     if budget_usd is not None:
-        if isinstance(budget_usd, bool) or not isinstance(budget_usd, numbers.Real):
+        if isinstance(budget_usd, bool) or not isinstance(budget_usd, numbers.Real | Decimal):
             raise TypeError(f"budget_usd must be a number of USD, got {budget_usd!r}")
         if not 0 <= float(budget_usd) < float("inf"):
             raise ValueError(f"budget_usd must be a finite, non-negative number, got {budget_usd!r}")
@@ -231,9 +232,10 @@ class Session(TrackerView):
         self._exit(exc)
 
     @property
-    def cost(self) -> float:
-        """USD spent by the priced calls of this session."""
-        return float(self.tracker.total_cost)
+    def cost(self) -> float | None:
+        """USD spent by the priced calls of this session; None when every call was unpriced (an
+        unknown price is never shown as $0)."""
+        return self.tracker.totals().cost_usd
 
     @property
     def cost_str(self) -> str:

@@ -78,10 +78,10 @@ def test_mixed_when_only_input_was_reported(tracker: Tracker) -> None:
 def test_failed_mid_stream_counts_what_was_consumed(tracker: Tracker) -> None:
     call = Call(tracker, "gpt-4o", prompt=PROMPT, streamed=True)
     call.add_text("Why did")
-    record = call.fail(RuntimeError("connection reset"))
+    record = call.fail(ConnectionResetError("connection reset"))
     assert record is not None
     assert record.status == "failed" and record.partial is True
-    assert record.error == "RuntimeError: connection reset"
+    assert record.error == "ConnectionResetError: connection reset"
     assert record.input_tokens == count_message_tokens(PROMPT, "gpt-4o")
     assert record.output_tokens == count_tokens("Why did", "gpt-4o")
 
@@ -226,3 +226,62 @@ def test_manual_start_call_facade() -> None:
     call.finish()
     (record,) = tokenspy.calls()
     assert (record.input_tokens, record.output_tokens, record.streamed, record.provider) == (9, 2, True, "openai")
+
+
+class _QuotingError(ValueError):
+    """Like pydantic's ValidationError: its message quotes the model's answer."""
+
+
+def test_failed_record_keeps_no_content_from_the_error_message(tracker: Tracker) -> None:
+    record = Call(tracker, "gpt-4o", prompt=PROMPT).fail(_QuotingError("input_value='Patient SSN 123-45-6789'"))
+    assert record is not None and record.error == "_QuotingError"
+
+
+def test_failed_record_keeps_provider_and_network_messages(tracker: Tracker) -> None:
+    class StatusError(Exception):
+        status_code = 429
+
+    record = Call(tracker, "gpt-4o").fail(StatusError("Error code: 429 - rate limited"))
+    assert record is not None and record.error == "StatusError: Error code: 429 - rate limited"
+    record = Call(tracker, "gpt-4o").fail(TimeoutError("read timed out"))
+    assert record is not None and record.error == "TimeoutError: read timed out"
+
+
+def test_failed_record_keeps_the_message_when_content_is_captured(tracker: Tracker) -> None:
+    tokenspy.init(capture_content=True)
+    try:
+        record = Call(tracker, "gpt-4o").fail(_QuotingError("input_value='the answer'"))
+    finally:
+        tokenspy.init()
+    assert record is not None and record.error == "_QuotingError: input_value='the answer'"
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"input_tokens": "120"}, TypeError), ({"input_tokens": 3.7}, TypeError), ({"output_tokens": True}, TypeError),
+    ({"input_tokens": -50}, ValueError), ({"prompt_tokens": 100}, TypeError),
+])
+def test_set_usage_refuses_bad_numbers_at_the_call(tracker: Tracker, fields: dict[str, object],
+                                                    error: type[Exception]) -> None:
+    call = Call(tracker, "gpt-4o")
+    name = next(iter(fields))
+    with pytest.raises(error, match=name):
+        call.set_usage(**fields)  # type: ignore[arg-type]
+    record = call.finish()  # the call itself is still recorded, with nothing from the bad report
+    assert record is not None and record.input_tokens == 0 and record.status == "finished"
+
+
+def test_latency_excludes_tokenspys_own_estimate(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tokenspy_core.call as call_module
+
+    ticks = iter([10.0, 10.5, 99.0, 99.0, 99.0])  # start, end; later clock reads would be tokenspy's own work
+    monkeypatch.setattr(tracker, "clock", lambda: next(ticks))
+
+    def slow_count(prompt: object, model: object) -> int:
+        tracker.clock()  # time passes while estimating
+        return 7
+
+    monkeypatch.setattr(call_module, "count_prompt_tokens", slow_count)
+    call = Call(tracker, "gpt-4o", prompt=PROMPT)
+    call.set_usage(output_tokens=3)
+    record = call.finish()
+    assert record is not None and record.input_tokens == 7 and record.latency_s == 0.5

@@ -221,6 +221,9 @@ def test_session_budget_applies_to_start_call() -> None:
         (lambda: tokenspy.init(otel="yes"), TypeError, "otel"),
         (lambda: tokenspy.init(unknown_option=True), TypeError, "unknown_option"),
         (lambda: tokenspy.set_handler(object()), TypeError, "set_handler"),
+        (lambda: tokenspy.record("m", input_tokens=5, output_tokens=1, tags="user=bob"), TypeError, "tags"),
+        (lambda: tokenspy.record("m", input_tokens=5, output_tokens=1, provider=123), TypeError, "provider"),
+        (lambda: tokenspy.start_call("m", tags=["a"]), TypeError, "tags"),
     ],
 )
 def test_bad_input_gets_a_clear_error(call: object, error: type[Exception], message: str) -> None:
@@ -268,3 +271,40 @@ def test_token_estimation_needs_no_network() -> None:
     env = {"PATH": "/usr/bin:/bin", "TIKTOKEN_CACHE_DIR": "/nonexistent"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["2", "2", "2"]
+
+
+def test_unpriced_only_totals_are_none_not_zero() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tokenspy.session("unpriced") as s:
+            tokenspy.record("acme-llm-9001", input_tokens=7, output_tokens=3)
+    assert tokenspy.stats()["total_cost_usd"] is None and s.cost is None and s.cost_str == "unpriced"
+    tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)  # one priced call: the total is what is known
+    assert tokenspy.stats()["total_cost_usd"] == 0.001 and tokenspy.stats()["unpriced_calls"] == 1
+
+
+def test_budget_in_decimal_usd() -> None:
+    from decimal import Decimal
+
+    with pytest.warns(UserWarning, match="budget"), tokenspy.session("d", budget_usd=Decimal("0.0015"),
+                                                                    on_exceeded="raise"):
+        tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)
+        tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)
+        with pytest.raises(tokenspy.BudgetExceededError):
+            tokenspy.start_call("gpt-4o")
+
+
+def test_set_handler_refuses_a_handler_class_and_keeps_the_installed_one() -> None:
+    pytest.importorskip("langchain_core")
+    from tokenspy.langchain import TokenSpyHandler
+
+    handler = TokenSpyHandler()
+    tokenspy.set_handler(handler)
+    try:
+        with pytest.raises(TypeError, match="instance"):
+            tokenspy.set_handler(TokenSpyHandler)
+        from tokenspy._api import get_handler
+
+        assert get_handler("langchain") is handler
+    finally:
+        tokenspy.set_handler(None)

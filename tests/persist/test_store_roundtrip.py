@@ -49,7 +49,7 @@ def make_calls() -> None:
         call.add_text(" world")
         call.abort()  # streamed, stopped early: partial, estimated
         failed = tokenspy.start_call("gpt-4o", prompt="q", stream=False)
-        failed.fail(RuntimeError("rate limited"))
+        failed.fail(ConnectionError("rate limited"))
 
     with tokenspy.session("chat", tags={"user": "bob"}):
         answer()
@@ -85,7 +85,7 @@ def test_round_trip_keeps_every_field_exactly(db: Path) -> None:
     partial, failed = (r for r in loaded if r.model == "gpt-4o" and r.status != "finished")
     assert partial.partial and partial.status == "aborted" and partial.usage_source == "estimated"
     assert partial.estimated_fields == ("input_tokens", "output_tokens") and partial.streamed
-    assert failed.status == "failed" and failed.error == "RuntimeError: rate limited" and not failed.partial
+    assert failed.status == "failed" and failed.error == "ConnectionError: rate limited" and not failed.partial
     assert [r.cache_hit for r in loaded].count(True) == 1
     assert by_model["mystery-model-xyz"].cost_femto is None
 
