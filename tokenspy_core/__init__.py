@@ -52,7 +52,7 @@ __all__ = [
 def start_call(
     tracker: Tracker | None, model: str | None, *, merge: bool = False, provider: str | None = None,
     prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT, sinks: Iterable[Sink] = (),
-    operation: str = "chat", tags: Mapping[str, Any] | None = None,
+    operation: str = "chat", tags: Mapping[str, Any] | None = None, tools: Any = None,
 ) -> Call | MergedCall:
     """Start a call on `tracker` (the default one if None); the other options are `Call`'s.
 
@@ -66,4 +66,4 @@ def start_call(
         if outer is not None and outer.claim():
             return MergedCall(outer)
     return Call(tracker if tracker is not None else default_tracker(), model, provider=provider, prompt=prompt,
-                streamed=streamed, parent=parent, sinks=sinks, operation=operation, tags=tags)
+                streamed=streamed, parent=parent, sinks=sinks, operation=operation, tags=tags, tools=tools)

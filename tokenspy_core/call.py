@@ -28,7 +28,7 @@ from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, usd
 from .spans import Sink, Span
 from .spans import _current as _current_span
-from .tokenizer import count_prompt_tokens, count_tokens
+from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens
 from .usage import Usage, UsageReport, usage_from_any
 
 if TYPE_CHECKING:
@@ -190,14 +190,14 @@ class Call:
     merged = False
     # Slots: a call is created and ended once per provider call, on every adapter's hot path.
     __slots__ = ("__weakref__", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
-                 "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_ttft", "cache_hit",
-                 "error", "id", "operation", "provider", "record", "request_model", "served_model", "span",
-                 "status", "streamed", "tracker")
+                 "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_tools", "_ttft",
+                 "cache_hit", "error", "id", "operation", "provider", "record", "request_model", "served_model",
+                 "span", "status", "streamed", "tracker")
 
     def __init__(self, tracker: Tracker, model: str | None, *, provider: str | None = None,
                  prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT,
                  sinks: Iterable[Sink] = (), operation: str = "chat",
-                 tags: Mapping[str, Any] | None = None) -> None:
+                 tags: Mapping[str, Any] | None = None, tools: Any = None) -> None:
         span = _current_span.get() if parent is CURRENT else parent
         if span is not None:
             for budget in span.budgets:
@@ -210,6 +210,7 @@ class Call:
         self.operation = operation
         self.span = span
         self._prompt = prompt
+        self._tools = tools  # the tool definitions offered: part of the prompt an estimate counts
         self._extra_sinks = sinks if type(sinks) is tuple else tuple(sinks)
         self._tags = tags
         self._parts: list[str] = []
@@ -364,7 +365,7 @@ class Call:
             # What was kept only to estimate usage goes with the end (a record may outlive its call).
             if self._parts:
                 self._parts = []
-            self._prompt = None
+            self._prompt = self._tools = None
             if self._final_text is not None:
                 self._final_text = None
         self.record = record
@@ -401,7 +402,8 @@ class Call:
             billed = status != "failed" or response_started
             if input_tokens is None:
                 # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
-                input_tokens = count_prompt_tokens(self._prompt, model) if billed else 0
+                input_tokens = (count_prompt_tokens(self._prompt, model) + count_tool_tokens(self._tools, model)
+                                if billed else 0)
                 if billed:
                     estimated = ("input_tokens",)
             if output_tokens is None:

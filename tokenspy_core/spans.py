@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .budget import Budget
     from .call import CallRecord
 
-__all__ = ["Sink", "Span", "current_span", "span_listeners", "use_span"]
+__all__ = ["Sink", "Span", "current_span", "inner_span", "span_listeners", "use_span"]
 
 
 class Sink:
@@ -99,6 +99,50 @@ class Span:
 
 
 _current: ContextVar[Span | None] = ContextVar("tokenspy_current_span", default=None)
+
+
+def inner_span(current: Span | None, outer: Span | None) -> Span | None:
+    """Where a framework run goes whose parent run attaches to `outer`, given `current`, the tokenspy
+    span current in its context.
+
+    A `profile` or `session` opened inside a framework's own level (a LangGraph node, a tool) only
+    knows the span that was current when the framework run began, not the level around it. Such a
+    span (opened after `outer`, and not above it) is moved under `outer`, with the spans opened in it,
+    and the run goes in it: its budget and its session see the calls made there. Otherwise `outer`.
+    """
+    if current is None or current is outer:
+        return outer
+    if outer is None:
+        return current
+    if current.id < outer.id:  # opened before `outer`: around the framework run, not inside it
+        return outer
+    ancestors = set()
+    span: Span | None = outer
+    while span is not None:
+        ancestors.add(span.id)
+        span = span.parent
+    segment: list[Span] = []  # from `current` up to the first span at or above `outer`
+    span = current
+    while span is not None and span.id not in ancestors:
+        segment.append(span)
+        span = span.parent
+    if not segment or segment[-1].parent is outer:
+        return current if segment else outer
+    if segment[-1].id < outer.id:
+        return outer
+    # What each span added itself (its own sink and budget), read before any parent moves.
+    own = [(s, s.sinks[len(s.parent.sinks):] if s.parent else s.sinks,
+            s.budgets[len(s.parent.budgets):] if s.parent else s.budgets) for s in segment]
+    parent = outer
+    for s, sinks, budgets in reversed(own):
+        s.parent = parent
+        s.path = (*parent.path, s.name)
+        s.kinds = (*parent.kinds, s.kind)
+        s.sinks = (*parent.sinks, *sinks)
+        s.budgets = (*parent.budgets, *budgets)
+        s.tags = {**parent.tags, **s.tags} if parent.tags else s.tags
+        parent = s
+    return current
 
 
 def current_span() -> Span | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["count_message_tokens", "count_prompt_tokens", "count_tokens", "encoding_for_model"]
+__all__ = ["count_message_tokens", "count_prompt_tokens", "count_tokens", "count_tool_tokens", "encoding_for_model"]
 
 _ENDOFTEXT = "<|endoftext|>"
 _ENDOFPROMPT = "<|endofprompt|>"
@@ -115,16 +116,38 @@ def count_tokens(text: str, model: str | None = None) -> int:
     return len(encoding_for_model(model).encode(text, disallowed_special=()))
 
 
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic models (SDK params, LangChain tool schemas)
+    if callable(dump):
+        return dump()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
 def _content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, Mapping):
-        for key in ("text", "content", "input_text"):
+        for key in ("text", "content", "input_text", "output"):
             value = content.get(key)
             if isinstance(value, str):
                 return value
+            if key in ("content", "output") and value is not None:  # a tool result's own blocks
+                return _content_text(value)
+        kind = content.get("type")
+        if kind == "tool_use":  # an Anthropic tool call in the history
+            return f"{content.get('name') or ''}{_json(content.get('input') or {})}"
+        if kind == "function_call":  # a Responses API tool call in the input
+            return f"{content.get('name') or ''}{_json(content.get('arguments') or '')}"
         return ""
     if isinstance(content, Iterable):
         return "".join(_content_text(part) for part in content)
@@ -132,13 +155,37 @@ def _content_text(content: Any) -> str:
     return text if isinstance(text, str) else ""
 
 
+def _tool_calls_text(calls: Any) -> str:
+    """The tool calls of an assistant message in the history (billed as prompt like its text)."""
+    if not calls or isinstance(calls, str | Mapping) or not isinstance(calls, Iterable):
+        return ""
+    parts = []
+    for call in calls:
+        if isinstance(call, Mapping):
+            function = call.get("function")
+            if isinstance(function, Mapping):  # OpenAI: {"function": {"name", "arguments"}}
+                parts.append(f"{function.get('name') or ''}{_json(function.get('arguments') or '')}")
+            else:  # LangChain: {"name", "args"}
+                parts.append(f"{call.get('name') or ''}{_json(call.get('args') or {})}")
+        else:
+            function = getattr(call, "function", None)
+            if function is not None:
+                parts.append(f"{getattr(function, 'name', '') or ''}{getattr(function, 'arguments', '') or ''}")
+    return "".join(parts)
+
+
 def _message_parts(message: Any) -> tuple[str, str]:
     if isinstance(message, str):
         return "", message
     if isinstance(message, Mapping):
-        return str(message.get("role") or ""), _content_text(message.get("content"))
+        # Responses API items (function_call, function_call_output) are their own content.
+        text = _content_text(message.get("content") if "content" in message else message)
+        calls = message.get("tool_calls")
+        return str(message.get("role") or ""), text + _tool_calls_text(calls) if calls else text
     role = getattr(message, "role", None) or getattr(message, "type", None) or ""
-    return str(role), _content_text(getattr(message, "content", None))
+    text = _content_text(getattr(message, "content", None))
+    calls = getattr(message, "tool_calls", None)
+    return str(role), text + _tool_calls_text(calls) if calls else text
 
 
 def count_message_tokens(messages: Iterable[Any], model: str | None = None) -> int:
@@ -172,6 +219,17 @@ def _role_tokens(role: str, model: str | None) -> int:
         if len(role) <= 32 and len(_role_counts) < _ROLE_CACHE_MAX:
             _role_counts[key] = count
     return count
+
+
+def count_tool_tokens(tools: Any, model: str | None = None) -> int:
+    """Estimated tokens of the tool definitions a request offers (billed as prompt): their compact
+    JSON, as the schemas are sent."""
+    if not tools:
+        return 0
+    try:
+        return count_tokens(_json(tools), model)
+    except (TypeError, ValueError):  # a schema JSON cannot hold (a circular reference)
+        return 0
 
 
 def count_prompt_tokens(prompt: Any, model: str | None = None) -> int:

@@ -158,11 +158,14 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
 
 
 def start_call(model: str, provider: str | None = None, prompt: Any = None, *, stream: bool = True,
-               tags: Mapping[str, Any] | None = None) -> Call | MergedCall:
+               tags: Mapping[str, Any] | None = None, tools: Any = None) -> Call | MergedCall:
     """Start tracking a (streamed) call by hand: `add_text()`, `set_usage()`, then `finish()`,
-    `abort()` or `fail(exc)`. Also a context manager that finishes, aborts or fails by itself."""
+    `abort()` or `fail(exc)`. Also a context manager that finishes, aborts or fails by itself.
+    `prompt` and `tools` (the tool definitions sent) are only read to estimate what the provider does
+    not report, and are not kept."""
     _check_call_options(provider, tags)
-    return _core_start_call(None, _model(model), provider=provider, prompt=prompt, streamed=stream, tags=tags)
+    return _core_start_call(None, _model(model), provider=provider, prompt=prompt, streamed=stream, tags=tags,
+                            tools=tools)
 
 
 _OPTIONS = ("auto_instrument", "persist", "otel", "track_git", "tags", "capture_content", "max_records")

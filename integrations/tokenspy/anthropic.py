@@ -80,7 +80,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     system = body.get("system")
     call = start_call(None, None if model is None else str(model), provider="anthropic",
                       prompt=[{"role": "system", "content": system}, *messages] if system else messages,
-                      streamed=stream, merge=True, operation="chat", tags=tags or None)
+                      streamed=stream, merge=True, operation="chat", tags=tags or None, tools=body.get("tools"))
     return _Messages(call, options, stream)
 
 

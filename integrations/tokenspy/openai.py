@@ -101,7 +101,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     call = start_call(None, None if model is None else str(model),
                       provider="azure" if isinstance(client, BaseAzureClient) else "openai",
                       prompt=body.get("messages") if chat else _prompt(path, body), streamed=stream, merge=True,
-                      operation=operation, tags=tags or None)
+                      operation=operation, tags=tags or None, tools=body.get("tools") or body.get("functions"))
     if chat:
         return _ChatChunks(call, options, stream, hide, expect)
     if path == "/responses":

@@ -121,3 +121,24 @@ def test_chat_prompt_estimate_frames_each_message_and_counts_its_role_per_encodi
     # A role with special-token text is counted as text, like message contents.
     assert count_message_tokens([{"role": "<|endoftext|>", "content": ""}], "gpt-4o") == 3 + len(
         encoding_for_model("gpt-4o").encode("<|endoftext|>", disallowed_special=())) + 3
+
+
+def test_prompt_estimates_count_tool_calls_and_results_in_the_history() -> None:
+    from tokenspy_core.tokenizer import count_message_tokens, count_tokens, count_tool_tokens
+
+    args = '{"city":"Paris"}'
+    openai_history = [{"role": "assistant", "content": None,
+                       "tool_calls": [{"id": "c1", "type": "function",
+                                       "function": {"name": "get_weather", "arguments": args}}]},
+                      {"role": "tool", "tool_call_id": "c1", "content": "Sunny"}]
+    anthropic_history = [{"role": "assistant", "content": [
+                             {"type": "tool_use", "id": "c1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1",
+                                                       "content": [{"type": "text", "text": "Sunny"}]}]}]
+    plain = [{"role": "assistant", "content": "get_weather" + args}, {"role": "tool", "content": "Sunny"}]
+    assert count_message_tokens(openai_history) == count_message_tokens(plain)
+    plain[1]["role"] = "user"
+    assert count_message_tokens(anthropic_history) == count_message_tokens(plain)
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    assert count_tool_tokens(tools) == count_tokens('[{"name":"get_weather","input_schema":{"type":"object"}}]')
+    assert count_tool_tokens(None) == 0

@@ -131,3 +131,18 @@ def test_a_stream_is_one_record_whatever_the_layers_report(
     list(openai_chat(fp, stream_usage=stream_usage).stream("hi", config={"callbacks": [handler]}))
     (record,) = tokenspy.calls()
     assert from_log(fp.requests[0]).matches(record)
+
+
+def test_an_sdk_call_in_the_consumers_loop_is_not_the_streams_own(handler: TokenSpyHandler) -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+
+    model = GenericFakeChatModel(messages=iter([AIMessage("one two three")]))
+    seen = 0
+    for _ in model.stream("hi", config={"callbacks": [handler]}):
+        seen += 1
+        SdkBackedChat._sdk_call()  # another provider call, made by the loop body
+    records = tokenspy.calls()
+    assert len(records) == seen + 1 and seen >= 3
+    (stream,) = [r for r in records if r.streamed]
+    assert stream.model is None and stream.usage_source == "estimated"
+    assert sum(SDK_USAGE.matches(r) for r in records) == seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, TypedDict
 
+import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -219,3 +220,38 @@ def test_a_handler_with_its_own_tracker_leaves_the_shared_one_alone(fp: FakeProv
     assert tokenspy.calls() == [] and len(own.calls()) == 1
     assert handler.stats()["total_calls"] == 1
     assert from_log(fp.requests[0]).matches(own.calls()[0])
+
+
+def test_a_profile_or_session_inside_a_node_or_tool_holds_its_calls(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    llm = openai_chat(fp)
+    sessions: list[Any] = []
+
+    class State(TypedDict):
+        text: str
+
+    @tokenspy.profile(name="drafting", budget_usd=0.000001, on_exceeded="raise")
+    def draft(state: State) -> dict[str, str]:
+        return {"text": "".join(str(llm.invoke(f"draft {i}").content) for i in range(3))}
+
+    @tool
+    def research(topic: str) -> str:
+        """Research a topic."""
+        with tokenspy.session("research-sub") as s:
+            sessions.append(s)
+            return str(llm.invoke(topic).content)
+
+    def look_up(state: State) -> dict[str, str]:
+        return {"text": research.invoke({"topic": "Paris"})}
+
+    graph = StateGraph(State)
+    graph.add_node("look_up", look_up)
+    graph.add_node("draft", draft)
+    graph.add_edge(START, "look_up")
+    graph.add_edge("look_up", "draft")
+    graph.add_edge("draft", END)
+    with pytest.warns(UserWarning, match="drafting"), pytest.raises(tokenspy.BudgetExceededError):
+        graph.compile().invoke({"text": ""}, config={"callbacks": [handler]})
+    assert len(fp.requests) == 2  # the draft that crossed the budget was sent, the next one refused
+    assert sessions[0].calls == 1 and sessions[0].cost == from_log(fp.requests[0]).cost_femto / 10**15
+    assert paths()[:2] == [("LangGraph", "look_up", "research", "research-sub"), ("LangGraph", "draft", "drafting")]

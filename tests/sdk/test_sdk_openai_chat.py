@@ -354,3 +354,19 @@ def test_a_close_hook_installed_after_tokenspy_is_kept(oai: openai.OpenAI, fp: F
     assert seen == ["theirs", "theirs"]  # not removed by tokenspy
     assert response.is_closed
     assert only_record().status == "aborted"
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_an_estimated_prompt_counts_the_tools_offered(oai: openai.OpenAI, fp: FakeProvider) -> None:
+    with tokenspy.session("s"):
+        for _ in stream(oai, tools=[WEATHER_TOOL], stream_options={"include_usage": False}):
+            pass
+    record = only_record()
+    assert record.usage_source == "estimated"
+    billed = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL]).usage
+    # The fake provider bills the tool schemas as their compact JSON, as tokenspy estimates them.
+    assert billed is not None and record.input_tokens == billed.prompt_tokens > PROMPT_ESTIMATE

@@ -191,7 +191,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         try:
             call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
                         prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
-                        parent=run.attach, sinks=self._sinks)
+                        parent=run.attach, sinks=self._sinks, tools=params.get("tools") or params.get("functions"))
         except BaseException as exc:  # BudgetExceededError: the model call will not be sent
             self._end(run_id, exc)
             raise
@@ -223,8 +223,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                     self._last = (run_id, _ignore, run)
                     return
                 if run.parts is None:
-                    run.call.mark_first_token()  # time to first token
-                    run.call.streamed = True
+                    call = run.call
+                    call.mark_first_token()  # time to first token
+                    call.streamed = True
+                    # The model's own SDK request started before its first chunk: a request made later
+                    # in this context (the consumer's loop body) is another call, not this one.
+                    call.deactivate()
                     run.parts = []
                 append = run.parts.append
                 self._last = (run_id, append, run)

@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from tokenspy_core import Call, Span, current_span
+from tokenspy_core.spans import inner_span
 
 __all__ = ["HIDDEN_TAG", "Run", "RunTree", "chain_kind", "task_key"]
 
@@ -111,7 +112,7 @@ class RunTree:
         parent = self.get(parent_run_id)
         # A run whose parent this handler never saw (callbacks passed to one model only, or a root
         # that already ended) is a root of its own, under whatever tokenspy span is current here.
-        attach = parent.attach if parent is not None else current_span()
+        attach = inner_span(current_span(), parent.attach) if parent is not None else current_span()
         span = Span(name or kind or "run", kind, attach, attributes=attributes) if kind else None
         with self._lock:
             root_run = self._runs.get(parent.root) if parent is not None else None

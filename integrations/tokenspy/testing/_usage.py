@@ -5,7 +5,8 @@ independently. What is counted (also in docs/testing.md):
 
 - prompt: `count_message_tokens(messages)` (OpenAI framing: 3 per message + 3) plus, if the request
   has `tools`, `count_tokens(json.dumps(tools, separators=(",", ":"), ensure_ascii=False))`.
-  Message content is flattened to its text; tool calls in the history count as empty messages.
+  A message counts its text parts, tool results their text, and tool calls in the history their
+  name plus JSON arguments (as tokenspy's own estimates do).
 - output: `count_tokens(visible text)` + `reasoning_tokens` (hidden but billed, as real APIs do);
   for a tool call the visible text is the tool name plus its JSON arguments.
 - cache: `cache_read = min(cached_tokens, prompt)`, `cache_write = min(cache_write_tokens,
@@ -73,8 +74,7 @@ def flatten(content: Any) -> str:
 
 
 def count_prompt(messages: Sequence[Mapping[str, Any]], tools: Any, model: str) -> int:
-    plain = [{"role": str(m.get("role") or ""), "content": flatten(m.get("content"))} for m in messages]
-    total = count_message_tokens(plain, model)
+    total = count_message_tokens(messages, model)
     if tools:
         total += count_tokens(dumps(tools), model)
     return total
