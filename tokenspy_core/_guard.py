@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["guard", "guarded", "log_internal_error", "logger"]
+__all__ = ["guard", "guarded", "log_internal_error", "logger", "user_stacklevel"]
 
 logger = logging.getLogger("tokenspy")
 _seen: set[tuple[str, type[BaseException]]] = set()
@@ -21,6 +22,18 @@ _seen_lock = threading.Lock()
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def user_stacklevel() -> int:
+    """The `warnings.warn` stacklevel, for its caller, of the first frame outside tokenspy: a warning
+    points at the line of the program (or framework) that made the call, not at tokenspy."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] in (
+            "tokenspy", "tokenspy_core"):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _strict() -> bool:

@@ -7,6 +7,7 @@ import warnings
 from decimal import Decimal
 from typing import Literal
 
+from ._guard import user_stacklevel
 from .pricing import FEMTO_PER_USD, usd
 
 __all__ = ["Budget", "BudgetExceededError"]
@@ -54,4 +55,4 @@ class Budget:
         if crossed:
             warnings.warn(
                 f"tokenspy: {self.name!r} spent ${usd(self.spent):.6f}, over its budget of "
-                f"${usd(self.limit):.6f}", UserWarning, stacklevel=2)
+                f"${usd(self.limit):.6f}", UserWarning, stacklevel=user_stacklevel())

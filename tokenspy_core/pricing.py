@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from ._guard import user_stacklevel
 from .usage import Usage
 
 __all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "usd"]
@@ -224,4 +225,4 @@ class PriceBook:
         message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
                    f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
         logger.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())

@@ -241,12 +241,9 @@ def _connect_reader(path: Path) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
-    if version == 0:
-        conn.close()
-        raise NotATokenspyDatabase(f"{path} is not a tokenspy database (empty file)")
     if version < schema_version():
         conn.close()
-        _connect_writer(path).close()  # an older file: upgrade it in place, then read
+        _connect_writer(path).close()  # an older or empty file: upgrade it in place, then read
         conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     return conn
 
@@ -539,6 +536,8 @@ def attach_store(tracker: Tracker, path: str | os.PathLike[str] | None = None, *
                  flush_interval: float = FLUSH_INTERVAL_S) -> Store:
     """Persist every record `tracker` sees to `path` (see `resolve_path`). Idempotent per path."""
     resolved = resolve_path(path)
+    if resolved.is_dir():
+        raise ValueError(f"persist must be a database file path, got the directory {str(resolved)!r}")
     key = (resolved, id(tracker))  # the store holds the tracker, so its id cannot be reused meanwhile
     with _registry_lock:
         store = _stores.get(key)

@@ -41,7 +41,8 @@ def report(format: str = "text", *, path: str | Path | None = None, hints: bool 
            file: TextIO | None = None) -> str | None:
     """Print the cost box (`format="text"`), or return the stats as JSON text (`format="json"`).
 
-    With `path=`, write the report to that file instead (`format="html"` writes the HTML cost tree).
+    With `file=` (an open text file), write either there; with `path=`, write the report to that file
+    (`format="html"` writes the HTML cost tree).
     """
     return report_tracker(default_tracker(), format, path=path, hints=hints, file=file)
 
@@ -65,7 +66,11 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
         Path(path).write_text(text + "\n", encoding="utf-8")
         return str(path)
     if format == "json":
-        return tracker.render("json", hints=hints)
+        text = tracker.render("json", hints=hints)
+        if file is None:
+            return text
+        file.write(text + "\n")
+        return None
     out = file if file is not None else sys.stdout
     out.write(tracker.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
     return None

@@ -62,10 +62,12 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
     the next LLM call of that invocation with `BudgetExceededError`.
     """
     _check_options(name, budget_usd, on_exceeded, tags)
-    if fn is not None and not callable(fn):
+    if fn is not None and not callable(fn) and not isinstance(fn, staticmethod | classmethod):
         raise TypeError(f"@tokenspy.profile decorates a function, got {type(fn).__name__}")
 
     def decorate(f: Any) -> Any:
+        if isinstance(f, staticmethod | classmethod):  # placed above @staticmethod / @classmethod
+            return type(f)(decorate(f.__func__))
         span_name = name or getattr(f, "__name__", None) or repr(f)
 
         def enter() -> Span:

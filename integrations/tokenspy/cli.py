@@ -239,7 +239,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         flags = [f for f, on in (("partial", r.partial), ("estimated", r.usage_source != "provider"),
                                  ("cache hit", r.cache_hit)) if on]
         if r.status == "failed":
-            flags.append(f"error: {r.error}" if r.error else "error")
+            flags.append(f"error: {' '.join(r.error.split())}" if r.error else "error")  # one line per call
         rows.append([datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S"), _span(r),
                      r.model or "(no model)", f"{r.input_tokens:,} → {r.output_tokens:,} tok",
                      fmt_cost(r.cost_usd), f"{r.latency_s * 1000:,.0f} ms", ", ".join(flags)])

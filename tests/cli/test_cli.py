@@ -243,3 +243,24 @@ def test_error_messages_say_what_is_wrong(dbs: Any, capsys: pytest.CaptureFixtur
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "--help")
     assert status == 0 and "report" in out and "annotate" in out
+
+
+def test_an_empty_file_reads_as_an_empty_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "usage.db").touch()  # docs/persistence.md: an empty file is version 0, initialized
+    status, out, _ = run(capsys, "report", "--db", tmp_path / "usage.db")
+    assert status == 0 and "no LLM calls recorded" in out
+
+
+def test_history_keeps_one_line_per_call_when_an_error_has_newlines(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tokenspy_core import Call, Tracker
+    from tokenspy_core.store import attach_store
+
+    tracker = Tracker()
+    store = attach_store(tracker, tmp_path / "u.db")
+    Call(tracker, "gpt-4o").fail("upstream said:\nbad gateway\n")
+    Call(tracker, "gpt-4o").fail("timeout")
+    store.close()
+    status, out, _ = run(capsys, "history", "--db", tmp_path / "u.db")
+    assert status == 0 and "upstream said: bad gateway" in out
+    assert len([line for line in out.splitlines() if "gpt-4o" in line]) == 2

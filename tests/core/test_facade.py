@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -155,7 +156,8 @@ def test_unknown_model_costs_none_warns_once_and_still_counts_tokens(caplog: pyt
         warnings.simplefilter("always")
         for _ in range(3):
             tokenspy.record("acme-llm-9000", input_tokens=7, output_tokens=3)
-    assert len([w for w in caught if "acme-llm-9000" in str(w.message)]) == 1
+    (warning,) = [w for w in caught if "acme-llm-9000" in str(w.message)]
+    assert warning.filename == __file__  # it points at the caller's line, not into tokenspy
     assert len([r for r in caplog.records if "acme-llm-9000" in r.getMessage()]) == 1
     stats = tokenspy.stats()
     assert stats["by_model"]["acme-llm-9000"]["cost_usd"] is None
@@ -171,7 +173,8 @@ def test_budget_warns_once_naming_span_spent_and_budget() -> None:
 
     with pytest.warns(UserWarning, match=r"'spender' spent \$0\.002000, over its budget of \$0\.001000") as w:
         spender()
-    assert len([x for x in w if "budget" in str(x.message)]) == 1
+    (warning,) = [x for x in w if "budget" in str(x.message)]
+    assert warning.filename == __file__
     assert tokenspy.stats()["total_calls"] == 3
 
 
@@ -308,3 +311,37 @@ def test_set_handler_refuses_a_handler_class_and_keeps_the_installed_one() -> No
         assert get_handler("langchain") is handler
     finally:
         tokenspy.set_handler(None)
+
+
+def test_profile_above_staticmethod_and_classmethod() -> None:
+    class Agent:
+        @tokenspy.profile
+        @staticmethod
+        def plan(x: int) -> int:
+            tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+            return x
+
+        @tokenspy.profile(name="build")
+        @classmethod
+        def make(cls, x: int) -> tuple[type, int]:
+            tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+            return cls, x
+
+    assert Agent().plan(1) == 1 and Agent.plan(2) == 2
+    assert Agent().make(3) == (Agent, 3) and Agent.make(4) == (Agent, 4)
+    assert [r.span_path for r in tokenspy.calls()] == [("plan",), ("plan",), ("build",), ("build",)]
+
+
+def test_init_persist_to_a_directory_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="persist"):
+        tokenspy.init(persist=str(tmp_path))
+
+
+def test_report_json_to_an_open_file() -> None:
+    import io
+    import json
+
+    tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)
+    out = io.StringIO()
+    assert tokenspy.report(format="json", file=out) is None
+    assert json.loads(out.getvalue())["total_calls"] == 1
