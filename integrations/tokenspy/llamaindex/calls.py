@@ -8,8 +8,10 @@ chunks, text and ends do not, so one model invocation stays one record.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall, Span, UsageReport, usage_from_any
@@ -145,6 +147,23 @@ class LLMCall:
             # Never iterated: LlamaIndex LLMs send the request lazily, on the first chunk.
             self.call.fail("stream discarded before it was read")
 
+    def producing(self) -> bool:
+        """Its stream's generator is executing, on this thread's stack: the caller runs inside it."""
+        finalizer = self.finalizer  # once: another thread's end may detach it meanwhile
+        found = finalizer.peek() if finalizer is not None else None  # (generator, ...) while it is alive
+        if found is None:
+            return False
+        stream = found[0]
+        if not (getattr(stream, "gi_running", False) or getattr(stream, "ag_running", False)):
+            return False
+        frame = getattr(stream, "gi_frame", None) or getattr(stream, "ag_frame", None)
+        caller: FrameType | None = sys._getframe(1)
+        while caller is not None:  # running on another thread, it is not on this stack
+            if caller is frame:
+                return True
+            caller = caller.f_back
+        return False
+
     def detach(self) -> None:
         if self.finalizer is not None:
             self.finalizer.detach()
@@ -221,10 +240,12 @@ class EmbeddingCall:
 
 
 def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, instance: Any, *,
-              prompt: Any, streamed: bool, parent: Span | None, enforce_budget: bool) -> LLMCall:
+              prompt: Any, tools: Any, streamed: bool, parent: Span | None, enforce_budget: bool) -> LLMCall:
+    """`tools`: the tool definitions offered, counted with the prompt if the input must be estimated."""
     model = payloads.model_of(model_dict, instance)
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
-                     provider=payloads.provider_of(model_dict, instance), prompt=prompt, streamed=streamed)
+                     provider=payloads.provider_of(model_dict, instance), prompt=prompt, tools=tools,
+                     streamed=streamed)
     return LLMCall(call, model)
 
 

@@ -119,8 +119,10 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         messages = payload.get(EventPayload.MESSAGES)
         prompt = (payloads.prompt_of_messages(messages) if messages is not None
                   else payload.get(EventPayload.PROMPT))
-        return start_llm(self, model_dict, None, prompt=prompt, streamed=payloads.is_stream_method(span_id),
-                         parent=TAP.anchor(span_id), enforce_budget=True)
+        return start_llm(self, model_dict, None, prompt=prompt,
+                         tools=payloads.tools_of(payload.get(EventPayload.ADDITIONAL_KWARGS)),
+                         streamed=payloads.is_stream_method(span_id), parent=TAP.anchor(span_id),
+                         enforce_budget=True)
 
     @guard("llamaindex callback end")
     def _end(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:

@@ -43,7 +43,7 @@ from llama_index.core.instrumentation.span import BaseSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler, NullSpanHandler
 from pydantic import PrivateAttr
 
-from tokenspy_core import BudgetExceededError, Span, current_span
+from tokenspy_core import BudgetExceededError, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
 
 from . import payloads
@@ -256,6 +256,8 @@ class Tap:
                 anchor, owner, enclosing = current_span(), None, None
             # A root of its own for bookkeeping (a late child's parent's root may be gone already).
             root = id_
+        if enclosing is None:
+            enclosing = self._running_stream()
         role = classify(id_, instance, tags)
         here = _owner_on(instance) if instance is not None else None
         own = None
@@ -273,6 +275,21 @@ class Tap:
                 self._roots[root] = {id_}
             else:
                 siblings.add(id_)
+
+    def _running_stream(self) -> LLMCall | None:
+        """The streamed LLM call whose generator is running the caller, if any.
+
+        A span entered by code inside that generator belongs to that call, as a span entered while
+        the call's own span is open does: a CustomLLM's `astream_chat` calls its `stream_chat`, and a
+        wrapper LLM's stream another LLM's, only once their generator is read, when LlamaIndex has
+        exited the outer span and gives the inner one no link to it. Only looked for while a call
+        is active in this context (an outer stream's call is, until it ends).
+        """
+        if active_call() is None:  # the common case: no call in flight in this context
+            return None
+        with self._lock:
+            streams = [state for state in self._llm.values() if state.finalizer is not None]
+        return next((state for state in streams if state.producing()), None)
 
     def span_exit(self, id_: str, result: Any) -> None:
         info = self._close(id_)
@@ -367,10 +384,10 @@ class Tap:
             state.chunk(event.response)
 
     def _chat_start(self, event: Any) -> None:
-        self._llm_start(event.span_id, event.model_dict, event.messages, chat=True)
+        self._llm_start(event.span_id, event.model_dict, event.messages, event.additional_kwargs, chat=True)
 
     def _completion_start(self, event: Any) -> None:
-        self._llm_start(event.span_id, event.model_dict, event.prompt, chat=False)
+        self._llm_start(event.span_id, event.model_dict, event.prompt, event.additional_kwargs, chat=False)
 
     def _llm_end(self, event: Any) -> None:
         state = self._pop_llm(event.span_id)
@@ -393,7 +410,8 @@ class Tap:
     def _owner(self, info: _Open | None) -> TokenSpyHandler | None:
         return (info.owner if info is not None else None) or self.global_owner
 
-    def _llm_start(self, span_id: str | None, model_dict: dict[str, Any], prompt: Any, *, chat: bool) -> None:
+    def _llm_start(self, span_id: str | None, model_dict: dict[str, Any], prompt: Any, extra: Any, *,
+                   chat: bool) -> None:
         if not span_id or span_id in self._llm:
             return
         info = self._open.get(span_id)
@@ -407,7 +425,7 @@ class Tap:
             if chat:
                 prompt = payloads.prompt_of_messages(prompt)
             try:
-                state = start_llm(owner, model_dict, instance, prompt=prompt,
+                state = start_llm(owner, model_dict, instance, prompt=prompt, tools=payloads.tools_of(extra),
                                   streamed=payloads.is_stream_method(span_id),
                                   parent=info.anchor if info is not None else current_span(),
                                   enforce_budget=info is not None and info.legacy)

@@ -27,6 +27,7 @@ __all__ = [
     "served_model",
     "span_method",
     "span_name",
+    "tools_of",
     "usage_of",
 ]
 
@@ -132,6 +133,15 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, str]]:
         content = _get(message, "content")
         prompt.append({"role": _role(message), "content": content if isinstance(content, str) else ""})
     return prompt
+
+
+def tools_of(extra: Any) -> Any:
+    """The tool definitions a request offers, from its start event's `additional_kwargs`.
+
+    `chat_with_tools`/`astream_chat_with_tools` (a `FunctionAgent`'s step) pass them on to `chat`
+    as `tools=`, already in the provider's own format (OpenAI's `{"type": "function", ...}` dicts).
+    """
+    return extra.get("tools") if isinstance(extra, dict) else None
 
 
 def span_method(span_id: str | None) -> str:
