@@ -10,14 +10,18 @@ This runs before every tracked request: it is written for few allocations (plain
 
 What `request()` returns is handled by kind: a model object (finish now), an SDK stream (tracked as
 it is consumed, see `_sdk_stream`), or a raw response wrapper (parsed eagerly when that is free: the
-SDK caches the parse, so the user's own `parse()` returns the very same object).
+SDK caches the parse, so the user's own `parse()` returns the very same object; a body the user reads
+as bytes is accounted from those bytes, see `_RawRead`). A `parse()` helper's post-parser may reject
+a billed answer and make `request()` raise: the body is read before it runs.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +31,7 @@ from tokenspy_core._guard import log_internal_error
 from ._observe import tracking
 from ._sdk_stream import CallLike, StreamTracker, end_on_exception, hook_close, track_stream
 
-__all__ = ["Plan", "SdkTypes", "wrap_request"]
+__all__ = ["Plan", "SdkTypes", "copy_options", "wrap_request"]
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # the same in both SDKs (Stainless-generated)
 
@@ -66,16 +70,59 @@ class SdkTypes:
         object.__setattr__(self, "all_streams", self.streams + self.async_streams)
 
 
+def copy_options(options: Any, field: str, value: Any) -> Any:
+    """The request `options` (the SDK's pydantic `FinalRequestOptions`) with `field` replaced, on a
+    shallow copy: the caller's object is never changed."""
+    fields_set = getattr(options, "__pydantic_fields_set__", None)
+    if fields_set is None:  # pydantic 1
+        return options.copy(update={field: value})
+    # What pydantic 2's `model_copy(update=...)` does, without its config lookups (half the cost).
+    copied = copy.copy(options)
+    copied.__dict__[field] = value
+    copied.__pydantic_fields_set__.add(field)
+    return copied
+
+
 def _start(planner: Planner, client: Any, options: Any, stream: bool) -> Plan | None:
     """The plan for this request, or None not to track it (the untracked path: one dict lookup)."""
     try:
         tags = tracking(client)
-        return None if tags is None else planner(client, options, bool(stream), tags)
+        if tags is None:
+            return None
+        plan = planner(client, options, bool(stream), tags)
+        if plan is not None and not stream and callable(getattr(options, "post_parser", None)):
+            _read_before_post_parser(plan)
+        return plan
     except BudgetExceededError:
         raise  # the request is not sent
     except Exception as exc:
         log_internal_error("sdk request", exc)
         return None
+
+
+def _read_before_post_parser(plan: Plan) -> None:
+    """Account for the response body before the SDK's post-parser sees it.
+
+    `chat.completions.parse()` (and anthropic's `messages.parse()`) turn the model object into a
+    parsed one in a post-parser that raises on an answer it rejects (`LengthFinishReasonError`,
+    `ContentFilterFinishReasonError`, a pydantic `ValidationError` on invalid JSON): `request()` then
+    raises, though the provider answered and billed the call. Reading the body first keeps its usage.
+    """
+    options = plan.options
+    parser = options.post_parser
+    ref = weakref.ref(plan)  # the plan holds the options: no reference cycle through this closure
+
+    def post_parser(parsed: Any) -> Any:
+        current = ref()
+        if current is not None and current.call.status == "active":
+            try:
+                current.on_body(parsed)
+                current.complete = True  # the body is accounted: `_on_result` does not read it again
+            except Exception as exc:
+                log_internal_error("sdk response", exc)
+        return parser(parsed)
+
+    plan.options = copy_options(options, "post_parser", post_parser)
 
 
 def _respond(plan: Plan, result: Any, types: SdkTypes) -> None:
@@ -169,7 +216,8 @@ def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
             parsed = _PARSE_FAILED
         _on_parsed(plan, raw, types, parsed)
     else:
-        plan.on_body(result)
+        if not plan.complete:  # not read already before the SDK's post-parser (embeddings have one)
+            plan.on_body(result)
         plan.call.finish()
 
 
@@ -202,6 +250,8 @@ def _on_parsed(plan: Plan, raw: Any, types: SdkTypes, parsed: Any) -> None:
     """What the raw response's parse() gave (and cached for the user): its stream, or its body."""
     if isinstance(parsed, types.all_streams):
         _track(plan, parsed, types)
+        # The user may read the body raw (`iter_lines()`, ...) rather than iterate that stream.
+        _RawRead(plan, parsed).install(raw.http_response, is_async=isinstance(parsed, types.async_streams))
         return
     if parsed is _PARSE_FAILED:
         if plan.streamed:  # the user's own parse() will fail the same way: the call ends on close
@@ -215,20 +265,176 @@ def _on_parsed(plan: Plan, raw: Any, types: SdkTypes, parsed: Any) -> None:
 
 
 def _finish_when_read(plan: Plan, response: Any, *, is_async: bool) -> None:
-    """A non-streamed body the user reads (or not) later: account for it when the response closes."""
+    """A non-streamed body the user reads (or not) later: account for it when the response closes,
+    or, read raw, when the read ends (see `_RawRead`)."""
     call = plan.call
+    if not plan.streamed:
+        _RawRead(plan, None).install(response, is_async=is_async)
 
     def on_close(response: Any) -> None:
         if call.ended:
             return
         try:
             content = response.content
-        except Exception:  # httpx's ResponseNotRead
-            if not response.is_stream_consumed:
-                call.abort()  # closed unread
-            # else: being read right now; httpx closes it itself at the end, the user closes it again
+        except Exception:  # httpx's ResponseNotRead: closed unread, or read raw
+            # Being read raw right now (httpx closes it at the end of the read, from inside it): the
+            # read ends the call. Else closed unread, or part-read, or read past tokenspy (`iter_raw()`).
+            if not _reading_raw(plan):
+                call.abort()
             return
         plan.on_body(json.loads(content))
         call.finish()
 
     hook_close(response, on_close, is_async=is_async)
+
+
+def _reading_raw(plan: Plan) -> bool:
+    """Whether the generator that reads the body for this call (the tracked stream's, or `_RawRead`'s)
+    is running: a close from inside it is the end of the body, which that generator accounts for."""
+    ref = getattr(plan, "_gen", None)
+    gen = None if ref is None else ref()
+    return gen is not None and bool(getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False))
+
+
+class _RawRead:
+    """Accounts for a raw response's body read as bytes rather than through the SDK (`iter_bytes()`,
+    `iter_text()`, `iter_lines()`, `read()` of `with_streaming_response`, or of `.http_response`).
+
+    An instance-level `iter_bytes` (`aiter_bytes`) on the httpx response, which httpx's own `read`,
+    `iter_text` and `iter_lines` go through, keeps the decoded chunks while the user reads them and
+    accounts for the body when the read ends: a JSON body through `on_body`, an SSE body by replaying
+    it through a fresh SDK stream into `on_item` (the SDK's own parsing, once, after the last byte).
+    When the SDK's tracked stream is what reads (the user iterates `parse()`'s stream), the bytes go
+    through untouched: that stream is accounted per item, and this adds nothing per chunk.
+    """
+
+    __slots__ = ("_plan", "_stream")
+
+    def __init__(self, plan: Plan, stream: Any) -> None:
+        self._plan = plan
+        # Weakly: anthropic's stream is collectable by reference counting (closing it), keep it so.
+        self._stream = None if stream is None else weakref.ref(stream)
+
+    def install(self, response: Any, *, is_async: bool) -> None:
+        if is_async:
+            response.aiter_bytes = functools.partial(self._aiter_bytes, weakref.ref(response))
+        else:
+            response.iter_bytes = functools.partial(self._iter_bytes, weakref.ref(response))
+
+    def _tee_now(self) -> bool:
+        return self._plan.call.status == "active" and not _reading_raw(self._plan)
+
+    def _iter_bytes(self, ref: weakref.ref[Any], chunk_size: int | None = None) -> Iterator[bytes]:
+        response: Any = ref()  # alive: this is its method
+        chunks: Iterator[bytes] = type(response).iter_bytes(response, chunk_size)
+        if not self._tee_now():
+            return chunks
+        gen = self._tee(chunks)
+        self._plan._gen = weakref.ref(gen)  # a close from inside the read leaves the end to it
+        return gen
+
+    def _aiter_bytes(self, ref: weakref.ref[Any], chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        response: Any = ref()
+        chunks: AsyncIterator[bytes] = type(response).aiter_bytes(response, chunk_size)
+        if not self._tee_now():
+            return chunks
+        gen = self._atee(chunks)
+        self._plan._gen = weakref.ref(gen)
+        return gen
+
+    def _tee(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        parts: list[bytes] = []
+        try:
+            for chunk in chunks:
+                parts.append(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._end(self._account(parts, complete=False), exc)
+            raise
+        self._end(self._account(parts, complete=True), None)
+
+    async def _atee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        parts: list[bytes] = []
+        try:
+            async for chunk in chunks:
+                parts.append(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._end(await self._aaccount(parts, complete=False), exc)
+            raise
+        self._end(await self._aaccount(parts, complete=True), None)
+
+    # -- accounting (once, at the end of the read) ----------------------------------------------------
+    def _fresh_stream(self, parts: list[bytes]) -> Any:
+        """A new, untracked SDK stream over the bytes read (None for a JSON body, or a stream gone)."""
+        stream = None if self._stream is None else self._stream()
+        if stream is None:
+            return None
+        response = stream.response
+        replay = type(response)(200, headers={"content-type": "text/event-stream"}, content=b"".join(parts),
+                                request=response.request)
+        return type(stream)(cast_to=stream._cast_to, response=replay, client=stream._client,
+                            options=stream._options)
+
+    def _account(self, parts: list[bytes], *, complete: bool) -> BaseException | None:
+        """Feed the call from the bytes read; the SDK's error for an in-band error event, if any."""
+        plan = self._plan
+        if plan.call.status != "active":
+            return None
+        try:
+            if self._stream is None:
+                if complete:
+                    plan.on_body(json.loads(b"".join(parts)))
+                return None
+            fresh = self._fresh_stream(parts)
+            if fresh is None:
+                return None
+            items = iter(fresh)
+            while True:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return None
+                except Exception as exc:  # e.g. openai's APIError for an error event
+                    return exc if complete else None
+                plan.on_item(item)
+        except Exception as exc:
+            log_internal_error("raw response body", exc)
+            return None
+
+    async def _aaccount(self, parts: list[bytes], *, complete: bool) -> BaseException | None:
+        plan = self._plan
+        if plan.call.status != "active":
+            return None
+        try:
+            if self._stream is None:
+                if complete:
+                    plan.on_body(json.loads(b"".join(parts)))
+                return None
+            fresh = self._fresh_stream(parts)
+            if fresh is None:
+                return None
+            items = fresh.__aiter__()
+            while True:
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    return None
+                except Exception as exc:
+                    return exc if complete else None
+                plan.on_item(item)
+        except Exception as exc:
+            log_internal_error("raw response body", exc)
+            return None
+
+    def _end(self, error: BaseException | None, exc: BaseException | None) -> None:
+        """The read ended: to the end (`exc` None), stopped early (GeneratorExit) or failed."""
+        plan = self._plan
+        if isinstance(exc, GeneratorExit):  # the reader stopped: partial, unless the answer was complete
+            plan.stopped()
+        elif exc is not None:
+            plan.errored(exc)
+        elif error is not None:
+            plan.errored(error)
+        else:
+            plan.exhausted()

@@ -13,7 +13,6 @@ A caller's explicit `include_usage` (True or False) is never changed, and its ch
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
 from typing import Any, TypeGuard
@@ -29,7 +28,7 @@ from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, wrap_request
+from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -89,6 +88,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     model = (extra is not None and extra.get("model")) or body.get("model")
     chat = path == "/chat/completions"
     hide = expect = False
+    choices = 1
     if stream and path != "/responses":  # Chat Completions or legacy Completions (embeddings never stream)
         # The caller's own `include_usage`, inline (the common case of a caller who decided).
         holder = extra if extra is not None and "stream_options" in extra else body
@@ -98,15 +98,23 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
             expect = bool(given)
         else:
             options, hide, expect = _ask_stream_usage(client, options, holder, extra)
+        if not expect:  # the answer is complete when every choice has finished
+            choices = _choice_count(extra if extra is not None and "n" in extra else body)
     call = start_call(None, None if model is None else str(model),
                       provider="azure" if isinstance(client, BaseAzureClient) else "openai",
                       prompt=body.get("messages") if chat else _prompt(path, body), streamed=stream, merge=True,
                       operation=operation, tags=tags or None, tools=body.get("tools") or body.get("functions"))
     if chat:
-        return _ChatChunks(call, options, stream, hide, expect)
+        return _ChatChunks(call, options, stream, hide, expect, choices)
     if path == "/responses":
         return _ResponsesEvents(call, options, stream)
-    return _CompletionChunks(call, options, stream, hide, expect)
+    return _CompletionChunks(call, options, stream, hide, expect, choices)
+
+
+def _choice_count(body: Mapping[str, Any]) -> int:
+    """How many choices a stream answers with (`n`): each ends with its own `finish_reason`."""
+    n = body.get("n")
+    return n if type(n) is int and n > 1 else 1
 
 
 def _prompt(path: str, body: Mapping[str, Any]) -> Any:
@@ -134,19 +142,7 @@ def _ask_stream_usage(client: Any, options: Any, holder: Mapping[str, Any],
     asked = {**current, "include_usage": True} if _is_mapping(current) else {"include_usage": True}
     # A copy: never touch the caller's options or dicts.
     field = "extra_json" if holder is extra else "json_data"
-    return _copy_with(options, field, {**holder, "stream_options": asked}), True, True
-
-
-def _copy_with(options: Any, field: str, value: Any) -> Any:
-    """`options` with `field` replaced, on a shallow copy."""
-    fields_set = getattr(options, "__pydantic_fields_set__", None)
-    if fields_set is None:  # pydantic 1
-        return options.copy(update={field: value})
-    # What pydantic 2's `model_copy(update=...)` does, without its config lookups (half the cost).
-    copied = copy.copy(options)
-    copied.__dict__[field] = value
-    copied.__pydantic_fields_set__.add(field)
-    return copied
+    return copy_options(options, field, {**holder, "stream_options": asked}), True, True
 
 
 def _accepts_stream_options(client: Any) -> bool:
@@ -200,14 +196,15 @@ def _text_of(body: Any) -> str:
 class _ChatChunks(_Request):
     """Chat Completions chunks: text (and tool-call) deltas, then usage in the final chunk if asked."""
 
-    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen")
+    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen", "_unfinished")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
-                 expect_usage: bool) -> None:
+                 expect_usage: bool, choices: int = 1) -> None:
         super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
         self._model_seen = False
+        self._unfinished = choices  # choices without a finish_reason yet (counted without a usage chunk)
 
     def on_item(self, chunk: Any) -> bool:
         call = self.call
@@ -230,7 +227,10 @@ class _ChatChunks(_Request):
                 elif delta.refusal:
                     call.add_text(delta.refusal)
             if choice.finish_reason is not None and not self._expect_usage:
-                self.complete = True  # no usage chunk will follow: the answer is complete
+                # No usage chunk will follow: the answer is complete once every choice (`n`) finished.
+                self._unfinished -= 1
+                if self._unfinished <= 0:
+                    self.complete = True
         usage = chunk.usage
         if usage is None:
             return False
@@ -242,13 +242,14 @@ class _ChatChunks(_Request):
 class _CompletionChunks(_Request):
     """Legacy Completions chunks (`choices[i].text`); embeddings, which never stream, use it too."""
 
-    __slots__ = ("_expect_usage", "_hide_usage")
+    __slots__ = ("_expect_usage", "_hide_usage", "_unfinished")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
-                 expect_usage: bool) -> None:
+                 expect_usage: bool, choices: int = 1) -> None:
         super().__init__(call, options, streamed)
         self._hide_usage = hide_usage
         self._expect_usage = expect_usage
+        self._unfinished = choices
 
     def on_item(self, chunk: Any) -> bool:
         call = self.call
@@ -257,7 +258,9 @@ class _CompletionChunks(_Request):
             if choice.text:
                 call.add_text(choice.text)
             if choice.finish_reason is not None and not self._expect_usage:
-                self.complete = True
+                self._unfinished -= 1
+                if self._unfinished <= 0:
+                    self.complete = True
         usage = getattr(chunk, "usage", None)
         if usage is None:
             return False

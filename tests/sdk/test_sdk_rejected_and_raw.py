@@ -1,0 +1,305 @@
+"""Answers the SDK rejects after the provider billed them (`parse()`), bodies read as raw bytes
+(`with_streaming_response`), `n` > 1 streams without a usage chunk, and the peek pattern."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel, ValidationError
+from sdk_helpers import GPT_4O, HAIKU, HAIKU_MODEL, MESSAGES, anthropic_expected, cost, openai_expected, tokens_of
+from test_sdk_openai_chat import PROMPT_ESTIMATE, only_record
+
+import tokenspy
+from tokenspy.testing import FakeProvider
+from tokenspy_core.tokenizer import count_tokens
+
+
+class City(BaseModel):
+    city: str
+
+
+USAGE = {"prompt_tokens": 120, "completion_tokens": 50, "total_tokens": 170}
+
+
+def _completion(content: str, finish_reason: str) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+        ],
+        "usage": USAGE,
+    }
+
+
+def _mock(reply: Callable[[dict[str, Any]], httpx.Response]) -> openai.OpenAI:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(json.loads(request.content))
+
+    return openai.OpenAI(
+        base_url="http://mock/v1",
+        api_key="sk-fake",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+
+
+def _amock(reply: Callable[[dict[str, Any]], httpx.Response]) -> openai.AsyncOpenAI:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return reply(json.loads(request.content))
+
+    return openai.AsyncOpenAI(
+        base_url="http://mock/v1",
+        api_key="sk-fake",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+
+def _assert_failed_with_billed_usage(record: tokenspy.CallRecord, error: str) -> None:
+    """The user got the SDK's exception (failed), the provider's exact usage and its cost."""
+    assert (record.status, record.input_tokens, record.output_tokens, record.usage_source) == (
+        "failed",
+        120,
+        50,
+        "provider",
+    )
+    assert record.partial  # a failed call that got an answer, as every such record
+    assert record.cost == cost(GPT_4O, input=120, output=50)
+    assert record.error is not None and record.error.startswith(error)
+
+
+# -- parse(): the SDK rejects an answer the provider billed ------------------------------------------
+
+
+def test_parse_cut_by_max_tokens_records_the_billed_usage() -> None:
+    client = tokenspy.observe(
+        _mock(lambda body: httpx.Response(200, json=_completion('{"city": "Par', "length")))
+    )
+    with pytest.raises(openai.LengthFinishReasonError):
+        client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=City, max_tokens=50)
+    _assert_failed_with_billed_usage(only_record(), "LengthFinishReasonError")
+
+
+def test_parse_content_filter_records_the_billed_usage() -> None:
+    client = tokenspy.observe(_mock(lambda body: httpx.Response(200, json=_completion("", "content_filter"))))
+    with pytest.raises(openai.ContentFilterFinishReasonError):
+        client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=City)
+    _assert_failed_with_billed_usage(only_record(), "ContentFilterFinishReasonError")
+
+
+def test_parse_invalid_json_records_the_billed_usage() -> None:
+    client = tokenspy.observe(_mock(lambda body: httpx.Response(200, json=_completion("not json", "stop"))))
+    with pytest.raises(ValidationError):
+        client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=City)
+    _assert_failed_with_billed_usage(only_record(), "ValidationError")
+
+
+async def test_async_parse_cut_by_max_tokens_records_the_billed_usage() -> None:
+    client = tokenspy.observe(
+        _amock(lambda body: httpx.Response(200, json=_completion('{"city": "Par', "length")))
+    )
+    with pytest.raises(openai.LengthFinishReasonError):
+        await client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=City)
+    _assert_failed_with_billed_usage(only_record(), "LengthFinishReasonError")
+
+
+def test_parse_accepted_answer_still_finishes_exact() -> None:
+    client = tokenspy.observe(_mock(lambda body: httpx.Response(200, json=_completion('{"city": "Paris"}', "stop"))))
+    parsed = client.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=City)
+    assert parsed.choices[0].message.parsed == City(city="Paris")
+    record = only_record()
+    assert (record.status, record.partial, record.input_tokens, record.output_tokens) == ("finished", False, 120, 50)
+
+
+def test_anthropic_parse_invalid_json_records_the_billed_usage(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    tokenspy.observe(ant)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the SDK raises for invalid JSON
+        ant.messages.parse(model=HAIKU_MODEL, max_tokens=100, messages=MESSAGES, output_format=City)
+    record = only_record()
+    assert (record.status, record.usage_source) == ("failed", "provider")
+    assert tokens_of(record) == anthropic_expected(fp.requests[0]["usage"])
+
+
+# -- with_streaming_response bodies read raw -----------------------------------------------------------
+
+RAW_READS: dict[str, Callable[[Any], object]] = {
+    "iter_bytes": lambda response: list(response.iter_bytes()),
+    "iter_text": lambda response: list(response.iter_text()),
+    "iter_lines": lambda response: list(response.iter_lines()),
+    "http_response.read": lambda response: response.http_response.read(),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("read", list(RAW_READS))
+def test_with_streaming_response_read_raw_to_the_end_records_exact_usage(
+    oai: openai.OpenAI, fp: FakeProvider, read: str, stream: bool
+) -> None:
+    with (
+        tokenspy.session("s"),
+        oai.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=stream
+        ) as response,
+    ):
+        RAW_READS[read](response)
+        record = only_record()  # at the end of the read, not at close or collection
+    expected = openai_expected(fp.requests[0]["usage"])
+    assert tokens_of(record) == expected
+    assert (record.status, record.partial, record.usage_source, record.streamed) == (
+        "finished",
+        False,
+        "provider",
+        stream,
+    )
+
+
+async def test_async_with_streaming_response_read_raw_records_exact_usage(
+    aoai: openai.AsyncOpenAI, fp: FakeProvider
+) -> None:
+    tokenspy.observe(aoai)
+    for stream in (False, True):
+        async with aoai.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=stream
+        ) as response:
+            lines = [line async for line in response.iter_lines()]
+        assert lines
+    records = tokenspy.calls()
+    assert [(r.status, r.partial, r.usage_source) for r in records] == [("finished", False, "provider")] * 2
+    assert [tokens_of(r) for r in records] == [openai_expected(fp.requests[i]["usage"]) for i in (0, 1)]
+
+
+def test_with_streaming_response_stream_read_raw_without_usage_is_estimated_not_partial(
+    oai: openai.OpenAI, fp: FakeProvider
+) -> None:
+    tokenspy.observe(oai)
+    with oai.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": False}
+    ) as response:
+        response.read()
+    record = only_record()
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "estimated")
+    assert (record.input_tokens, record.output_tokens) == (PROMPT_ESTIMATE, count_tokens(fp.reply, "gpt-4o"))
+
+
+def test_with_streaming_response_stream_raw_read_stopped_early_is_partial(
+    oai: openai.OpenAI, fp: FakeProvider
+) -> None:
+    tokenspy.observe(oai)
+    fp.set_flags("slow")
+    full = count_tokens(fp.reply, "gpt-4o")
+    with oai.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        for i, _line in enumerate(response.iter_lines()):
+            if i == 8:
+                break
+        record = only_record()  # at the break
+    assert (record.status, record.partial, record.usage_source) == ("aborted", True, "estimated")
+    assert 0 < record.output_tokens < full  # the text of the bytes read so far
+
+
+def test_with_streaming_response_parsed_stream_is_still_tracked_per_item(
+    oai: openai.OpenAI, fp: FakeProvider
+) -> None:
+    tokenspy.observe(oai)
+    with oai.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    ) as response:
+        chunks = list(response.parse())
+    assert all(c.choices for c in chunks)  # the usage chunk tokenspy asked for is still hidden
+    record = only_record()
+    assert tokens_of(record) == openai_expected(fp.requests[0]["usage"])
+    assert (record.status, record.partial) == ("finished", False)
+
+
+def test_anthropic_with_streaming_response_stream_read_raw_records_exact_usage(
+    ant: anthropic.Anthropic, fp: FakeProvider
+) -> None:
+    tokenspy.observe(ant)
+    with ant.messages.with_streaming_response.create(
+        model=HAIKU_MODEL, max_tokens=100, messages=MESSAGES, stream=True
+    ) as response:
+        assert list(response.iter_lines())
+    record = only_record()
+    expected = anthropic_expected(fp.requests[0]["usage"])
+    assert tokens_of(record) == expected
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
+    assert record.cost == cost(
+        HAIKU,
+        input=expected["input_tokens"],
+        output=expected["output_tokens"],
+        cached=expected["cached_input_tokens"],
+        write=expected["cache_write_tokens"],
+    )
+
+
+# -- n > 1 without a usage chunk -----------------------------------------------------------------------
+
+
+def _two_choices(body: dict[str, Any]) -> httpx.Response:
+    def chunk(choices: list[dict[str, Any]]) -> str:
+        data = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o", "choices": choices}
+        return f"data: {json.dumps(data)}\n\n"
+
+    events = [
+        chunk([{"index": 0, "delta": {"content": "A"}}, {"index": 1, "delta": {"content": "B"}}]),
+        chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        chunk([{"index": 1, "delta": {"content": " and a longer second answer"}}]),
+        chunk([{"index": 1, "delta": {}, "finish_reason": "stop"}]),
+    ]
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content="".join(events) + "data: [DONE]\n\n"
+    )
+
+
+def test_n2_stop_after_first_choice_finished_is_partial() -> None:
+    client = tokenspy.observe(_mock(_two_choices))
+    s = client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, n=2, stream=True, stream_options={"include_usage": False}
+    )
+    for chunk in s:
+        if chunk.choices[0].index == 0 and chunk.choices[0].finish_reason:
+            break
+    s.close()
+    record = only_record()
+    assert (record.status, record.partial) == ("aborted", True)
+    assert record.output_tokens == count_tokens("AB", "gpt-4o")
+
+
+def test_n2_every_choice_finished_then_closed_is_finished() -> None:
+    client = tokenspy.observe(_mock(_two_choices))
+    s = client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, n=2, stream=True, stream_options={"include_usage": False}
+    )
+    for seen, _chunk in enumerate(s, 1):
+        if seen == 4:  # the last finish_reason, before [DONE]
+            break
+    s.close()
+    record = only_record()
+    assert (record.status, record.partial) == ("finished", False)
+    assert record.output_tokens == count_tokens("AB and a longer second answer", "gpt-4o")
+
+
+# -- peeking at the first chunk ----------------------------------------------------------------------
+
+
+def test_peek_with_next_on_the_stream_then_loop_records_exact_usage(oai: openai.OpenAI, fp: FakeProvider) -> None:
+    # The documented way to peek: `next(stream)`. (`next(iter(stream))` drops the iterator `iter()`
+    # made, which is how tokenspy sees a `break`: see docs/sdk.md, Known limits.)
+    tokenspy.observe(oai)
+    s = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    first = next(s)
+    rest = list(s)
+    assert "".join(c.choices[0].delta.content or "" for c in [first, *rest]) == fp.reply
+    record = only_record()
+    assert tokens_of(record) == openai_expected(fp.requests[0]["usage"])
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
