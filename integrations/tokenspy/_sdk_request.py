@@ -376,20 +376,22 @@ class _RawRead:
         return type(stream)(cast_to=stream._cast_to, response=replay, client=stream._client,
                             options=stream._options)
 
-    def _account(self, parts: list[bytes], *, complete: bool) -> BaseException | None:
-        """Feed the call from the bytes read; the SDK's error for an in-band error event, if any."""
+    def _replay(self, parts: list[bytes], *, complete: bool) -> Any:
+        """A JSON body is accounted here; an SSE body gives the fresh stream to feed the call from."""
         plan = self._plan
         if plan.call.status != "active":
             return None
+        if self._stream is None:
+            if complete:
+                plan.on_body(json.loads(b"".join(parts)))
+            return None
+        return self._fresh_stream(parts)
+
+    def _account(self, parts: list[bytes], *, complete: bool) -> BaseException | None:
+        """Feed the call from the bytes read; the SDK's error for an in-band error event, if any."""
         try:
-            if self._stream is None:
-                if complete:
-                    plan.on_body(json.loads(b"".join(parts)))
-                return None
-            fresh = self._fresh_stream(parts)
-            if fresh is None:
-                return None
-            items = iter(fresh)
+            fresh = self._replay(parts, complete=complete)
+            items = iter(()) if fresh is None else iter(fresh)
             while True:
                 try:
                     item = next(items)
@@ -397,21 +399,15 @@ class _RawRead:
                     return None
                 except Exception as exc:  # e.g. openai's APIError for an error event
                     return exc if complete else None
-                plan.on_item(item)
+                self._plan.on_item(item)
         except Exception as exc:
             log_internal_error("raw response body", exc)
             return None
 
     async def _aaccount(self, parts: list[bytes], *, complete: bool) -> BaseException | None:
-        plan = self._plan
-        if plan.call.status != "active":
-            return None
+        """`_account` for an async stream: only the iteration differs."""
         try:
-            if self._stream is None:
-                if complete:
-                    plan.on_body(json.loads(b"".join(parts)))
-                return None
-            fresh = self._fresh_stream(parts)
+            fresh = self._replay(parts, complete=complete)
             if fresh is None:
                 return None
             items = fresh.__aiter__()
@@ -422,7 +418,7 @@ class _RawRead:
                     return None
                 except Exception as exc:
                     return exc if complete else None
-                plan.on_item(item)
+                self._plan.on_item(item)
         except Exception as exc:
             log_internal_error("raw response body", exc)
             return None

@@ -28,15 +28,13 @@ from llama_index.core.llms import (
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI
+from test_llamaindex_chunks import PROMPT, QUESTION
 
 import tokenspy
 from tokenspy.llamaindex import TokenSpyHandler
 from tokenspy.llamaindex.instrumentation import TAP
 from tokenspy.testing import FakeProvider
 from tokenspy_core.tokenizer import count_message_tokens, count_tokens, count_tool_tokens
-
-QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
-PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def usage(record: tokenspy.CallRecord) -> tuple[Any, ...]:

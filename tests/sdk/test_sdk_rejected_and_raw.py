@@ -12,7 +12,17 @@ import httpx
 import openai
 import pytest
 from pydantic import BaseModel, ValidationError
-from sdk_helpers import GPT_4O, HAIKU, HAIKU_MODEL, MESSAGES, anthropic_expected, cost, openai_expected, tokens_of
+from sdk_helpers import (
+    GPT_4O,
+    HAIKU,
+    HAIKU_MODEL,
+    MESSAGES,
+    anthropic_expected,
+    assert_exact,
+    cost,
+    openai_expected,
+    tokens_of,
+)
 from test_sdk_openai_chat import PROMPT_ESTIMATE, only_record
 
 import tokenspy
@@ -40,28 +50,18 @@ def _completion(content: str, finish_reason: str) -> dict[str, Any]:
     }
 
 
-def _mock(reply: Callable[[dict[str, Any]], httpx.Response]) -> openai.OpenAI:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return reply(json.loads(request.content))
+def _transport(reply: Callable[[dict[str, Any]], httpx.Response]) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: reply(json.loads(request.content)))
 
-    return openai.OpenAI(
-        base_url="http://mock/v1",
-        api_key="sk-fake",
-        max_retries=0,
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
-    )
+
+def _mock(reply: Callable[[dict[str, Any]], httpx.Response]) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://mock/v1", api_key="sk-fake", max_retries=0,
+                         http_client=httpx.Client(transport=_transport(reply)))
 
 
 def _amock(reply: Callable[[dict[str, Any]], httpx.Response]) -> openai.AsyncOpenAI:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return reply(json.loads(request.content))
-
-    return openai.AsyncOpenAI(
-        base_url="http://mock/v1",
-        api_key="sk-fake",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-    )
+    return openai.AsyncOpenAI(base_url="http://mock/v1", api_key="sk-fake", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=_transport(reply)))
 
 
 def _assert_failed_with_billed_usage(record: tokenspy.CallRecord, error: str) -> None:
@@ -229,17 +229,7 @@ def test_anthropic_with_streaming_response_stream_read_raw_records_exact_usage(
         model=HAIKU_MODEL, max_tokens=100, messages=MESSAGES, stream=True
     ) as response:
         assert list(response.iter_lines())
-    record = only_record()
-    expected = anthropic_expected(fp.requests[0]["usage"])
-    assert tokens_of(record) == expected
-    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
-    assert record.cost == cost(
-        HAIKU,
-        input=expected["input_tokens"],
-        output=expected["output_tokens"],
-        cached=expected["cached_input_tokens"],
-        write=expected["cache_write_tokens"],
-    )
+    assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
 
 
 # -- n > 1 without a usage chunk -----------------------------------------------------------------------
