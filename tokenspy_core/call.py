@@ -174,6 +174,10 @@ def error_text(error: BaseException) -> str:
     return name
 
 
+def _drop(text: str) -> None:
+    pass
+
+
 def active_call() -> Call | None:
     """The call an outer layer (a framework adapter) marked active in this context, if any.
 
@@ -241,6 +245,13 @@ class Call:
         """The first output arrived without text (a tool-call delta, an audio chunk)."""
         if self._ttft is None:
             self._ttft = self._clock() - self._started
+
+    def text_appender(self) -> Callable[[str], None]:
+        """`add_text` for an adapter's per-chunk loop, to call when the first text arrives (it is the
+        first token): a function that keeps one non-empty delta, with nothing else to check per chunk.
+        Text it gets after the call ended is never read."""
+        self.mark_first_token()
+        return self._parts.append if self.status == "active" else _drop
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
@@ -482,6 +493,9 @@ class MergedCall:
 
     def mark_first_token(self) -> None:
         pass
+
+    def text_appender(self) -> Callable[[str], None]:
+        return _drop
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         self.outer.set_usage(usage, **fields)

@@ -1,13 +1,14 @@
 """Streams: the user keeps the SDK's own stream object; tokenspy watches what flows through it.
 
-`track_stream(stream, tracker)` changes three things on that one object, and nothing else:
+`track_stream(stream, tracker)` changes two things on that one object, and nothing else:
 
-- its `_iterator` (where both SDKs' `__next__`/`__iter__` pull items) becomes a generator that feeds
-  each item to the tracker, O(1), and yields it unchanged and at once (it can hide one item: the
-  usage-only chunk tokenspy asked for), then ends the call on exhaustion or error;
 - its class becomes a cached subclass of its own class (so `isinstance(s, openai.Stream)` holds)
-  whose `__iter__`/`__aiter__` notice a consumer that stops early (`break`, an exception in the loop
-  body): the iterator object they hand out ends the call when it is dropped;
+  whose `__iter__`/`__next__` (`__aiter__`/`__anext__`) feed each item the SDK's own ones give to the
+  tracker, O(1), and hand it on unchanged and at once (the tracker can hide one item: the usage-only
+  chunk tokenspy asked for), then end the call on exhaustion or error. The iterator a `for` loop gets
+  also notices a consumer that stops early (`break`, an exception in the loop body): dropped, it ends
+  the call. (A stream whose class cannot be switched gets its `_iterator`, where both SDKs pull items
+  from, wrapped instead.)
 - its HTTP response gets an instance-level `close`/`aclose` that ends the call first. Every way of
   closing goes through it: `Stream.close()`, `with`/`async with`, the SDK helpers (`messages.stream()`,
   `chat.completions.stream()`) which close the response directly, and garbage collection. The first
@@ -207,8 +208,8 @@ class StreamTracker(CloseHook):
         if self.call.status != "active":  # `call.ended`, without a property call
             return
         gen = self._gen()
-        # The SDK's own generator closes the response when the body ends or fails, while our
-        # generator is running it; that generator then ends the call with the right outcome.
+        # The SDK's own generator closes the response when the body ends or fails, while it runs under
+        # tokenspy's iteration, which then ends the call with the right outcome.
         if gen is not None and (getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False)):
             return
         self.stopped()
@@ -266,19 +267,6 @@ async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIte
     tracker.exhausted()
 
 
-def _consumer(it: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
-    """What `for chunk in stream` iterates: closed before the end means the consumer stopped.
-
-    A generator (dropped after `break`, it is closed at once by reference counting), delegating
-    with `yield from`, the cheapest pass-through per item.
-    """
-    try:
-        yield from it
-    finally:
-        if tracker.call.status == "active" and not sys.is_finalizing():
-            tracker.stopped()
-
-
 class _AsyncConsumer:
     """`async for`'s iterator; a plain object, so dropping it after `break` is noticed at once
     (an async generator would only be finalized later by the event loop)."""
@@ -300,11 +288,54 @@ class _AsyncConsumer:
             self._tracker.stopped()
 
 
+def _pull(tracker: StreamTracker, sdk_next: Callable[[Any], Any], stream: Any) -> Any:
+    """`next(stream)` on a tracked stream: the SDK's own `__next__`, each item accounted."""
+    while True:
+        try:
+            item = sdk_next(stream)
+        except StopIteration:
+            tracker.exhausted()
+            raise
+        except BaseException as exc:
+            tracker.errored(exc)
+            raise
+        try:
+            if not tracker.on_item(item):
+                return item
+        except Exception as exc:
+            log_internal_error("stream item", exc)
+            return item
+
+
+async def _apull(tracker: StreamTracker, sdk_anext: Callable[[Any], Any], stream: Any) -> Any:
+    while True:
+        try:
+            item = await sdk_anext(stream)
+        except StopAsyncIteration:
+            tracker.exhausted()
+            raise
+        except BaseException as exc:
+            tracker.errored(exc)
+            raise
+        try:
+            if not tracker.on_item(item):
+                return item
+        except Exception as exc:
+            log_internal_error("stream item", exc)
+            return item
+
+
 _subclasses: dict[type, type] = {}  # stream class -> its tracked subclass; a tracked subclass -> itself
 
 
 def _tracked_class(cls: type, *, is_async: bool) -> type:
-    """`cls` plus an `__iter__` (`__aiter__`) that notices early stops; made once per stream class.
+    """`cls` whose iteration feeds the stream's tracker; made once per stream class.
+
+    The SDK's own `__iter__`/`__next__` (`__aiter__`/`__anext__`) still run, and the stream's
+    `_iterator` stays the SDK's: a `for` loop adds one generator level (`_items`, which also notices an
+    early stop: dropped after `break`, it is closed at once by reference counting). The chain of running
+    generators is walked by every exception raised under it (the SDKs raise and catch several per
+    chunk), so each level costs more than its own resumption.
 
     A plain one-level subclass with no slots, so its instances have the SDK class's layout and
     `__class__` can be switched on an existing stream.
@@ -316,22 +347,35 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
                                  "__qualname__": cls.__qualname__}
     if is_async:
         sdk_aiter = cls.__aiter__  # type: ignore[attr-defined]
+        sdk_anext = cls.__anext__  # type: ignore[attr-defined]
 
         def __aiter__(self: Any) -> AsyncIterator[Any]:
+            tracker: StreamTracker | None = getattr(self, _ATTR, None)
             it: AsyncIterator[Any] = sdk_aiter(self)
+            return it if tracker is None else _AsyncConsumer(_aitems(it, tracker), tracker)
+
+        def __anext__(self: Any) -> Any:
             tracker = getattr(self, _ATTR, None)
-            return it if tracker is None else _AsyncConsumer(it, tracker)
+            return sdk_anext(self) if tracker is None else _apull(tracker, sdk_anext, self)
 
         namespace["__aiter__"] = __aiter__
+        namespace["__anext__"] = __anext__
     else:
         sdk_iter = cls.__iter__  # type: ignore[attr-defined]
+        sdk_next = cls.__next__  # type: ignore[attr-defined]
 
+        # A stream of this class may have no tracker: one made with `type(stream)(...)`.
         def __iter__(self: Any) -> Iterator[Any]:
-            it: Iterator[Any] = sdk_iter(self)
             tracker = getattr(self, _ATTR, None)
-            return it if tracker is None else _consumer(it, tracker)
+            it: Iterator[Any] = sdk_iter(self)
+            return it if tracker is None else _items(it, tracker)
+
+        def __next__(self: Any) -> Any:
+            tracker = getattr(self, _ATTR, None)
+            return sdk_next(self) if tracker is None else _pull(tracker, sdk_next, self)
 
         namespace["__iter__"] = __iter__
+        namespace["__next__"] = __next__
     # Same name, module and qualname: reprs and error messages read exactly as the SDK's.
     sub = _subclasses[cls] = type(cls.__name__, (cls,), namespace)
     _subclasses[sub] = sub
@@ -342,19 +386,20 @@ def track_stream(stream: Any, tracker: StreamTracker, *, is_async: bool, own_cla
     """Make `stream` (an openai or anthropic `Stream`/`AsyncStream`) feed `tracker`.
 
     `own_class`: the stream is of the SDK's own class (not a subclass some other instrumentation made,
-    possibly one per call): only then is it switched to a tracked subclass, cached per class.
+    possibly one per call): only then is it switched to a tracked subclass, cached per class. Otherwise
+    (or should the class refuse) its `_iterator` is wrapped instead: an early stop is then seen at
+    close or collection.
     """
     inner = stream._iterator  # anthropic builds it lazily (a cached_property): this builds it now
-    gen: Any = _aitems(inner, tracker) if is_async else _items(inner, tracker)
-    tracker._gen = _weak(gen)
-    stream._iterator = gen
+    # A close from inside the SDK's generator (the body ended or failed) is left to whoever runs it.
+    tracker._gen = _weak(inner)
     stream._tokenspy_stream = tracker  # `_ATTR`; not through `__dict__`, which would build the instance dict
     if own_class:
         cls = type(stream)
-        # Should the class refuse, early stops are still seen at close or collection. (A plain try:
-        # `contextlib.suppress` costs a context manager per stream.)
-        try:  # noqa: SIM105
+        try:
             stream.__class__ = _subclasses.get(cls) or _tracked_class(cls, is_async=is_async)
         except TypeError:
-            pass
+            own_class = False
+    if not own_class:
+        stream._iterator = _aitems(inner, tracker) if is_async else _items(inner, tracker)
     tracker.hook(stream.response, is_async=is_async)

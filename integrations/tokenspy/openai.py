@@ -14,7 +14,7 @@ A caller's explicit `include_usage` (True or False) is never changed, and its ch
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 import openai
@@ -196,7 +196,7 @@ def _text_of(body: Any) -> str:
 class _ChatChunks(_Request):
     """Chat Completions chunks: text (and tool-call) deltas, then usage in the final chunk if asked."""
 
-    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen", "_unfinished")
+    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen", "_text", "_unfinished")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool, choices: int = 1) -> None:
@@ -205,27 +205,32 @@ class _ChatChunks(_Request):
         self._expect_usage = expect_usage
         self._model_seen = False
         self._unfinished = choices  # choices without a finish_reason yet (counted without a usage chunk)
+        self._text: Callable[[str], None] = self._first_text  # then the call's text appender
+
+    def _first_text(self, text: str) -> None:
+        self._text = self.call.text_appender()
+        self._text(text)
 
     def on_item(self, chunk: Any) -> bool:
-        call = self.call
+        # Once per chunk: most chunks are one choice with a text delta, read with nothing else.
         if not self._model_seen and chunk.model:
             self._model_seen = True
-            call.set_model(chunk.model)
+            self.call.set_model(chunk.model)
         choices = chunk.choices
         for choice in choices:
             delta = choice.delta
             if delta is not None:
                 content = delta.content
                 if content:
-                    call.add_text(content)
+                    self._text(content)
                 elif delta.tool_calls:
-                    call.mark_first_token()
+                    self.call.mark_first_token()
                     for tool_call in delta.tool_calls:
                         function = tool_call.function
                         if function is not None:
-                            call.add_text((function.name or "") + (function.arguments or ""))
+                            self.call.add_text((function.name or "") + (function.arguments or ""))
                 elif delta.refusal:
-                    call.add_text(delta.refusal)
+                    self.call.add_text(delta.refusal)
             if choice.finish_reason is not None and not self._expect_usage:
                 # No usage chunk will follow: the answer is complete once every choice (`n`) finished.
                 self._unfinished -= 1
@@ -234,7 +239,7 @@ class _ChatChunks(_Request):
         usage = chunk.usage
         if usage is None:
             return False
-        call.set_usage(usage_from_openai(usage))
+        self.call.set_usage(usage_from_openai(usage))
         self.complete = True
         return self._hide_usage and not choices
 

@@ -49,6 +49,20 @@ def test_aborted_stream_without_usage_is_estimated_and_partial(tracker: Tracker)
     assert record.cost_femto == record.input_tokens * 2_500_000_000 + record.output_tokens * 10_000_000_000
 
 
+def test_text_appender_marks_the_first_token_and_feeds_the_estimate() -> None:
+    clock = iter([0.0, 0.25, 1.0, 9.0])  # start, first text, end, (unused)
+    call = Call(Tracker(clock=lambda: next(clock)), "gpt-4o", prompt=PROMPT, streamed=True)
+    append = call.text_appender()
+    for piece in REPLY[:3]:
+        append(piece)
+    record = call.abort()
+    assert record is not None and record.ttft_s == 0.25 and record.latency_s == 1.0
+    assert record.output_tokens == count_tokens("".join(REPLY[:3]), "gpt-4o")
+    late = call.text_appender()  # after the end: text goes nowhere
+    late("more")
+    assert call.record is record and record.output_tokens == count_tokens("".join(REPLY[:3]), "gpt-4o")
+
+
 def test_aborted_after_anthropic_message_start_is_mixed(tracker: Tracker) -> None:
     # An adapter passes message_start's input and cache numbers (its output_tokens=1 is a placeholder).
     call = Call(tracker, "claude-3-5-sonnet-20241022", provider="anthropic", prompt=PROMPT, streamed=True)
