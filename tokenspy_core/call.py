@@ -417,7 +417,9 @@ class Call:
                                 if billed else 0)
                 if billed:
                     estimated = ("input_tokens",)
-            if output_tokens is None:
+            if output_tokens is None and self.operation == "embeddings":
+                output_tokens = 0  # an embedding has no output tokens: nothing to estimate
+            elif output_tokens is None:
                 text = "".join(self._parts)
                 if not text and self._final_text is not None:
                     final = self._final_text

@@ -63,6 +63,14 @@ def test_text_appender_marks_the_first_token_and_feeds_the_estimate() -> None:
     assert call.record is record and record.output_tokens == count_tokens("".join(REPLY[:3]), "gpt-4o")
 
 
+def test_an_embedding_without_usage_estimates_only_its_input(tracker: Tracker) -> None:
+    call = Call(tracker, "text-embedding-3-small", prompt="hello world", operation="embeddings")
+    record = call.finish()
+    assert record is not None
+    assert record.estimated_fields == ("input_tokens",) and record.usage_source == "estimated"
+    assert (record.input_tokens, record.output_tokens) == (count_tokens("hello world", "text-embedding-3-small"), 0)
+
+
 def test_aborted_after_anthropic_message_start_is_mixed(tracker: Tracker) -> None:
     # An adapter passes message_start's input and cache numbers (its output_tokens=1 is a placeholder).
     call = Call(tracker, "claude-3-5-sonnet-20241022", provider="anthropic", prompt=PROMPT, streamed=True)
