@@ -110,6 +110,21 @@ def test_anonymous_plumbing_adds_no_level_and_named_runs_do(
     assert handler.open_runs == 0
 
 
+def test_a_model_wrapped_with_retry_adds_no_level(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    # `with_retry()` runs the model under a chain named after it (its class name, or its `name`).
+    llm = openai_chat(fp)
+    writer = openai_chat(fp).with_config(run_name="ignored")  # run_name of the model run, not of the wrapper
+    named = ChatPromptTemplate.from_messages([("human", "{q}")]) | llm.with_retry(stop_after_attempt=2)
+    config: RunnableConfig = {"callbacks": [handler]}
+    with tokenspy.session("s"):
+        llm.with_retry(stop_after_attempt=2).invoke("a", config=config)
+        named.with_config(run_name="qa").invoke({"q": "b"}, config=config)
+        llm.bind(stop=["x"]).with_retry().invoke("c", config=config)
+        writer.with_retry().invoke("d", config=config)
+    assert paths() == [("s",), ("s", "qa"), ("s",), ("s", "ignored")]
+    assert handler.open_runs == 0
+
+
 def test_langgraph_nodes_and_named_chains_inside_them(fp: FakeProvider, handler: TokenSpyHandler) -> None:
     llm = openai_chat(fp)
     writer = (ChatPromptTemplate.from_messages([("human", "Write about {topic}")]) | llm).with_config(

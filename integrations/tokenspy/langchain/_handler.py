@@ -180,7 +180,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         params = kwargs.get("invocation_params") or _NO_PARAMS
         name = kwargs.get("name")  # set only when the model run itself was given a run_name
         run = self._runs.start(run_id, parent_run_id, name=name, kind="step" if name else None,
-                               task=task_key(metadata))
+                               task=task_key(metadata),
+                               model=serialized.get("name") if parent_run_id is not None and type(serialized) is dict
+                               else None)
         if run is None:
             return
         tracker = self._tracker if self._tracker is not None else default_tracker()

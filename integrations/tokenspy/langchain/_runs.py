@@ -104,15 +104,26 @@ class RunTree:
         return None if run_id is None else self._runs.get(run_id.int)
 
     def start(self, run_id: UUID, parent_run_id: UUID | None, *, name: str | None, kind: str | None,
-              task: Any = None, attributes: Mapping[str, Any] | None = None) -> Run | None:
-        """Register a run; None if it is already known (the same handler reached twice)."""
+              task: Any = None, attributes: Mapping[str, Any] | None = None, model: str | None = None) -> Run | None:
+        """Register a run; None if it is already known (the same handler reached twice).
+
+        `model`: a model run's model name (the model's `name`, else its class name)."""
         key = run_id.int
         if key in self._runs:
             return None
         parent = self.get(parent_run_id)
-        # A run whose parent this handler never saw (callbacks passed to one model only, or a root
-        # that already ended) is a root of its own, under whatever tokenspy span is current here.
-        attach = inner_span(current_span(), parent.attach) if parent is not None else current_span()
+        if parent is not None:
+            outer = parent.attach
+            wrapper = parent.span
+            if model is not None and wrapper is not None and wrapper.kind == "chain" and wrapper.name == model:
+                # A chain named after the model it runs is a wrapper of it (`model.with_retry()`), not a
+                # level of the user's: the model's calls go where the model alone would put them.
+                outer = wrapper.parent
+            attach = inner_span(current_span(), outer)
+        else:
+            # A run whose parent this handler never saw (callbacks passed to one model only, or a root
+            # that already ended) is a root of its own, under whatever tokenspy span is current here.
+            attach = current_span()
         span = Span(name or kind or "run", kind, attach, attributes=attributes) if kind else None
         with self._lock:
             root_run = self._runs.get(parent.root) if parent is not None else None
