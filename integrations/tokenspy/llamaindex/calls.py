@@ -51,11 +51,16 @@ def open_call(owner: TokenSpyHandler, model: str | None, *, parent: Span | None,
 class LLMCall:
     """An LLM call: `chunk()` per streamed response, then `end()` or `error()`."""
 
-    __slots__ = ("call", "finalizer", "model", "own", "plain", "started", "text")
+    __slots__ = ("call", "finalizer", "framed", "model", "own", "plain", "started", "text")
 
-    def __init__(self, call: Call | MergedCall, model: str | None) -> None:
+    def __init__(self, call: Call | MergedCall, model: str | None,
+                 framed: list[dict[str, str]] | None = None) -> None:
         self.call = call
         self.model = model
+        # A completion sent as chat messages: the very list the core estimates the prompt from, so
+        # a chat the completion makes inside it can put in the messages actually sent (`adopt`).
+        # A call merged into an outer one shares the outer call's list.
+        self.framed = framed
         self.own = isinstance(call, Call)  # else merged into an outer call, which keeps text and ends
         self.started = False  # a chunk arrived
         # Its own call, past the first chunk: the dispatcher's event handler appends a plain text
@@ -100,6 +105,14 @@ class LLMCall:
             usage = payloads.usage_of(response)
             if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
                 call.set_usage(usage)
+
+    def adopt(self, messages: list[dict[str, str]]) -> None:
+        """The chat a completion call made inside it (an LLM whose `complete` runs its own `chat`, or
+        a wrapper running another LLM's): its messages, a system one included, are what the provider
+        bills, rather than our one-message framing. Only a completion framed as chat has the list."""
+        framed = self.framed
+        if framed is not None and messages:
+            framed[:] = messages
 
     def _flush(self) -> None:
         """Hand the streamed text to the call: before it ends, whichever way it ends."""
@@ -240,16 +253,31 @@ class EmbeddingCall:
 
 
 def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, instance: Any, *,
-              prompt: Any, tools: Any, streamed: bool, parent: Span | None, enforce_budget: bool) -> LLMCall:
-    """`tools`: the tool definitions offered, counted with the prompt if the input must be estimated."""
+              prompt: Any, extra: Any, chat: bool, streamed: bool, parent: Span | None,
+              enforce_budget: bool) -> LLMCall:
+    """A call of its own, from a start event: chat `messages` or a completion `prompt` string.
+
+    `extra`: the start event's `additional_kwargs`; the tool definitions it offers are counted with
+    the prompt if the input must be estimated.
+    """
     model = payloads.model_of(model_dict, instance)
+    framed = None
+    if chat:
+        prompt = payloads.prompt_of_messages(prompt)
+    else:
+        prompt = payloads.completion_prompt(prompt, model_dict)
+        framed = prompt if isinstance(prompt, list) else None
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
-                     provider=payloads.provider_of(model_dict, instance), prompt=prompt, tools=tools,
-                     streamed=streamed)
-    return LLMCall(call, model)
+                     provider=payloads.provider_of(model_dict, instance), prompt=prompt,
+                     tools=payloads.tools_of(extra), streamed=streamed)
+    return LLMCall(call, model, framed)
 
 
-def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: Any) -> LLMCall:
+def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: Any,
+               messages: Any = None) -> LLMCall:
+    """A call made inside `outer`, merged into it; `messages`: its chat messages, if it is a chat."""
+    if messages is not None:
+        outer.adopt(payloads.prompt_of_messages(messages))
     outer_call = outer.call
     target = outer_call.outer if isinstance(outer_call, MergedCall) else outer_call
-    return LLMCall(MergedCall(target), payloads.model_of(model_dict, instance))
+    return LLMCall(MergedCall(target), payloads.model_of(model_dict, instance), outer.framed)

@@ -113,14 +113,13 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         return state
 
     def _start_llm(self, span_id: str | None, model_dict: Any, payload: dict[str, Any]) -> LLMCall:
+        messages = payload.get(EventPayload.MESSAGES)
         outer = LEGACY.enclosing(model_dict)
         if outer is not None:
-            return nested_llm(outer, model_dict, None)
-        messages = payload.get(EventPayload.MESSAGES)
-        prompt = (payloads.prompt_of_messages(messages) if messages is not None
-                  else payload.get(EventPayload.PROMPT))
-        return start_llm(self, model_dict, None, prompt=prompt,
-                         tools=payloads.tools_of(payload.get(EventPayload.ADDITIONAL_KWARGS)),
+            return nested_llm(outer, model_dict, None, messages)
+        chat = messages is not None
+        return start_llm(self, model_dict, None, prompt=messages if chat else payload.get(EventPayload.PROMPT),
+                         extra=payload.get(EventPayload.ADDITIONAL_KWARGS), chat=chat,
                          streamed=payloads.is_stream_method(span_id), parent=TAP.anchor(span_id),
                          enforce_budget=True)
 

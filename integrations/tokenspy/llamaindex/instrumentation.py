@@ -417,15 +417,13 @@ class Tap:
         info = self._open.get(span_id)
         instance = info.instance if info is not None else None
         if info is not None and info.enclosing is not None and not info.enclosing.ended:
-            state = nested_llm(info.enclosing, model_dict, instance)
+            state = nested_llm(info.enclosing, model_dict, instance, prompt if chat else None)
         else:
             owner = self._owner(info)
             if owner is None:
                 return
-            if chat:
-                prompt = payloads.prompt_of_messages(prompt)
             try:
-                state = start_llm(owner, model_dict, instance, prompt=prompt, tools=payloads.tools_of(extra),
+                state = start_llm(owner, model_dict, instance, prompt=prompt, extra=extra, chat=chat,
                                   streamed=payloads.is_stream_method(span_id),
                                   parent=info.anchor if info is not None else current_span(),
                                   enforce_budget=info is not None and info.legacy)

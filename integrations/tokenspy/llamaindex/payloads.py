@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from tokenspy_core.usage import field_of
 
 __all__ = [
+    "completion_prompt",
     "get",
     "is_stream_method",
     "model_of",
@@ -132,6 +133,20 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, str]]:
     for message in messages or ():
         content = _get(message, "content")
         prompt.append({"role": _role(message), "content": content if isinstance(content, str) else ""})
+    return prompt
+
+
+def completion_prompt(prompt: Any, model_dict: Mapping[str, Any] | None) -> Any:
+    """A completion call's prompt in the shape it is sent: one user message on a chat model.
+
+    A chat model serves `complete`/`stream_complete` (and their async forms) through its chat
+    endpoint (llama-index-llms-openai: `chat_to_completion_decorator`, i.e. `prompt_to_messages`),
+    so the provider bills the prompt with the per-message framing; counted as a bare string, the
+    estimate falls short by it. The system prompt is not sent on this path, so it is not added; an
+    LLM whose completion runs its own `chat` has that chat's messages put in (`LLMCall.adopt`).
+    """
+    if isinstance(prompt, str) and _get(model_dict, "is_chat_model") is True:
+        return [{"role": "user", "content": prompt}]
     return prompt
 
 
