@@ -17,6 +17,7 @@ a billed answer and make `request()` raise: the body is read before it runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -29,9 +30,9 @@ from tokenspy_core import BudgetExceededError
 from tokenspy_core._guard import log_internal_error
 
 from ._observe import tracking
-from ._sdk_stream import CallLike, StreamTracker, end_on_exception, hook_close, track_stream
+from ._sdk_stream import CallLike, CloseHook, StreamTracker, end_on_exception, hook_close, track_stream
 
-__all__ = ["Plan", "SdkTypes", "copy_options", "wrap_request"]
+__all__ = ["Plan", "SdkTypes", "copy_options", "wrap_request", "wrap_retry_sleep"]
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # the same in both SDKs (Stainless-generated)
 
@@ -168,7 +169,7 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
                                       stream_cls=stream_cls))
                 except BaseException as exc:
                     if plan is not None:
-                        end_on_exception(plan.call, exc)
+                        _request_failed(plan.call, exc)
                     raise
                 if plan is not None:
                     await _arespond(plan, result, types)
@@ -188,7 +189,7 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
                                   stream_cls=stream_cls))
             except BaseException as exc:
                 if plan is not None:
-                    end_on_exception(plan.call, exc)
+                    _request_failed(plan.call, exc)
                 raise
             if plan is not None:
                 _respond(plan, result, types)
@@ -197,6 +198,58 @@ def wrap_request(planner: Planner, types: SdkTypes, *, is_async: bool) -> Callab
         return request
 
     return make
+
+
+def _request_failed(call: CallLike, exc: BaseException) -> None:
+    """`request()` raised. A cancellation ends the call as aborted, which estimates the prompt as billed:
+    the request may have reached the provider. Not so while the SDK waits to retry: the attempt before
+    failed (an HTTP error, a timeout, a connection error), which records no tokens when not retried,
+    and the next one is not sent yet. Nothing was billed: the record says so."""
+    try:
+        if not isinstance(exc, Exception) and getattr(exc, _RETRY_WAIT, False):
+            call.set_usage(input_tokens=0, output_tokens=0)
+    except Exception as error:
+        log_internal_error("sdk call end", error)
+    end_on_exception(call, exc)
+
+
+_RETRY_WAIT = "_tokenspy_retry_wait"
+
+
+def wrap_retry_sleep(*, is_async: bool) -> Callable[[Any], Any]:
+    """A factory for `Patches.wrap` of the SDK's `_sleep_for_retry` (the same in both Stainless-generated
+    SDKs): an exception raised while it sleeps between two attempts (a cancellation, Ctrl-C) is marked,
+    so that the request's record knows that no attempt was in flight. Runs only when a retry waits."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        if is_async:
+            @functools.wraps(original)
+            async def asleep(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await original(self, *args, **kwargs)
+                except BaseException as exc:
+                    _mark_retry_wait(exc)
+                    raise
+
+            return asleep
+
+        @functools.wraps(original)
+        def sleep(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(self, *args, **kwargs)
+            except BaseException as exc:
+                _mark_retry_wait(exc)
+                raise
+
+        return sleep
+
+    return make
+
+
+def _mark_retry_wait(exc: BaseException) -> None:
+    # An exception refusing attributes stays unmarked: its record estimates the prompt, as before.
+    with contextlib.suppress(Exception):
+        setattr(exc, _RETRY_WAIT, True)
 
 
 def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
@@ -267,12 +320,11 @@ def _on_parsed(plan: Plan, raw: Any, types: SdkTypes, parsed: Any) -> None:
 def _finish_when_read(plan: Plan, response: Any, *, is_async: bool) -> None:
     """A non-streamed body the user reads (or not) later: account for it when the response closes,
     or, read raw, when the read ends (see `_RawRead`)."""
-    call = plan.call
     if not plan.streamed:
         _RawRead(plan, None).install(response, is_async=is_async)
 
     def on_close(response: Any) -> None:
-        if call.ended:
+        if plan.call.ended:
             return
         try:
             content = response.content
@@ -280,10 +332,10 @@ def _finish_when_read(plan: Plan, response: Any, *, is_async: bool) -> None:
             # Being read raw right now (httpx closes it at the end of the read, from inside it): the
             # read ends the call. Else closed unread, or part-read, or read past tokenspy (`iter_raw()`).
             if not _reading_raw(plan):
-                call.abort()
+                plan.call.abort()
             return
         plan.on_body(json.loads(content))
-        call.finish()
+        plan.call.finish()  # read after `on_body`, which may hand the call on (a background response)
 
     hook_close(response, on_close, is_async=is_async)
 
@@ -306,14 +358,21 @@ class _RawRead:
     it through a fresh SDK stream into `on_item` (the SDK's own parsing, once, after the last byte).
     When the SDK's tracked stream is what reads (the user iterates `parse()`'s stream), the bytes go
     through untouched: that stream is accounted per item, and this adds nothing per chunk.
+
+    A read the user leaves unfinished is not always ended by the time the response closes: an async
+    generator left by `break` is only finalized later by the event loop (after `async with` closed the
+    response), and a sync iterator may be kept. The close then accounts for the bytes read so far (see
+    `_RawClose`), and the read's own end, whenever it comes, adds nothing.
     """
 
-    __slots__ = ("_plan", "_stream")
+    __slots__ = ("_hooked", "_parts", "_plan", "_stream")
 
     def __init__(self, plan: Plan, stream: Any) -> None:
         self._plan = plan
         # Weakly: anthropic's stream is collectable by reference counting (closing it), keep it so.
         self._stream = None if stream is None else weakref.ref(stream)
+        self._parts: list[bytes] | None = None  # the running read's bytes, until it or the close accounts
+        self._hooked = False
 
     def install(self, response: Any, *, is_async: bool) -> None:
         if is_async:
@@ -329,7 +388,7 @@ class _RawRead:
         chunks: Iterator[bytes] = type(response).iter_bytes(response, chunk_size)
         if not self._tee_now():
             return chunks
-        gen = self._tee(chunks)
+        gen = self._tee(chunks, self._start_read(response, is_async=False))
         self._plan._gen = weakref.ref(gen)  # a close from inside the read leaves the end to it
         return gen
 
@@ -338,31 +397,68 @@ class _RawRead:
         chunks: AsyncIterator[bytes] = type(response).aiter_bytes(response, chunk_size)
         if not self._tee_now():
             return chunks
-        gen = self._atee(chunks)
+        gen = self._atee(chunks, self._start_read(response, is_async=True))
         self._plan._gen = weakref.ref(gen)
         return gen
 
-    def _tee(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _start_read(self, response: Any, *, is_async: bool) -> list[bytes]:
+        # Hooked now, after the call's own close hook: the bytes are accounted before that one ends the call.
+        if not self._hooked:
+            self._hooked = True
+            _RawClose(self, is_async=is_async).hook(response, is_async=is_async)
         parts: list[bytes] = []
+        self._parts = parts
+        return parts
+
+    def _own(self, parts: list[bytes]) -> bool:
+        """Whether the read owning `parts` still has them to account for (the close did not take them)."""
+        if self._parts is not parts:
+            return False
+        self._parts = None
+        return True
+
+    def _tee(self, chunks: Iterator[bytes], parts: list[bytes]) -> Iterator[bytes]:
         try:
             for chunk in chunks:
                 parts.append(chunk)
                 yield chunk
         except BaseException as exc:
-            self._end(self._account(parts, complete=False), exc)
+            if self._own(parts):
+                self._end(self._account(parts, complete=False), exc)
             raise
-        self._end(self._account(parts, complete=True), None)
+        if self._own(parts):
+            self._end(self._account(parts, complete=True), None)
 
-    async def _atee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        parts: list[bytes] = []
+    async def _atee(self, chunks: AsyncIterator[bytes], parts: list[bytes]) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
                 parts.append(chunk)
                 yield chunk
         except BaseException as exc:
-            self._end(await self._aaccount(parts, complete=False), exc)
+            if self._own(parts):
+                self._end(await self._aaccount(parts, complete=False), exc)
             raise
-        self._end(await self._aaccount(parts, complete=True), None)
+        if self._own(parts):
+            self._end(await self._aaccount(parts, complete=True), None)
+
+    def _take_unfinished(self) -> list[bytes] | None:
+        """At close: the bytes of a read that has not ended, unless it is the read closing the response
+        (httpx closes it from inside the read at the end of the body: that read accounts for itself)."""
+        parts = self._parts
+        if parts is None or self._plan.call.status != "active" or _reading_raw(self._plan):
+            return None
+        self._parts = None
+        return parts
+
+    def closing(self) -> None:
+        parts = self._take_unfinished()
+        if parts is not None:
+            self._account(parts, complete=False)  # the call's own close hook, next, ends the call
+
+    async def aclosing(self) -> None:
+        parts = self._take_unfinished()
+        if parts is not None:
+            await self._aaccount(parts, complete=False)
 
     # -- accounting (once, at the end of the read) ----------------------------------------------------
     def _fresh_stream(self, parts: list[bytes]) -> Any:
@@ -434,3 +530,26 @@ class _RawRead:
             plan.errored(error)
         else:
             plan.exhausted()
+
+
+class _RawClose(CloseHook):
+    """Runs before the call's own close hook of a response read raw: accounts for the bytes of a read
+    that has not ended (see `_RawRead`). Async, since replaying an async stream's bytes is."""
+
+    __slots__ = ("_is_async", "_read")
+    once = True
+
+    def __init__(self, read: _RawRead, *, is_async: bool) -> None:
+        self._read = read
+        self._is_async = is_async
+
+    def closing(self, response: Any) -> None:
+        if not self._is_async:
+            self._read.closing()
+
+    async def _aclose(self) -> None:
+        try:
+            await self._read.aclosing()
+        except Exception as exc:  # BudgetExceededError included: the response must close all the same
+            log_internal_error("response close", exc)
+        await super()._aclose()

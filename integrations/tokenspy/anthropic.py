@@ -27,7 +27,7 @@ from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, wrap_request
+from ._sdk_request import Plan, SdkTypes, wrap_request, wrap_retry_sleep
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -45,6 +45,8 @@ def install() -> None:
                      raw=(APIResponse,), async_raw=(AsyncAPIResponse,))
     _patches.wrap(SyncAPIClient, "request", wrap_request(_plan, types, is_async=False))
     _patches.wrap(AsyncAPIClient, "request", wrap_request(_plan, types, is_async=True))
+    _patches.wrap(SyncAPIClient, "_sleep_for_retry", wrap_retry_sleep(is_async=False))
+    _patches.wrap(AsyncAPIClient, "_sleep_for_retry", wrap_retry_sleep(is_async=True))
     for cls in (anthropic.Anthropic, anthropic.AsyncAnthropic):
         for name in ("copy", "with_options"):
             _patches.wrap(cls, name, copy_observed)

@@ -14,8 +14,10 @@ A caller's explicit `include_usage` (True or False) is never changed, and its ch
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
+from urllib.parse import unquote
 
 import openai
 from openai._base_client import AsyncAPIClient, SyncAPIClient
@@ -23,12 +25,12 @@ from openai._legacy_response import LegacyAPIResponse
 from openai._response import APIResponse, AsyncAPIResponse
 from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
 
-from tokenspy_core import start_call, usage_from_openai
+from tokenspy_core import Call, MergedCall, start_call, usage_from_openai
 from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request
+from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -51,6 +53,8 @@ def install() -> None:
                      raw=(LegacyAPIResponse, APIResponse), async_raw=(AsyncAPIResponse,))
     _patches.wrap(SyncAPIClient, "request", wrap_request(_plan, types, is_async=False))
     _patches.wrap(AsyncAPIClient, "request", wrap_request(_plan, types, is_async=True))
+    _patches.wrap(SyncAPIClient, "_sleep_for_retry", wrap_retry_sleep(is_async=False))
+    _patches.wrap(AsyncAPIClient, "_sleep_for_retry", wrap_retry_sleep(is_async=True))
     for cls in (openai.OpenAI, openai.AsyncOpenAI, AzureOpenAI, AsyncAzureOpenAI):
         for name in ("copy", "with_options"):
             _patches.wrap(cls, name, copy_observed)
@@ -75,7 +79,8 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
         return None
     operation = _ENDPOINTS.get(path)
     if operation is None:
-        return None
+        # `_background` is empty unless a background response is pending: one truth test otherwise.
+        return _poll_plan(path, options, stream) if _background and path.startswith(_RESPONSE_PREFIX) else None
     method = options.method
     if method != "post" and method.lower() != "post":  # the SDK's methods are lower case: no copy then
         return None
@@ -107,6 +112,8 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     if chat:
         return _ChatChunks(call, options, stream, hide, expect, choices)
     if path == "/responses":
+        if body.get("background") and not stream and type(call) is Call:
+            return _BackgroundCreate(call, options, stream)
         return _ResponsesEvents(call, options, stream)
     return _CompletionChunks(call, options, stream, hide, expect, choices)
 
@@ -160,15 +167,18 @@ class _Request(Plan):
 
     def on_body(self, body: Any) -> None:
         """A ChatCompletion, Response, CreateEmbeddingResponse or Completion, or its JSON dict."""
-        call = self.call
-        usage = _get(body, "usage")
-        if usage is not None:
-            call.set_usage(usage_from_openai(usage))
-        call.set_model(_get(body, "model"))
-        if _get(body, "status") == "failed":  # a Responses API response
-            call.fail(_response_error(body))
-            return
-        call.set_response_text(functools.partial(_text_of, body))
+        _account_body(self.call, body)
+
+
+def _account_body(call: CallLike, body: Any) -> None:
+    usage = _get(body, "usage")
+    if usage is not None:
+        call.set_usage(usage_from_openai(usage))
+    call.set_model(_get(body, "model"))
+    if _get(body, "status") == "failed":  # a Responses API response
+        call.fail(_response_error(body))
+        return
+    call.set_response_text(functools.partial(_text_of, body))
 
 
 def _response_error(response: Any) -> str:
@@ -304,3 +314,82 @@ class _ResponsesEvents(_Request):
             # The SDK does not raise on an error event: the loop just ends after it.
             self.call.fail(f"{event.code or 'error'}: {event.message}")
         return False
+
+
+# -- background responses -------------------------------------------------------------------------
+# `responses.create(background=True)` answers at once with a queued response and no usage; the model
+# runs later, and its usage comes with the response `responses.retrieve(id)` (or `cancel(id)`) returns
+# once it is terminal. The call stays open in between: recorded once, at that terminal response, with
+# its usage, in the span it was created in.
+_RESPONSE_PREFIX = "/responses/"
+_NOT_STARTED = frozenset({"queued", "in_progress"})
+_TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+MAX_PENDING = 1024  # background responses awaiting a terminal retrieve; beyond, the oldest is given up
+_background: dict[str, Call] = {}  # response id -> its open call, oldest first
+_background_lock = threading.Lock()
+
+
+def _pend(response_id: str, call: Call) -> None:
+    with _background_lock:
+        _background[response_id] = call
+        given_up = [_background.pop(next(iter(_background))) for _ in range(len(_background) - MAX_PENDING)]
+    for old in given_up:
+        old.abort()  # its usage will not be seen: estimated, as any call that ended without it
+
+
+def _poll_plan(path: str, options: Any, stream: bool) -> Plan | None:
+    """A retrieve (or cancel) of a pending background response; None for any other request."""
+    rest = path[len(_RESPONSE_PREFIX):]
+    if rest.endswith("/cancel"):
+        rest = rest[:-len("/cancel")]
+    elif options.method.lower() != "get":
+        return None
+    response_id = unquote(rest)
+    call = _background.get(response_id)
+    if call is None or stream:  # a streamed retrieve replays events: not read (see docs/sdk.md)
+        return None
+    return _BackgroundPoll(MergedCall(call), options, False, response_id)
+
+
+class _BackgroundCreate(_ResponsesEvents):
+    """`responses.create(background=True)`: a response that has not run yet leaves its call open."""
+
+    __slots__ = ()
+
+    def on_body(self, body: Any) -> None:
+        response_id = _get(body, "id")
+        call = self.call
+        if _get(body, "status") not in _NOT_STARTED or not isinstance(response_id, str) or type(call) is not Call:
+            _account_body(call, body)  # already terminal (or not a response): as any other
+            return
+        call.set_model(_get(body, "model"))
+        # What this request ends (`finish`, or `fail` should reading it fail) is a stand-in from now on:
+        # the call itself ends at the terminal retrieve.
+        self.call = MergedCall(call)
+        _pend(response_id, call)
+
+
+class _BackgroundPoll(Plan):
+    """A retrieve of a pending background response: ends its call once the response is terminal. The
+    request's own ends go to a stand-in: a retrieve that fails, or finds the response still running,
+    ends nothing."""
+
+    __slots__ = ("_id",)
+
+    def __init__(self, call: MergedCall, options: Any, streamed: bool, response_id: str) -> None:
+        super().__init__(call, options, streamed)
+        self._id = response_id
+
+    def on_body(self, body: Any) -> None:
+        status = _get(body, "status")
+        if status not in _TERMINAL:
+            return
+        with _background_lock:  # `_pend` may be walking the dict for the oldest entry
+            call = _background.pop(self._id, None)
+        if call is None:  # another retrieve (in another thread) took it
+            return
+        _account_body(call, body)
+        if status == "cancelled":
+            call.abort()
+        else:
+            call.finish()
