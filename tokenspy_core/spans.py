@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 from ._guard import guarded
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .budget import Budget
     from .call import CallRecord
 
-__all__ = ["Sink", "Span", "current_span", "inner_span", "span_listeners", "use_span"]
+__all__ = ["Sink", "Span", "current_span", "enter_span", "exit_span", "inner_span", "span_listeners", "use_span"]
 
 
 class Sink:
@@ -147,6 +147,35 @@ def inner_span(current: Span | None, outer: Span | None) -> Span | None:
 
 def current_span() -> Span | None:
     return _current.get()
+
+
+def enter_span(span: Span) -> Token[Span | None] | None:
+    """Make `span` current in this context until `exit_span`, for an adapter whose framework brackets a
+    level with two callbacks run in the context of the code inside it (a LangChain tool, a LlamaIndex
+    tool call): the calls that code makes then attach to `span`, whichever layer sees them.
+
+    None (nothing changed) unless the current span is above `span`: a span of another handler's tree,
+    made current for the same level, stays current.
+    """
+    current = _current.get()
+    if current is not None:
+        above = span.parent
+        while above is not None and above is not current:
+            above = above.parent
+        if above is None:
+            return None
+    return _current.set(span)
+
+
+def exit_span(token: Token[Span | None] | None, span: Span) -> None:
+    """Undo `enter_span`; from another context (where it was not entered), only if `span` is current there."""
+    if token is None:
+        return
+    try:
+        _current.reset(token)
+    except ValueError:
+        if _current.get() is span:
+            _current.set(span.parent)
 
 
 @contextmanager

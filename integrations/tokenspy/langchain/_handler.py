@@ -24,6 +24,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
+from tokenspy_core.spans import Span, enter_span, exit_span
 
 from .. import _instrument
 from .._api import TrackerView
@@ -43,6 +44,8 @@ logger = logging.getLogger("tokenspy")
 # that feed the same tracker (a global one plus a per-request one) would otherwise count it twice;
 # the first to see the run records it. `dict.setdefault` and `pop` are atomic: no lock needed.
 _owners: dict[tuple[int, int], TokenSpyHandler] = {}
+# Runs whose span a handler made current (see _enter): the first handler's level is the run's.
+_entered: dict[int, Span] = {}
 _NO_RUN: tuple[UUID | None, Callable[[str], None], Run | None] = (None, lambda token: None, None)
 _NO_PARAMS: Mapping[str, Any] = {}
 _warned_stream_usage = False
@@ -102,8 +105,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         attributes = None
         if kind == "node" and metadata:
             attributes = {"langgraph_step": metadata.get("langgraph_step")}
-        self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
-                         attributes=attributes)
+        if kind == "node" and run_id.int in _entered:
+            kind = None  # another handler's level for this node is current: its calls go there
+        run = self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
+                               attributes=attributes)
+        if kind == "node":
+            _enter(run, run_id)
 
     @guard("langchain on_chain_end")
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -122,7 +129,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                       **kwargs: Any) -> None:
         # The tool's name is in `serialized` (kwargs["name"] is None at start, reference §4.1).
         name = _run_name(serialized, kwargs) or "tool"
-        self._runs.start(run_id, parent_run_id, name=name, kind="tool", task=task_key(metadata))
+        kind = "tool" if run_id.int not in _entered else None
+        _enter(self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)), run_id)
 
     @guard("langchain on_tool_end")
     def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -139,7 +147,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = _run_name(serialized, kwargs) or "retriever"
-        self._runs.start(run_id, parent_run_id, name=name, kind="retriever", task=task_key(metadata))
+        kind = "retriever" if run_id.int not in _entered else None
+        _enter(self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)), run_id)
 
     @guard("langchain on_retriever_end")
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -287,8 +296,25 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if last_id is run_id or (last is not None and last.root == run_id.int):
             self._last = _NO_RUN  # hold no finished run
         run = self._runs.end(run_id, error, release=_release_leftover)
-        if run is not None and run.owner_key is not None:
-            _owners.pop(run.owner_key, None)
+        if run is not None:
+            if run.owner_key is not None:
+                _owners.pop(run.owner_key, None)
+            if run.entered is not None and run.span is not None:
+                _entered.pop(run_id.int, None)
+                exit_span(run.entered, run.span)
+
+
+def _enter(run: Run | None, run_id: UUID) -> None:
+    """Make a tool's, retriever's or LangGraph node's span current for the code it runs: what that code
+    does outside LangChain (a LlamaIndex query, a raw SDK call, a `profile`) then attaches to it.
+
+    Only for runs that run to completion where they start (their end callback comes in the same
+    context, before anything else runs there): a chain may be a generator the consumer drives, and
+    its span would then be current in the consumer's loop too. Of several TokenSpyHandlers on one
+    run, the first enters its span; the others make the run transparent (see the `_start` callers).
+    """
+    if run is not None and run.span is not None and _entered.setdefault(run_id.int, run.span) is run.span:
+        run.entered = enter_span(run.span)
 
 
 def _ignore(token: str) -> None:

@@ -82,6 +82,7 @@ class Run:
     parts: list[str] | None = None  # streamed text, for a stream cut short (None: no chunk yet)
     owner_key: Any = None        # this handler's claim on a model run (see _handler._owners)
     children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
+    entered: Any = None          # the token of making `span` current for the code the run runs (see _handler)
 
 
 class RunTree:

@@ -45,6 +45,7 @@ from pydantic import PrivateAttr
 
 from tokenspy_core import BudgetExceededError, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
+from tokenspy_core.spans import enter_span, exit_span
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
@@ -72,6 +73,7 @@ class _Open:
     enclosing: LLMCall | None  # the LLM call this span runs inside (a CustomLLM's chat -> complete)
     instance: Any = None  # LLM/embedding components only: a fallback for the model name
     embedding: EmbeddingCall | None = None  # the embedding call open in this span
+    entered: Any = None  # a tool's: the token of making its span current for the tool's code
 
 
 def _owner_on(instance: Any) -> TokenSpyHandler | None:
@@ -268,6 +270,11 @@ class Tap:
                 own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
         info = _Open(own or anchor, own, here or owner, here is not None, role, root, enclosing,
                      instance if role == "llm" or role == "embedding" else None)
+        if own is not None and own.kind == "tool":
+            # What the tool's code does outside LlamaIndex (a LangChain model, a raw SDK call, a
+            # `profile`) attaches to it. A tool call runs to completion where it was entered: its exit
+            # comes in the same context.
+            info.entered = enter_span(own)
         with self._lock:
             self._open[id_] = info
             siblings = self._roots.get(root)
@@ -331,6 +338,8 @@ class Tap:
             info = self._open.pop(id_, None)
             if info is None:
                 return None
+            if info.entered is not None and info.own is not None:
+                exit_span(info.entered, info.own)
             if info.root == id_:
                 # The root ended: forget any descendant whose exit never came (bounded memory).
                 for leftover in self._roots.pop(id_, ()):
