@@ -24,13 +24,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# Where a call's warning is raised from: tokenspy, the SDK or framework that made the call, and the
+# standard library's plumbing between them. (Names only: nothing is imported.)
+_LIBRARIES = frozenset(("tokenspy", "tokenspy_core", "openai", "anthropic", "httpx", "httpx2", "httpcore", "langchain",
+                        "langgraph", "langsmith", "llama_index", "pydantic", "contextlib", "functools", "asyncio",
+                        "concurrent", "threading", "contextvars"))
+
+
 def user_stacklevel() -> int:
-    """The `warnings.warn` stacklevel, for its caller, of the first frame outside tokenspy: a warning
-    points at the line of the program (or framework) that made the call, not at tokenspy."""
+    """The `warnings.warn` stacklevel, for its caller, of the first frame outside tokenspy and the SDKs
+    and frameworks it tracks: a warning points at the line of the program that made the call."""
     frame = sys._getframe(1)
     level = 1
-    while frame.f_back is not None and str(frame.f_globals.get("__name__", "")).partition(".")[0] in (
-            "tokenspy", "tokenspy_core"):
+    while frame.f_back is not None:
+        top = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if top not in _LIBRARIES and not top.startswith(("langchain_", "langgraph_")):
+            break
         frame = frame.f_back
         level += 1
     return level

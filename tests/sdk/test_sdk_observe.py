@@ -131,6 +131,13 @@ def test_budget_exceeded_raises_before_the_request_is_sent(oai: openai.OpenAI, f
     assert len(tokenspy.calls()) == 1
 
 
+def test_budget_warning_points_at_the_users_line_not_into_the_sdk(oai: openai.OpenAI, fp: FakeProvider) -> None:
+    with pytest.warns(UserWarning, match="over its budget") as caught, tokenspy.session("s", budget_usd=0.000001):
+        chat(oai)
+    (warning,) = [w for w in caught if "over its budget" in str(w.message)]
+    assert warning.filename == __file__  # the line in `chat` above that made the request
+
+
 def test_internal_error_never_breaks_the_users_stream(
     oai: openai.OpenAI, fp: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
