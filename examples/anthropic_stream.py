@@ -1,14 +1,16 @@
 """Anthropic's `messages.stream()` helper, observed: exact tokens (cache reads and writes included).
 
-Runs offline against tokenspy's fake provider (which here reports a prompt-cache hit); delete the
-FakeProvider lines to run it against the real API with ANTHROPIC_API_KEY set.
+Runs offline against tokenspy's fake provider (which here reports part of the prompt read from the cache
+and part written to it); delete the FakeProvider lines to run it against the real API with
+ANTHROPIC_API_KEY set.
 """
 
 import os
 
 from tokenspy.testing import FakeProvider
 
-fake = FakeProvider(reply="A haiku: tokens fall like rain, each one counted, none wasted.", cached_tokens=6)
+fake = FakeProvider(reply="A haiku: tokens fall like rain, each one counted, none wasted.", cached_tokens=6,
+                    cache_write_tokens=4)
 fake.start()
 os.environ["ANTHROPIC_BASE_URL"] = fake.anthropic_base_url
 os.environ["ANTHROPIC_API_KEY"] = "sk-ant-fake"
@@ -28,8 +30,8 @@ def write_haiku(topic: str) -> None:
             print(text, end="", flush=True)
     print()
     usage = stream.get_final_message().usage
-    print(f"(the SDK's own usage: {usage.input_tokens} input + {usage.cache_read_input_tokens} cached, "
-          f"{usage.output_tokens} output)")
+    print(f"(the SDK's own usage: {usage.input_tokens} input + {usage.cache_read_input_tokens} read from the "
+          f"cache + {usage.cache_creation_input_tokens} written to it, {usage.output_tokens} output)")
 
 
 write_haiku("tokens")

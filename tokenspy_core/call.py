@@ -28,7 +28,7 @@ from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, usd
 from .spans import Sink, Span
 from .spans import _current as _current_span
-from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens
+from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
 from .usage import Usage, UsageReport, usage_from_any
 
 if TYPE_CHECKING:
@@ -454,7 +454,12 @@ class Call:
         if self._tags:
             tags = {**tags, **self._tags}
         if config.capture_content:
-            prompt, response = self._prompt, "".join(self._parts) if text is None else text
+            prompt, response = plain_prompt(self._prompt), text
+            if response is None:  # not needed for an estimate: the streamed text, or the whole answer
+                response = "".join(self._parts)
+                if not response and self._final_text is not None:
+                    final = self._final_text
+                    response = final() if callable(final) else final
         else:
             prompt = response = None
         # Positional, in the order of _RECORD_FIELDS (checked at import): a keyword call of every field

@@ -188,6 +188,26 @@ def _message_parts(message: Any) -> tuple[str, str]:
     return str(role), text + _tool_calls_text(calls) if calls else text
 
 
+# LangChain message types, as the roles a provider is sent.
+_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "HumanMessageChunk": "user"}
+
+
+def plain_prompt(prompt: Any) -> Any:
+    """A prompt kept by content capture, as JSON-able data: framework message objects (LangChain's,
+    LlamaIndex's) become `{"role", "content"}` dicts, the shape the SDKs send; the rest is kept as given."""
+    if isinstance(prompt, str | Mapping) or not isinstance(prompt, list | tuple):
+        return prompt
+    plain: list[Any] = []
+    for message in prompt:
+        if isinstance(message, str | Mapping):
+            plain.append(message)
+            continue
+        role = getattr(message, "role", None) or getattr(message, "type", None) or ""
+        role = getattr(role, "value", role)  # an enum (LlamaIndex's MessageRole)
+        plain.append({"role": _ROLES.get(str(role), str(role)), "content": _message_parts(message)[1]})
+    return plain
+
+
 def count_message_tokens(messages: Iterable[Any], model: str | None = None) -> int:
     """Estimated prompt tokens of a chat: contents and roles plus OpenAI's per-message framing.
 

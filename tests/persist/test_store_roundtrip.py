@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import shutil
 import sqlite3
 import subprocess
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,30 @@ def test_prompts_and_responses_are_stored_with_capture_content(db: Path) -> None
     stores()[0].flush()
     [record] = load_records(db)
     assert record.prompt == prompt and record.response == "4"
+
+
+def test_a_whole_answer_and_framework_messages_are_stored_with_capture_content(db: Path) -> None:
+    # A non-streamed answer is handed over whole (not as streamed text), and framework message objects
+    # (LangChain's `type`, LlamaIndex's enum `role`) are stored as the role/content dicts the SDKs send.
+    class Role(str, enum.Enum):  # noqa: UP042 - shaped as LlamaIndex's MessageRole
+        SYSTEM = "system"
+
+    @dataclass
+    class Message:
+        content: str
+        type: str | None = None
+        role: Role | None = None
+
+    tokenspy.set_price("gpt-4o", input=2.5, output=10)
+    tokenspy.init(persist=db, capture_content=True)
+    prompt = [Message("Be brief.", role=Role.SYSTEM), Message("What is 2+2?", type="human")]
+    with tokenspy.start_call("gpt-4o", prompt=prompt) as call:
+        call.set_response_text(lambda: "4")
+        call.set_usage(input_tokens=12, output_tokens=1)
+    stores()[0].flush()
+    [record] = load_records(db)
+    assert record.prompt == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    assert record.response == "4"
 
 
 def test_attach_is_idempotent_per_path(db: Path) -> None:
