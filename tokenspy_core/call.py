@@ -150,12 +150,29 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
         if name not in _USAGE_FIELDS:
             raise TypeError(f"set_usage() got an unknown usage field {name!r}; "
                             f"known: {', '.join(sorted(_USAGE_FIELDS))}")
-        if value is None:
-            continue
-        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            raise TypeError(f"{name} must be an int token count, got {value!r}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        _check_count(name, value)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"{name} must be an int token count, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_usage_dict(usage: Mapping[str, Any]) -> None:
+    """A usage dict handed to `set_usage`: its token counts (`*_tokens`, Gemini's `*_token_count`), at any
+    depth, must be ints >= 0; other keys (Anthropic's `service_tier`) are not counts."""
+    for name, value in usage.items():
+        if isinstance(value, Mapping):
+            _check_usage_dict(value)
+        elif isinstance(name, str) and name.endswith(("tokens", "token_count")):
+            _check_count(name, value)
+
+
+_NOT_USAGE = (str, bytes, bool, int, float)
 
 
 # Packages whose exceptions describe a request's transport or the provider's status, never its content.
@@ -239,6 +256,9 @@ class Call:
         if self._ttft is None:
             self._ttft = self._clock() - self._started
         if delta and self.status == "active":
+            if delta.__class__ is not str and not isinstance(delta, str):
+                # Joined and tokenized only at the end: a bad delta would lose the whole record there.
+                raise TypeError(f"add_text() takes str, got {type(delta).__name__}")
             self._parts.append(delta)
 
     def mark_first_token(self) -> None:
@@ -255,8 +275,13 @@ class Call:
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
+        # The caller's own numbers (an adapter hands over a UsageReport): a bad one is their error, raised here.
         if fields:
-            _check_fields(fields)  # the user's own numbers: a bad one is their error, raised here
+            _check_fields(fields)
+        if isinstance(usage, Mapping):
+            _check_usage_dict(usage)
+        elif isinstance(usage, _NOT_USAGE):
+            raise TypeError(f"set_usage() takes a usage object or dict, or keyword fields, got {usage!r}")
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
@@ -453,6 +478,8 @@ class Call:
             span_id = None
         if self._tags:
             tags = {**tags, **self._tags}
+        if tags is config.tags:  # a record's own dict, never the process-wide one (a user may change it)
+            tags = dict(tags)
         if config.capture_content:
             prompt, response = plain_prompt(self._prompt), text
             if response is None:  # not needed for an estimate: the streamed text, or the whole answer

@@ -292,6 +292,51 @@ def test_set_usage_refuses_bad_numbers_at_the_call(tracker: Tracker, fields: dic
     assert record is not None and record.input_tokens == 0 and record.status == "finished"
 
 
+@pytest.mark.parametrize(("usage", "error", "match"), [
+    ({"input_tokens": -500, "output_tokens": 3}, ValueError, "input_tokens"),
+    ({"prompt_tokens": "10", "completion_tokens": 2}, TypeError, "prompt_tokens"),
+    ({"input_tokens": 1.9, "output_tokens": 2}, TypeError, "input_tokens"),
+    ({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": -1}}, ValueError, "cached_tokens"),
+    (42, TypeError, "usage object or dict"), ("oops", TypeError, "usage object or dict"),
+])
+def test_set_usage_refuses_a_bad_usage_dict_at_the_call(tracker: Tracker, usage: object, error: type[Exception],
+                                                        match: str) -> None:
+    call = Call(tracker, "gpt-4o")
+    with pytest.raises(error, match=match):
+        call.set_usage(usage)
+    record = call.finish()
+    assert record is not None and record.input_tokens == 0 and record.cost_femto == 0
+
+
+def test_set_usage_takes_a_providers_dict_with_non_count_fields(tracker: Tracker) -> None:
+    call = Call(tracker, "claude-sonnet-4-5", provider="anthropic")
+    call.set_usage({"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 3, "service_tier": "standard",
+                    "server_tool_use": {"web_search_requests": 0}})
+    record = call.finish()
+    assert record is not None and (record.input_tokens, record.cached_input_tokens, record.output_tokens) == (15, 5, 3)
+
+
+def test_add_text_refuses_what_is_not_text(tracker: Tracker) -> None:
+    call = Call(tracker, "gpt-4o", prompt=PROMPT, streamed=True)
+    call.add_text("Why ")
+    with pytest.raises(TypeError, match="bytes"):
+        call.add_text(b"did")  # type: ignore[arg-type]
+    record = call.abort()  # recorded with the text it took
+    assert record is not None and record.output_tokens == count_tokens("Why ", "gpt-4o")
+
+
+def test_a_record_has_its_own_tags_dict(tracker: Tracker) -> None:
+    tokenspy.init(tags={"team": "search"})
+    try:
+        first = Call(tracker, "gpt-4o").finish()
+        assert first is not None and first.tags == {"team": "search"}
+        first.tags["user"] = "alice"  # type: ignore[index]
+        second = Call(tracker, "gpt-4o").finish()
+    finally:
+        tokenspy.init()
+    assert second is not None and second.tags == {"team": "search"}
+
+
 def test_latency_excludes_tokenspys_own_estimate(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
     import tokenspy_core.call as call_module
 
