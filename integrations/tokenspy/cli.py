@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tokenspy_core import CallRecord, Tracker
-from tokenspy_core.pricing import FEMTO_PER_USD
+from tokenspy_core.pricing import FEMTO_PER_USD, usd
 from tokenspy_core.report import fmt_cost
 from tokenspy_core.store import SPAN_SEPARATOR, StoreError, iter_records, resolve_path
 from tokenspy_core.tracker import UNATTRIBUTED, Aggregate
@@ -121,8 +121,14 @@ def _keys(by: str, tag: str | None) -> Callable[[CallRecord], list[str]]:
     if by == "commit":
         return lambda r: [str(r.tags.get("git_commit") or "(no commit)")[:12]]
     if tag is not None:
-        return lambda r: [str(r.tags[tag]) if tag in r.tags else f"(no {tag})"]
-    return lambda r: [f"{k}={v}" for k, v in sorted(r.tags.items()) if k != "git_commit"] or ["(no tags)"]
+        return lambda r: [_tag_text(r.tags[tag]) if tag in r.tags else f"(no {tag})"]
+    return lambda r: [f"{k}={_tag_text(v)}" for k, v in sorted(r.tags.items()) if k != "git_commit"] or ["(no tags)"]
+
+
+def _tag_text(value: Any) -> str:
+    """A tag value as a group name: strings as they are, anything else as JSON (`null`, `true`, `{"a": 1}`),
+    so that the string "None" and a null, or "True" and true, stay two groups."""
+    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
 
 
 def _group(records: Iterable[CallRecord],
@@ -151,6 +157,14 @@ def _align(rows: list[list[str]], right: set[int]) -> str:
     return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
                      for row in rows)
+
+
+def _csv_cost(aggregate: Aggregate) -> str:
+    """Exact, in plain decimal notation (a float would print 8.4e-05); empty when nothing was priced."""
+    if aggregate.cost_usd is None:
+        return ""
+    text = format(usd(aggregate.cost), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -211,7 +225,7 @@ def _grouped(records: Iterable[CallRecord], args: argparse.Namespace) -> str:
         header = [label, "calls", "input_tokens", "output_tokens", "cached_input_tokens", "total_tokens",
                   "cost_usd", "partial_calls", "estimated_calls", "failed_calls", "unpriced_calls"]
         return _csv(header, [[name, a.calls, a.input_tokens, a.output_tokens, a.cached_input_tokens,
-                              a.total_tokens, a.cost_usd, a.partial_calls, a.estimated_calls, a.failed_calls,
+                              a.total_tokens, _csv_cost(a), a.partial_calls, a.estimated_calls, a.failed_calls,
                               a.unpriced_calls] for name, a in ordered])
     rows = [[label, "calls", "input", "output", "tokens", "cost", "share", "flags"]]
     for name, a in [*ordered, ("total", total)]:

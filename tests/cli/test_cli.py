@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+import tokenspy
 from tokenspy.cli import main
+from tokenspy_core import default_tracker, store
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -63,6 +65,20 @@ def test_report_by_tag_json_and_by_one_tag_csv(dbs: Any, capsys: pytest.CaptureF
     table = list(csv.DictReader(io.StringIO(out)))
     assert status == 0 and [(r["user"], r["calls"], r["cost_usd"]) for r in table] == [
         ("bob", "2", "0.02"), ("(no user)", "2", "0.00054"), ("ann", "1", "0.00035")]
+
+
+def test_report_by_tag_keeps_values_that_print_alike_apart_and_csv_costs_are_plain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tokenspy.set_price("gpt-4o", input=2.5, output=10)
+    db = store.attach_store(default_tracker(), tmp_path / "tags.db")
+    for flag in (None, "None", True, "True", True):
+        tokenspy.record("gpt-4o", input_tokens=30, output_tokens=1, tags={"flag": flag})  # $0.000085 each
+    db.close()
+    status, out, _ = run(capsys, "report", "--db", tmp_path / "tags.db", "--by", "tag", "--tag", "flag",
+                         "--format", "csv")
+    table = {r["flag"]: (r["calls"], r["cost_usd"]) for r in csv.DictReader(io.StringIO(out))}
+    assert status == 0 and table == {"true": ("2", "0.00017"), "null": ("1", "0.000085"),
+                                     "None": ("1", "0.000085"), "True": ("1", "0.000085")}
 
 
 def test_report_by_day_and_by_commit(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
