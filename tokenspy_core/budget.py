@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import warnings
 from decimal import Decimal
+from fractions import Fraction
 from typing import Literal
 
 from ._guard import user_stacklevel
-from .pricing import FEMTO_PER_USD, usd
+from .pricing import FEMTO_PER_USD, exact_amount, usd
 
 __all__ = ["Budget", "BudgetExceededError"]
 
@@ -29,9 +30,13 @@ class BudgetExceededError(RuntimeError):
 class Budget:
     __slots__ = ("_lock", "exhausted", "limit", "name", "on_exceeded", "spent", "warned")
 
-    def __init__(self, name: str, budget_usd: float | int | Decimal, on_exceeded: OnExceeded) -> None:
+    def __init__(self, name: str, budget_usd: float | int | Decimal | Fraction, on_exceeded: OnExceeded) -> None:
         self.name = name
-        self.limit = int(Decimal(str(budget_usd)) * FEMTO_PER_USD)
+        # The facade hands over an amount exact_amount already checked (once per decoration, not per
+        # invocation); anything else is checked here.
+        amount = (budget_usd if isinstance(budget_usd, Decimal | Fraction)
+                  else exact_amount(budget_usd, "budget_usd", "USD"))
+        self.limit = int(amount * FEMTO_PER_USD)
         self.on_exceeded = on_exceeded
         self.spent = 0
         self.warned = False

@@ -16,12 +16,14 @@ import threading
 import warnings
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from numbers import Integral, Rational, Real
 from typing import Any
 
 from ._guard import user_stacklevel
 from .usage import Usage
 
-__all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "usd"]
+__all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
 
 logger = logging.getLogger("tokenspy")
 
@@ -39,14 +41,48 @@ def usd(femto: int) -> Decimal:
     return Decimal(femto).scaleb(-15)
 
 
+def exact_amount(value: Any, what: str, unit: str) -> Decimal | Fraction:
+    """`value` (an int, float, Decimal or Fraction, finite and >= 0) as an exact number; `what` names
+    the argument in the error.
+
+    A float is taken by its shortest repr (0.1 is the 0.1 the user typed, not its binary neighbour); a
+    Fraction stays a Fraction, since 1/3 has no exact Decimal. Strings are refused, not parsed: a
+    price or budget read from text without conversion is a bug better caught here.
+    """
+    if isinstance(value, Decimal):
+        number: Decimal | Fraction = value
+    elif isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{what} must be a number ({unit}: int, float, Decimal or Fraction), "
+                        f"got {value!r}")
+    elif isinstance(value, Integral):
+        number = Decimal(int(value))
+    elif isinstance(value, Rational):
+        number = Fraction(int(value.numerator), int(value.denominator))
+    else:
+        try:
+            number = Decimal(str(float(value)))
+        except OverflowError:  # a float() of a huge exotic Real; reported like any non-finite amount
+            number = Decimal("Infinity")
+    # is_finite first: comparing a signalling NaN raises decimal.InvalidOperation.
+    if (isinstance(number, Decimal) and not number.is_finite()) or number < 0:
+        raise ValueError(f"{what} must be a finite, non-negative number of {unit}, got {value!r}")
+    return number
+
+
 def _per_token(price_per_mtok: Any, what: str) -> int:
-    try:
-        value = Decimal(str(price_per_mtok)) if not isinstance(price_per_mtok, Decimal) else price_per_mtok
-    except Exception:
-        raise TypeError(f"{what} must be a number (USD per million tokens), got {price_per_mtok!r}") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{what} must be a finite, non-negative number of USD per million tokens, "
-                         f"got {price_per_mtok!r}")
+    value: Decimal | Fraction
+    if isinstance(price_per_mtok, str):
+        # Kept for prices written as decimal text ("0.1"), which existing callers and tests rely on;
+        # only text that is a number passes, so it cannot turn into a wrong price.
+        try:
+            value = Decimal(price_per_mtok)
+        except ArithmeticError:
+            raise TypeError(f"{what} must be a number (USD per million tokens), got {price_per_mtok!r}") from None
+        exact_amount(value, what, "USD per million tokens")  # the same finite, >= 0 check
+    else:
+        value = exact_amount(price_per_mtok, what, "USD per million tokens")
+    if isinstance(value, Fraction):
+        return round(value * 10**9)  # round() of a Fraction is half-even, as below
     return int((value * _FEMTO_PER_TOKEN_PER_MTOK).to_integral_value(ROUND_HALF_EVEN))
 
 

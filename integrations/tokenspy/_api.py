@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 import sys
 from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,8 +43,8 @@ def report(format: str = "text", *, path: str | Path | None = None, hints: bool 
            file: TextIO | None = None) -> str | None:
     """Print the cost box (`format="text"`), or return the stats as JSON text (`format="json"`).
 
-    With `file=` (an open text file), write either there; with `path=`, write the report to that file
-    (`format="html"` writes the HTML cost tree).
+    With `file=` (an open text file) or `path=` (not both), write the report there instead
+    (`format="html"` writes the HTML cost tree, to ./tokenspy_report.html when given neither).
     """
     return report_tracker(default_tracker(), format, path=path, hints=hints, file=file)
 
@@ -54,10 +56,15 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
         raise ValueError(f"format must be 'text', 'json' or 'html', got {format!r}")
     if not isinstance(hints, bool):
         raise TypeError("hints must be True or False")
+    if path is not None and file is not None:
+        raise ValueError("report() writes to path= or to file=, not both")
     if format == "html":
         from tokenspy_core.html_report import render_html
 
         html = render_html(tracker.stats(), hints=hints)
+        if file is not None:
+            file.write(html)
+            return None
         target = Path(path if path is not None else "tokenspy_report.html")
         target.write_text(html, encoding="utf-8")
         return str(target)
@@ -104,9 +111,11 @@ def reset() -> None:
     default_tracker().reset()
 
 
-def set_price(model: str, *, input: float, output: float, cached_input: float | None = None,
-              cache_write: float | None = None) -> None:
-    """Price `model` in USD per million tokens; wins over the bundled prices."""
+def set_price(model: str, *, input: float | Decimal | Fraction, output: float | Decimal | Fraction,
+              cached_input: float | Decimal | Fraction | None = None,
+              cache_write: float | Decimal | Fraction | None = None) -> None:
+    """Price `model` in USD per million tokens (int, float, Decimal or Fraction); wins over the bundled
+    prices."""
     PRICES.set_price(model, input=input, output=output, cached_input=cached_input, cache_write=cache_write)
 
 
@@ -169,6 +178,8 @@ def start_call(model: str, provider: str | None = None, prompt: Any = None, *, s
     `prompt` and `tools` (the tool definitions sent) are only read to estimate what the provider does
     not report, and are not kept."""
     _check_call_options(provider, tags)
+    if not isinstance(stream, bool):  # stored as the record's `streamed`, in reports and the database
+        raise TypeError(f"stream must be True or False, got {stream!r}")
     return _core_start_call(None, _model(model), provider=provider, prompt=prompt, streamed=stream, tags=tags,
                             tools=tools)
 
@@ -191,9 +202,35 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
     if max_records is not None:
         _count("max_records", max_records)
+    # All or nothing: everything that can fail (a missing extra, a database that is not ours, the
+    # exporter) runs before any option is applied, so a failed init() leaves the previous setup whole.
+    if otel:
+        from . import otel as otel_module
+    new_tags = dict(tags or {})
+    if track_git:
+        from tokenspy_core.gitinfo import current_commit
+
+        commit = current_commit()
+        if commit:
+            new_tags["git_commit"] = commit
+    store = None
+    if persist:
+        from tokenspy_core.store import attach_store, stores
+
+        attached = stores()
+        store = attach_store(default_tracker(), None if persist is True else persist)
+        if store in attached:  # already attached by an earlier init(): not ours to close on failure
+            store = None
+    if otel:
+        try:
+            otel_module.enable_otel(default_tracker())
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
     _instrument.set_enabled(auto_instrument)
     config.capture_content = capture_content
-    config.tags = dict(tags or {})
+    config.tags = new_tags
     if max_records is not None:
         tracker = default_tracker()
         from collections import deque
@@ -201,20 +238,6 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
         with tracker._lock:
             tracker._max_records = max_records
             tracker._records = deque(tracker._records, maxlen=max_records)
-    if track_git:
-        from tokenspy_core.gitinfo import current_commit
-
-        commit = current_commit()
-        if commit:
-            config.tags["git_commit"] = commit
-    if persist:
-        from tokenspy_core.store import attach_store
-
-        attach_store(default_tracker(), None if persist is True else persist)
-    if otel:
-        from .otel import enable_otel
-
-        enable_otel(default_tracker())
 
 
 # framework name -> the handler installed globally there

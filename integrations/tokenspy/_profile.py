@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-import numbers
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal, TypeVar, overload
 
 from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
 from tokenspy_core.call import CURRENT
+from tokenspy_core.pricing import exact_amount
 from tokenspy_core.report import fmt_cost
 
 from . import _instrument
@@ -22,21 +24,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 OnExceeded = Literal["warn", "raise"]
 
 
-def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> None:
+def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> Decimal | Fraction | None:
+    """Check the options; return the budget as the exact amount each invocation's `Budget` takes."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
-    if budget_usd is not None:
-        if isinstance(budget_usd, bool) or not isinstance(budget_usd, numbers.Real | Decimal):
-            raise TypeError(f"budget_usd must be a number of USD, got {budget_usd!r}")
-        if not 0 <= float(budget_usd) < float("inf"):
-            raise ValueError(f"budget_usd must be a finite, non-negative number, got {budget_usd!r}")
+    budget = None if budget_usd is None else exact_amount(budget_usd, "budget_usd", "USD")
     if on_exceeded not in ("warn", "raise"):
         raise ValueError(f"on_exceeded must be 'warn' or 'raise', got {on_exceeded!r}")
     if tags is not None and not isinstance(tags, Mapping):
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
+    return budget
 
 
-def _new_span(name: str, kind: str, parent: Any, budget_usd: float | None, on_exceeded: OnExceeded,
+def _new_span(name: str, kind: str, parent: Any, budget_usd: Decimal | Fraction | None, on_exceeded: OnExceeded,
               tags: Mapping[str, Any] | None, sink: Tracker | None = None) -> Span:
     _instrument.auto_instrument()
     budget = Budget(name, budget_usd, on_exceeded) if budget_usd is not None else None
@@ -61,7 +61,7 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
     `budget_usd` applies to each invocation: past it, warn once, or with `on_exceeded="raise"` refuse
     the next LLM call of that invocation with `BudgetExceededError`.
     """
-    _check_options(name, budget_usd, on_exceeded, tags)
+    budget = _check_options(name, budget_usd, on_exceeded, tags)
     if fn is not None and not callable(fn) and not isinstance(fn, staticmethod | classmethod):
         raise TypeError(f"@tokenspy.profile decorates a function, got {type(fn).__name__}")
 
@@ -71,7 +71,7 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
         span_name = name or getattr(f, "__name__", None) or repr(f)
 
         def enter() -> Span:
-            return _new_span(span_name, "function", CURRENT, budget_usd, on_exceeded, tags)
+            return _new_span(span_name, "function", CURRENT, budget, on_exceeded, tags)
 
         if inspect.isasyncgenfunction(f):
             @functools.wraps(f)
@@ -162,6 +162,13 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
             except BaseException as exc:
                 span.end(exc)
                 raise
+            # A coroutine from a callable that is not `async def` itself (an async function under a
+            # plain decorator, an object with `async def __call__`) runs only once awaited: the span
+            # stays open until then, or its calls would go unattributed and its budget unenforced.
+            # None (most sync results) skips the checks; iscoroutine is cheaper than the ABC check.
+            if result is not None and (inspect.iscoroutine(result) or (
+                    inspect.isawaitable(result) and not isinstance(result, asyncio.Future))):
+                return _awaited_in(span, result)
             span.end()
             return result
 
@@ -170,13 +177,29 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
     return decorate(fn) if fn is not None else decorate
 
 
+async def _awaited_in(span: Span, awaitable: Awaitable[Any]) -> Any:
+    """Await `awaitable` inside `span`, then end it: the async half of a sync wrapper."""
+    try:
+        with use_span(span):
+            result = await awaitable
+    except BaseException as exc:
+        span.end(exc)
+        raise
+    span.end()
+    return result
+
+
 class CallCount(int):
-    """The number of calls in a session, which also iterates over their records."""
+    """The number of calls in a session, which also iterates over their records.
+
+    The number is every call the session saw; the records are the most recent ones its buffer keeps
+    (`max_records`), so past that buffer `len()` and iteration cover fewer calls than the number.
+    """
 
     _records: list[CallRecord]
 
-    def __new__(cls, records: list[CallRecord]) -> CallCount:
-        obj = super().__new__(cls, len(records))
+    def __new__(cls, total: int, records: list[CallRecord]) -> CallCount:
+        obj = super().__new__(cls, total)
         obj._records = records
         return obj
 
@@ -198,18 +221,18 @@ class Session(TrackerView):
                  parent: Span | None = CURRENT, max_records: int = 10_000) -> None:
         if not isinstance(name, str):
             raise TypeError(f"session name must be a string, got {type(name).__name__}")
-        _check_options(name, budget_usd, on_exceeded, tags)
+        budget = _check_options(name, budget_usd, on_exceeded, tags)
         if parent is not CURRENT and parent is not None and not isinstance(parent, Span):
             raise TypeError(f"parent must be a tokenspy span, got {type(parent).__name__}")
         self.name = name
         self.tracker = self._view = Tracker(max_records=max_records, name=name)
-        self._options = (budget_usd, on_exceeded, tags, parent)
+        self._options = (budget, on_exceeded, tags, parent)
         self.span: Span | None = None
         self._use: Any = None
 
     def _enter(self) -> Session:
-        budget_usd, on_exceeded, tags, parent = self._options
-        self.span = _new_span(self.name, "session", parent, budget_usd, on_exceeded, tags, sink=self.tracker)
+        budget, on_exceeded, tags, parent = self._options
+        self.span = _new_span(self.name, "session", parent, budget, on_exceeded, tags, sink=self.tracker)
         self._use = use_span(self.span)
         self._use.__enter__()
         return self
@@ -250,13 +273,16 @@ class Session(TrackerView):
     @property
     def calls(self) -> CallCount:  # type: ignore[override]
         """A session's calls read as a number (`s.calls == 2`) and iterate as records."""
-        return CallCount(self.tracker.calls())
+        # The number from the totals, not len(records): the record buffer is capped, the totals are not.
+        return CallCount(self.tracker.totals().calls, self.tracker.calls())
 
     def records(self) -> list[CallRecord]:
         return self.tracker.calls()
 
     def __repr__(self) -> str:
-        return f"<tokenspy.session {self.name!r}: {self.cost_str}, {self.tokens} tokens, {int(self.calls)} calls>"
+        total = self.tracker.totals()  # one snapshot: cost, tokens and calls of the same moment
+        return (f"<tokenspy.session {self.name!r}: {fmt_cost(total.cost_usd)}, {total.total_tokens} tokens, "
+                f"{total.calls} calls>")
 
 
 def session(name: str = "session", *, budget_usd: float | None = None, on_exceeded: OnExceeded = "warn",

@@ -20,6 +20,7 @@ and judges the budget.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 
 from tokenspy_core import Span, Tracker, use_span
-from tokenspy_core.pricing import FEMTO_PER_USD, usd
+from tokenspy_core.pricing import FEMTO_PER_USD, exact_amount, usd
 from tokenspy_core.tracker import Aggregate
 
 from . import _instrument, _profile
@@ -51,7 +52,8 @@ def _budget_option(text: str) -> Decimal:
     except InvalidOperation:
         value = Decimal("NaN")
     if not value.is_finite() or value < 0:
-        raise ValueError(f"--tokenspy-budget takes a number of USD >= 0, got {text!r}")
+        # argparse shows an ArgumentTypeError's own message; a ValueError only as "invalid <function name> value".
+        raise argparse.ArgumentTypeError(f"--tokenspy-budget takes a number of USD >= 0, got {text!r}")
     return value
 
 
@@ -220,10 +222,13 @@ class _Tracking:
         if marker is None:
             return
         budget = marker.kwargs.get("budget_usd", marker.args[0] if marker.args else None)
-        valid = isinstance(budget, int | float | Decimal) and not isinstance(budget, bool)
-        if not valid or not 0 <= budget < float("inf"):
+        try:  # the amounts profile() and session() take, checked the same way
+            amount = exact_amount(budget, "budget_usd", "USD")
+        except (TypeError, ValueError):
+            amount = None
+        if amount is None:
             pytest.fail(f"@pytest.mark.tokenspy takes budget_usd=<USD >= 0>, got {budget!r}", pytrace=False)
-        item.stash[_BUDGET] = int(Decimal(str(budget)) * FEMTO_PER_USD)
+        item.stash[_BUDGET] = int(amount * FEMTO_PER_USD)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
