@@ -29,7 +29,7 @@ from .pricing import FEMTO_PER_USD, usd
 from .spans import Sink, Span
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
-from .usage import Usage, UsageReport, usage_from_any
+from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, usage_from_any
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -150,29 +150,13 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
         if name not in _USAGE_FIELDS:
             raise TypeError(f"set_usage() got an unknown usage field {name!r}; "
                             f"known: {', '.join(sorted(_USAGE_FIELDS))}")
-        _check_count(name, value)
+        if value is None:
+            continue
+        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise TypeError(f"{name} must be an int token count, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
 
-
-def _check_count(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise TypeError(f"{name} must be an int token count, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def _check_usage_dict(usage: Mapping[str, Any]) -> None:
-    """A usage dict handed to `set_usage`: its token counts (`*_tokens`, Gemini's `*_token_count`), at any
-    depth, must be ints >= 0; other keys (Anthropic's `service_tier`) are not counts."""
-    for name, value in usage.items():
-        if isinstance(value, Mapping):
-            _check_usage_dict(value)
-        elif isinstance(name, str) and name.endswith(("tokens", "token_count")):
-            _check_count(name, value)
-
-
-_NOT_USAGE = (str, bytes, bool, int, float)
 
 
 # Packages whose exceptions describe a request's transport or the provider's status, never its content.
@@ -193,6 +177,28 @@ def error_text(error: BaseException) -> str:
 
 def _drop(text: str) -> None:
     pass
+
+
+class _NoTags(dict[str, Any]):
+    """The tags of every untagged record, shared (a dict per record is a container more for the garbage
+    collector to count, per record): read-only, and copied as a plain dict."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this record has no tags to change (set tags with tokenspy.init, a session or a profile)")
+
+    __setitem__ = __delitem__ = __ior__ = setdefault = update = pop = popitem = clear = _read_only  # type: ignore[assignment]
+
+    def __copy__(self) -> dict[str, Any]:
+        return {}
+
+    def __deepcopy__(self, memo: Any) -> dict[str, Any]:
+        return {}
+
+    def __reduce__(self) -> Any:
+        return (dict, ())
+
+
+_NO_TAGS = _NoTags()
 
 
 def active_call() -> Call | None:
@@ -275,13 +281,8 @@ class Call:
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
-        # The caller's own numbers (an adapter hands over a UsageReport): a bad one is their error, raised here.
         if fields:
-            _check_fields(fields)
-        if isinstance(usage, Mapping):
-            _check_usage_dict(usage)
-        elif isinstance(usage, _NOT_USAGE):
-            raise TypeError(f"set_usage() takes a usage object or dict, or keyword fields, got {usage!r}")
+            _check_fields(fields)  # the user's own numbers: a bad one is their error, raised here
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
@@ -299,6 +300,8 @@ class Call:
                 self._report = report  # a fresh report, ours to keep
             else:
                 current.update(report)
+        except (UsageTypeError, UsageValueError):
+            raise  # a usage dict with a bad count (a string, a negative number): the caller's error
         except Exception as exc:
             if isinstance(exc, _passthrough()):
                 raise
@@ -478,8 +481,8 @@ class Call:
             span_id = None
         if self._tags:
             tags = {**tags, **self._tags}
-        if tags is config.tags:  # a record's own dict, never the process-wide one (a user may change it)
-            tags = dict(tags)
+        if tags is config.tags:  # never the process-wide dict itself: a user may change a record's tags
+            tags = {**tags} if tags else _NO_TAGS
         if config.capture_content:
             prompt, response = plain_prompt(self._prompt), text
             if response is None:  # not needed for an estimate: the streamed text, or the whole answer

@@ -130,15 +130,29 @@ def field_of(obj: Any, key: str) -> Any:
 _get = field_of
 
 
+class UsageTypeError(TypeError):
+    """A usage count that is not a number of tokens (a string, a fraction of a token)."""
+
+
+class UsageValueError(ValueError):
+    """A negative usage count."""
+
+
 def _int(value: Any) -> int | None:
-    if type(value) is int:  # the common case: int(value) would return the same object
+    if type(value) is int and value >= 0:  # the common case: int(value) would return the same object
         return value
     if value is None or isinstance(value, bool):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+        number = int(value)  # "12", 12.0, an int subclass
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    # Never a silent wrong number: not "x", not 1.9 read as 1, not -5.
+    if number is None or (not isinstance(value, str) and number != value):
+        raise UsageTypeError(f"a usage count must be a whole number of tokens, got {value!r}")
+    if number < 0:
+        raise UsageValueError(f"a usage count must be >= 0, got {value!r}")
+    return number
 
 
 def usage_from_openai(usage: Any) -> UsageReport:
@@ -190,11 +204,11 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
     reasoning = details.get("reasoning_tokens") if type(details) is dict else _get(details, "reasoning_tokens")
     output = get("completion_tokens")
     return UsageReport(
-        prompt if type(prompt) is int else _int(prompt),
-        output if type(output) is int else _int(output) or 0,
-        cached if cached is None or type(cached) is int else _int(cached),
-        written if written is None or type(written) is int else _int(written),
-        reasoning if reasoning is None or type(reasoning) is int else _int(reasoning),
+        prompt if type(prompt) is int and prompt >= 0 else _int(prompt),
+        output if type(output) is int and output >= 0 else _int(output) or 0,
+        cached if cached is None or (type(cached) is int and cached >= 0) else _int(cached),
+        written if written is None or (type(written) is int and written >= 0) else _int(written),
+        reasoning if reasoning is None or (type(reasoning) is int and reasoning >= 0) else _int(reasoning),
     )
 
 
@@ -279,6 +293,8 @@ def usage_from_any(usage: Any) -> UsageReport:
         return usage
     if isinstance(usage, Usage):
         return UsageReport(**{name: getattr(usage, name) for name in FIELDS})
+    if isinstance(usage, str | bytes | int | float):
+        raise UsageTypeError(f"usage must be a usage object or dict, got {usage!r}")
     # The most common shape first (only OpenAI's has `prompt_tokens`).
     prompt = _get(usage, "prompt_tokens")
     if prompt is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 
 import pytest
@@ -293,10 +294,10 @@ def test_set_usage_refuses_bad_numbers_at_the_call(tracker: Tracker, fields: dic
 
 
 @pytest.mark.parametrize(("usage", "error", "match"), [
-    ({"input_tokens": -500, "output_tokens": 3}, ValueError, "input_tokens"),
-    ({"prompt_tokens": "10", "completion_tokens": 2}, TypeError, "prompt_tokens"),
-    ({"input_tokens": 1.9, "output_tokens": 2}, TypeError, "input_tokens"),
-    ({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": -1}}, ValueError, "cached_tokens"),
+    ({"input_tokens": -500, "output_tokens": 3}, ValueError, "-500"),
+    ({"prompt_tokens": "ten", "completion_tokens": 2}, TypeError, "'ten'"),
+    ({"input_tokens": 1.9, "output_tokens": 2}, TypeError, "1.9"),
+    ({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": -1}}, ValueError, "-1"),
     (42, TypeError, "usage object or dict"), ("oops", TypeError, "usage object or dict"),
 ])
 def test_set_usage_refuses_a_bad_usage_dict_at_the_call(tracker: Tracker, usage: object, error: type[Exception],
@@ -335,6 +336,11 @@ def test_a_record_has_its_own_tags_dict(tracker: Tracker) -> None:
     finally:
         tokenspy.init()
     assert second is not None and second.tags == {"team": "search"}
+    untagged = Call(tracker, "gpt-4o").finish()
+    assert untagged is not None and untagged.tags == {}
+    with pytest.raises(TypeError, match="no tags"):
+        untagged.tags["user"] = "alice"  # type: ignore[index]
+    assert copy.deepcopy(untagged).tags == {} and type(copy.deepcopy(untagged).tags) is dict
 
 
 def test_latency_excludes_tokenspys_own_estimate(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from tokenspy_core import (
     UsageReport,
     usage_from_anthropic,
@@ -52,7 +54,9 @@ def test_openai_chat_dict_and_object_read_odd_values_alike() -> None:
     assert usage_from_any(raw) == usage_from_openai(raw) == expected
     as_object = SimpleNamespace(**{**raw, "prompt_tokens_details": SimpleNamespace(cached_tokens=True)})
     assert usage_from_openai(as_object) == expected
-    assert usage_from_any({"prompt_tokens": 7, "completion_tokens": "x"}) == UsageReport(7, 0)
+    for bad in ("x", 2.5, -1):  # never read as a number they are not
+        with pytest.raises((TypeError, ValueError), match=repr(bad)):
+            usage_from_any({"prompt_tokens": 7, "completion_tokens": bad})
 
 
 def test_openai_responses_shape() -> None:
