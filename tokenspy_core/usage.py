@@ -249,7 +249,8 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
         details, out_details = get("input_token_details"), get("output_token_details")
         if not details and not out_details:
             inp, out = get("input_tokens"), get("output_tokens")
-            return UsageReport(inp if inp.__class__ is int else _int(inp), out if out.__class__ is int else _int(out))
+            return UsageReport(inp if inp.__class__ is int and inp >= 0 else _int(inp),
+                               out if out.__class__ is int and out >= 0 else _int(out))
     else:
         details, out_details = _get(usage_metadata, "input_token_details"), _get(usage_metadata, "output_token_details")
     details = details or {}

@@ -146,3 +146,8 @@ def test_prompt_estimates_count_tool_calls_and_results_in_the_history() -> None:
     tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
     assert count_tool_tokens(tools) == count_tokens('[{"name":"get_weather","input_schema":{"type":"object"}}]')
     assert count_tool_tokens(None) == 0
+
+
+def test_langchain_usage_without_details_refuses_a_negative_count() -> None:
+    with pytest.raises(ValueError, match="-5"):
+        usage_from_langchain({"input_tokens": -5, "output_tokens": 3})

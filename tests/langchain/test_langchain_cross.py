@@ -43,7 +43,8 @@ class State(TypedDict):
     text: str
 
 
-def test_raw_sdk_calls_in_a_node_and_its_tool_go_under_them(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+def test_a_raw_sdk_call_in_a_tool_goes_under_it_and_one_in_a_node_under_the_run(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
     client = raw_client(fp)
 
     @tool
@@ -61,9 +62,39 @@ def test_raw_sdk_calls_in_a_node_and_its_tool_go_under_them(fp: FakeProvider, ha
     with tokenspy.session("s"):
         graph.compile().invoke({"text": ""}, config={"callbacks": [handler]})
         ask(client, "after")
-    assert [r.span_path for r in tokenspy.calls()] == [
-        ("s", "LangGraph", "fetch"), ("s", "LangGraph", "fetch", "lookup"), ("s",)]
-    assert [r.span_kinds[-1] for r in tokenspy.calls()] == ["node", "tool", "session"]
+    # A node is not made current (an async graph ends its run in another task): a raw call made in the
+    # node itself goes where the graph was started.
+    assert [r.span_path for r in tokenspy.calls()] == [("s",), ("s", "LangGraph", "fetch", "lookup"), ("s",)]
+    assert [r.span_kinds[-1] for r in tokenspy.calls()] == ["session", "tool", "session"]
+
+
+async def test_an_async_graph_leaves_no_level_current_after_it(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    client = tokenspy.observe(openai.AsyncOpenAI(base_url=fp.openai_base_url, api_key=KEY, max_retries=0))
+
+    async def call(text: str) -> str:
+        answer = await client.chat.completions.create(model=MINI, messages=[{"role": "user", "content": text}])
+        return answer.choices[0].message.content or ""
+
+    @tool
+    async def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return await call(topic)
+
+    async def fetch(state: State) -> dict[str, str]:
+        return {"text": await lookup.ainvoke({"topic": "Paris"})}
+
+    graph = StateGraph(State)
+    graph.add_node("fetch", fetch)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", END)
+    app = graph.compile()
+    with tokenspy.session("s"):
+        await app.ainvoke({"text": ""}, config={"callbacks": [handler]})
+        async for _ in app.astream({"text": ""}, config={"callbacks": [handler]}):
+            await call("between")
+        await call("after")
+    paths = [r.span_path for r in tokenspy.calls()]
+    assert sorted(paths) == sorted([("s", "LangGraph", "fetch", "lookup")] * 2 + [("s",)] * 2)
 
 
 def test_a_consumer_reading_a_graph_stream_makes_its_calls_outside_the_nodes(

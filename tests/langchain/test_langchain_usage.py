@@ -223,3 +223,17 @@ def test_request_model_reads_params_then_constructor_args_then_ls_params(
     from types import SimpleNamespace
 
     assert _extract.request_model(serialized, SimpleNamespace(**params), metadata) == expected
+
+
+def test_capture_content_keeps_prompt_and_answer_of_invoke_and_stream(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    tokenspy.init(capture_content=True)
+    try:
+        llm = openai_chat(fp, stream_usage=True)
+        llm.invoke("hi", config={"callbacks": [handler]})
+        "".join(str(c.content) for c in llm.stream("hi", config={"callbacks": [handler]}))
+    finally:
+        tokenspy.init()
+    records = tokenspy.calls()
+    assert [(r.prompt, r.response, r.usage_source) for r in records] == [
+        ([{"role": "user", "content": "hi"}], DEFAULT_REPLY, "provider")] * 2

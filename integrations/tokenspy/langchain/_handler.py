@@ -24,6 +24,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
+from tokenspy_core.call import config
 from tokenspy_core.spans import Span, enter_span, exit_span
 
 from .. import _instrument
@@ -105,12 +106,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         attributes = None
         if kind == "node" and metadata:
             attributes = {"langgraph_step": metadata.get("langgraph_step")}
-        if kind == "node" and run_id.int in _entered:
-            kind = None  # another handler's level for this node is current: its calls go there
-        run = self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
-                               attributes=attributes)
-        if kind == "node":
-            _enter(run, run_id)
+        self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
+                         attributes=attributes)
 
     @guard("langchain on_chain_end")
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -305,13 +302,14 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
 
 def _enter(run: Run | None, run_id: UUID) -> None:
-    """Make a tool's, retriever's or LangGraph node's span current for the code it runs: what that code
-    does outside LangChain (a LlamaIndex query, a raw SDK call, a `profile`) then attaches to it.
+    """Make a tool's or retriever's span current for the code it runs: what that code does outside
+    LangChain (a LlamaIndex query, a raw SDK call, a `profile`) then attaches to it.
 
-    Only for runs that run to completion where they start (their end callback comes in the same
-    context, before anything else runs there): a chain may be a generator the consumer drives, and
-    its span would then be current in the consumer's loop too. Of several TokenSpyHandlers on one
-    run, the first enters its span; the others make the run transparent (see the `_start` callers).
+    Only for runs whose start and end callbacks come in the context of the code they run, before
+    anything else runs there. Not a chain: it may be a generator the consumer drives, and its span
+    would be current in the consumer's loop too. Not a LangGraph node: an async graph starts a node's
+    run in the caller's task and ends it in the node's own. Of several TokenSpyHandlers on one run,
+    the first enters its span; the others make the run transparent (see the `_start` callers).
     """
     if run is not None and run.span is not None and _entered.setdefault(run_id.int, run.span) is run.span:
         run.entered = enter_span(run.span)
@@ -390,8 +388,9 @@ def _reconcile(call: Call, response: LLMResult) -> None:
     if report is not None:
         call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
-    if report is None or report.output_tokens is None:
-        # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing.
+    if report is None or report.output_tokens is None or config.capture_content:
+        # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing,
+        # and kept on the record if content capture is on.
         call.set_response_text(lambda: ex.message_text(generation))
 
 
