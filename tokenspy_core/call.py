@@ -331,6 +331,12 @@ class Call:
         """The whole response of a non-streamed call, used only if its usage must be estimated."""
         self._final_text = text
 
+    def set_prompt(self, prompt: Any) -> None:
+        """The prompt actually sent, when an adapter learns it after the start (a completion a framework
+        sends as chat messages): what an estimate counts, and content capture keeps."""
+        if self.status == "active":
+            self._prompt = prompt
+
     # -- layer dedupe -------------------------------------------------------------------------
     def activate(self) -> None:
         """Mark this call as the one an SDK call started in this context belongs to."""
@@ -548,6 +554,9 @@ class MergedCall:
 
     def set_response_text(self, text: str | Callable[[], str] | None) -> None:
         pass
+
+    def set_prompt(self, prompt: Any) -> None:
+        self.outer.set_prompt(prompt)  # the one request both layers see
 
     def _end(self, status: Status) -> None:
         self.status = status

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from langchain_anthropic import ChatAnthropic
 from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, StateGraph
 from pydantic import SecretStr
 
 from tokenspy.testing import FakeProvider
@@ -80,3 +81,15 @@ def openai_chat(fp: FakeProvider, model: str = GPT, *, aio: httpx.AsyncClient | 
 def anthropic_chat(fp: FakeProvider, model: str = CLAUDE, **kwargs: Any) -> ChatAnthropic:
     return ChatAnthropic(model_name=model, base_url=fp.anthropic_base_url, api_key=KEY, max_retries=0,
                          **kwargs)
+
+
+def linear_graph(state: type, *nodes: tuple[str, Any]) -> Any:
+    """A compiled LangGraph running `(name, node)` one after another, START to END."""
+    graph = StateGraph(state)
+    previous = START
+    for name, node in nodes:
+        graph.add_node(name, node)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_edge(previous, END)
+    return graph.compile()

@@ -11,8 +11,7 @@ from typing import Any, TypedDict
 import openai
 import pytest
 from langchain_core.tools import tool
-from langgraph.graph import END, START, StateGraph
-from lc_helpers import KEY, MINI, openai_chat
+from lc_helpers import KEY, MINI, linear_graph, openai_chat
 from llama_index.core.llms import MockLLM
 from llama_index.core.tools import FunctionTool
 
@@ -55,12 +54,8 @@ def test_a_raw_sdk_call_in_a_tool_goes_under_it_and_one_in_a_node_under_the_run(
     def fetch(state: State) -> dict[str, str]:
         return {"text": ask(client, "plan") + lookup.invoke({"topic": "Paris"})}
 
-    graph = StateGraph(State)
-    graph.add_node("fetch", fetch)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", END)
     with tokenspy.session("s"):
-        graph.compile().invoke({"text": ""}, config={"callbacks": [handler]})
+        linear_graph(State, ("fetch", fetch)).invoke({"text": ""}, config={"callbacks": [handler]})
         ask(client, "after")
     # A node is not made current (an async graph ends its run in another task): a raw call made in the
     # node itself goes where the graph was started.
@@ -83,11 +78,7 @@ async def test_an_async_graph_leaves_no_level_current_after_it(fp: FakeProvider,
     async def fetch(state: State) -> dict[str, str]:
         return {"text": await lookup.ainvoke({"topic": "Paris"})}
 
-    graph = StateGraph(State)
-    graph.add_node("fetch", fetch)
-    graph.add_edge(START, "fetch")
-    graph.add_edge("fetch", END)
-    app = graph.compile()
+    app = linear_graph(State, ("fetch", fetch))
     with tokenspy.session("s"):
         await app.ainvoke({"text": ""}, config={"callbacks": [handler]})
         async for _ in app.astream({"text": ""}, config={"callbacks": [handler]}):
@@ -107,14 +98,9 @@ def test_a_consumer_reading_a_graph_stream_makes_its_calls_outside_the_nodes(
     def second(state: State) -> dict[str, str]:
         return {"text": str(llm.invoke("two").content)}
 
-    graph = StateGraph(State)
-    graph.add_node("first", first)
-    graph.add_node("second", second)
-    graph.add_edge(START, "first")
-    graph.add_edge("first", "second")
-    graph.add_edge("second", END)
+    app = linear_graph(State, ("first", first), ("second", second))
     with tokenspy.session("s"):
-        for _ in graph.compile().stream({"text": ""}, config={"callbacks": [handler]}, stream_mode="updates"):
+        for _ in app.stream({"text": ""}, config={"callbacks": [handler]}, stream_mode="updates"):
             ask(client, "between")
     paths = [r.span_path for r in tokenspy.calls()]
     assert sorted(paths) == sorted([("s", "LangGraph", "first"), ("s",), ("s", "LangGraph", "second"), ("s",)])

@@ -14,8 +14,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
-from langgraph.graph import END, START, StateGraph
-from lc_helpers import MINI, from_log, openai_chat, total_femto
+from lc_helpers import MINI, from_log, linear_graph, openai_chat, total_femto
 
 import tokenspy
 from tokenspy.langchain import TokenSpyHandler
@@ -140,13 +139,7 @@ def test_langgraph_nodes_and_named_chains_inside_them(fp: FakeProvider, handler:
     def write(state: State) -> dict[str, str]:
         return {"text": str(writer.invoke({"topic": state["topic"]}).content)}
 
-    graph = StateGraph(State)
-    graph.add_node("research", research)
-    graph.add_node("write", write)
-    graph.add_edge(START, "research")
-    graph.add_edge("research", "write")
-    graph.add_edge("write", END)
-    app = graph.compile().with_config(run_name="pipeline")
+    app = linear_graph(State, ("research", research), ("write", write)).with_config(run_name="pipeline")
     app.invoke({"topic": "Paris", "text": ""}, config={"callbacks": [handler]})
     assert paths() == [("pipeline", "research"), ("pipeline", "write", "writer")]
     assert [c["kind"] for c in node(tokenspy.stats()["tree"], "pipeline")["children"]] == ["node", "node"]
@@ -161,17 +154,7 @@ def test_a_subgraph_is_named_by_its_node(fp: FakeProvider, handler: TokenSpyHand
     def ask(state: State) -> dict[str, str]:
         return {"text": str(llm.invoke("hi").content)}
 
-    inner = StateGraph(State)
-    inner.add_node("inner_llm", ask)
-    inner.add_edge(START, "inner_llm")
-    inner.add_edge("inner_llm", END)
-    outer = StateGraph(State)
-    outer.add_node("sub", inner.compile())
-    outer.add_node("outer_llm", ask)
-    outer.add_edge(START, "sub")
-    outer.add_edge("sub", "outer_llm")
-    outer.add_edge("outer_llm", END)
-    app = outer.compile()
+    app = linear_graph(State, ("sub", linear_graph(State, ("inner_llm", ask))), ("outer_llm", ask))
     app.invoke({"text": ""}, config={"callbacks": [handler]})
     # stream_mode="messages" makes every model call stream (reference §4.8): same tree, same numbers.
     list(app.stream({"text": ""}, config={"callbacks": [handler]}, stream_mode="messages"))
@@ -259,14 +242,9 @@ def test_a_profile_or_session_inside_a_node_or_tool_holds_its_calls(
     def look_up(state: State) -> dict[str, str]:
         return {"text": research.invoke({"topic": "Paris"})}
 
-    graph = StateGraph(State)
-    graph.add_node("look_up", look_up)
-    graph.add_node("draft", draft)
-    graph.add_edge(START, "look_up")
-    graph.add_edge("look_up", "draft")
-    graph.add_edge("draft", END)
+    graph = linear_graph(State, ("look_up", look_up), ("draft", draft))
     with pytest.warns(UserWarning, match="drafting"), pytest.raises(tokenspy.BudgetExceededError):
-        graph.compile().invoke({"text": ""}, config={"callbacks": [handler]})
+        graph.invoke({"text": ""}, config={"callbacks": [handler]})
     assert len(fp.requests) == 2  # the draft that crossed the budget was sent, the next one refused
     assert sessions[0].calls == 1 and sessions[0].cost == from_log(fp.requests[0]).cost_femto / 10**15
     assert paths()[:2] == [("LangGraph", "look_up", "research", "research-sub"), ("LangGraph", "draft", "drafting")]

@@ -53,13 +53,11 @@ class LLMCall:
 
     __slots__ = ("call", "finalizer", "framed", "model", "own", "plain", "started", "text")
 
-    def __init__(self, call: Call | MergedCall, model: str | None,
-                 framed: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, call: Call | MergedCall, model: str | None, framed: bool = False) -> None:
         self.call = call
         self.model = model
-        # A completion sent as chat messages: the very list the core estimates the prompt from, so
-        # a chat the completion makes inside it can put in the messages actually sent (`adopt`).
-        # A call merged into an outer one shares the outer call's list.
+        # A completion sent as chat messages (as is a call merged into one): a chat it makes inside it
+        # tells the messages actually sent (`adopt`).
         self.framed = framed
         self.own = isinstance(call, Call)  # else merged into an outer call, which keeps text and ends
         self.started = False  # a chunk arrived
@@ -109,10 +107,9 @@ class LLMCall:
     def adopt(self, messages: list[dict[str, str]]) -> None:
         """The chat a completion call made inside it (an LLM whose `complete` runs its own `chat`, or
         a wrapper running another LLM's): its messages, a system one included, are what the provider
-        bills, rather than our one-message framing. Only a completion framed as chat has the list."""
-        framed = self.framed
-        if framed is not None and messages:
-            framed[:] = messages
+        bills, rather than our one-message framing."""
+        if self.framed and messages:
+            self.call.set_prompt(messages)
 
     def _flush(self) -> None:
         """Hand the streamed text to the call: before it ends, whichever way it ends."""
@@ -261,12 +258,12 @@ def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, inst
     the prompt if the input must be estimated.
     """
     model = payloads.model_of(model_dict, instance)
-    framed = None
+    framed = False
     if chat:
         prompt = payloads.prompt_of_messages(prompt)
     else:
         prompt = payloads.completion_prompt(prompt, model_dict)
-        framed = prompt if isinstance(prompt, list) else None
+        framed = isinstance(prompt, list)
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
                      provider=payloads.provider_of(model_dict, instance), prompt=prompt,
                      tools=payloads.tools_of(extra), streamed=streamed)
