@@ -219,7 +219,7 @@ class Call:
     __slots__ = ("__weakref__", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
                  "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_tools", "_ttft",
                  "cache_hit", "error", "id", "operation", "provider", "record", "request_model", "served_model",
-                 "span", "status", "streamed", "tracker")
+                 "service_tier", "span", "status", "streamed", "tracker")
 
     def __init__(self, tracker: Tracker, model: str | None, *, provider: str | None = None,
                  prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT,
@@ -245,6 +245,7 @@ class Call:
         self._started = clock()
         self._started_wall = time.time()
         self.served_model: str | None = None
+        self.service_tier: str | None = None
         self.status: Status = "active"
         self.error: str | None = None
         self.cache_hit = False
@@ -322,6 +323,11 @@ class Call:
         """The model the provider says it served (priced in preference to the requested name)."""
         if served_model and self.status == "active":
             self.served_model = served_model
+
+    def set_service_tier(self, tier: str | None) -> None:
+        """The service tier the provider says it served the call at (priced at that tier's rates)."""
+        if tier and self.status == "active":
+            self.service_tier = tier
 
     def set_cache_hit(self) -> None:
         """The framework answered from its own cache: no provider call, no cost."""
@@ -473,7 +479,7 @@ class Call:
         if self.cache_hit:
             cost: int | None = 0
         else:
-            rates = self.tracker.prices.rates_for(model, self.provider)
+            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
         tags: Mapping[str, Any] = config.tags
@@ -548,6 +554,9 @@ class MergedCall:
 
     def set_model(self, served_model: str | None) -> None:
         self.outer.set_model(served_model)
+
+    def set_service_tier(self, tier: str | None) -> None:
+        self.outer.set_service_tier(tier)
 
     def set_cache_hit(self) -> None:
         pass

@@ -198,7 +198,7 @@ def _downgrade_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
         cheaper = CHEAPER_MODEL.get(_family_name(g.model))
         if cheaper is None:
             continue
-        rates = prices.rates_for(cheaper, g.provider)
+        rates = prices.rates_for(cheaper, g.provider, warn=False)
         if rates is None:
             continue
         cost = _cost_at(rates, g)
@@ -218,7 +218,7 @@ def _cache_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
                 or u.cached_input_tokens / u.input_tokens >= MAX_CACHED_SHARE
                 or uncached * CACHEABLE_PERCENT < MIN_PREFIX_TOKENS * 100 * n):
             continue
-        rates = prices.rates_for(g.model, g.provider)
+        rates = prices.rates_for(g.model, g.provider, warn=False)
         if rates is None:
             continue
         # Base rates: a long-context tier scales every rate up, and with it the saving.
@@ -239,7 +239,7 @@ def _record_rates(r: dict[str, Any], prices: PriceBook) -> ModelRates | None:
     # An unpriced record was looked up (and warned about) when it was made: do not ask again.
     if r.get("cost_femto") is None or not r.get("model"):
         return None
-    return prices.rates_for(r["model"], r.get("provider"))
+    return prices.rates_for(r["model"], r.get("provider"), warn=False)
 
 
 def _by_span_model(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -178,7 +178,7 @@ class PriceBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._overrides: dict[str, ModelRates] = {}
-        self._cache: dict[tuple[str, str | None], ModelRates | None] = {}
+        self._cache: dict[tuple[str, str | None, str | None], ModelRates | None] = {}
         self._warned: set[str] = set()
         self._snapshot: Any = None
 
@@ -201,15 +201,24 @@ class PriceBook:
             self._overrides.clear()
             self._cache.clear()
 
-    def rates_for(self, model: str | None, provider: str | None = None) -> ModelRates | None:
+    def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None, *,
+                  warn: bool = True) -> ModelRates | None:
+        """`model`'s rates, or None (warned about once per model, unless `warn` is false: a lookup that
+        prices no call, such as a hint's, must not claim calls went unpriced).
+
+        `service_tier`: the tier the provider says it served the call at (OpenAI's "flex", "priority",
+        ...), priced at that tier's rates where genai-prices has them; a price set with `set_price` is
+        what the user pays, whatever the tier."""
         if not model:
             return None
-        key = (model, provider)
+        key = (model, provider, service_tier)
         try:
             return self._cache[key]
         except KeyError:
             pass
-        rates = self._override(model) or self._lookup(model, provider)
+        rates = self._override(model) or self._lookup(model, provider, service_tier)
+        if rates is None and not warn:
+            return None  # not cached: a call's own lookup of it still warns
         with self._lock:
             self._cache[key] = rates
         if rates is None:
@@ -224,7 +233,7 @@ class PriceBook:
                 return self._overrides[candidate]
         return None
 
-    def _lookup(self, model: str, provider: str | None) -> ModelRates | None:
+    def _lookup(self, model: str, provider: str | None, service_tier: str | None = None) -> ModelRates | None:
         snapshot = self._genai_snapshot()
         if snapshot is None:
             return None
@@ -240,7 +249,8 @@ class PriceBook:
                 _, info = snapshot.find_provider_model(model, None, attempt, None)
             except LookupError:
                 continue
-            return _from_genai(info.get_prices(datetime.now(tz=UTC)))
+            context = {"service_tier": service_tier} if service_tier else None
+            return _from_genai(info.get_prices(datetime.now(tz=UTC), context))
         return None
 
     def _genai_snapshot(self) -> Any:

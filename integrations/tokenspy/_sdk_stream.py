@@ -21,9 +21,10 @@ wins, so overlapping signals are harmless.
 
 from __future__ import annotations
 
+import functools
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import MethodType
 from typing import Any
 
@@ -221,10 +222,43 @@ class StreamTracker(CloseHook):
             self.stopped()
 
 
-def _disabled(exc: Exception) -> Callable[[Any], bool]:
+class _JsonView:
+    """A JSON dict read by attribute, as the SDK's models are: the items of a stream made with a
+    plain `stream_cls` (`client.post(..., stream_cls=Stream[object])`) are the decoded dicts."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        return _viewed(self._data.get(name))
+
+
+def _viewed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _JsonView(value)
+    if isinstance(value, list):
+        return [_viewed(v) for v in value]
+    return value
+
+
+def _account(on_item: Callable[[Any], bool], item: Any) -> bool:
+    """`on_item(item)`, reading a plain JSON item through a view (the slow path, for items the
+    adapter's attribute reads failed on)."""
+    return on_item(_JsonView(item) if isinstance(item, Mapping) else item)
+
+
+def _disabled(exc: Exception, on_item: Callable[[Any], bool], item: Any) -> tuple[Callable[[Any], bool], bool]:
+    """After `on_item(item)` raised: (what accounts the following items, whether to hide `item`)."""
+    if isinstance(item, Mapping):
+        try:
+            return functools.partial(_account, on_item), _account(on_item, item)
+        except Exception as retried:
+            exc = retried
     # A bug in tokenspy's per-item accounting: stop accounting for this stream, keep streaming.
     log_internal_error("stream item", exc)
-    return lambda item: False
+    return (lambda item: False), False
 
 
 def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
@@ -234,8 +268,7 @@ def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
             try:
                 hide = on_item(item)
             except Exception as exc:
-                on_item = _disabled(exc)
-                hide = False
+                on_item, hide = _disabled(exc, on_item, item)
             if not hide:
                 yield item
     except GeneratorExit:
@@ -254,8 +287,7 @@ async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIte
             try:
                 hide = on_item(item)
             except Exception as exc:
-                on_item = _disabled(exc)
-                hide = False
+                on_item, hide = _disabled(exc, on_item, item)
             if not hide:
                 yield item
     except GeneratorExit:
@@ -323,8 +355,26 @@ def _handed_on(tracker: StreamTracker, item: Any) -> bool:
     try:
         return not tracker.on_item(item)
     except Exception as exc:
-        log_internal_error("stream item", exc)
-        return True
+        return not _disabled(exc, tracker.on_item, item)[1]
+
+
+def _plain_iter(self: Any) -> Iterator[Any]:
+    for item in self._iterator:  # noqa: UP028 - the SDK's own words, compared instruction for instruction
+        yield item
+
+
+async def _plain_aiter(self: Any) -> AsyncIterator[Any]:
+    async for item in self._iterator:
+        yield item
+
+
+def _same_code(func: Any, reference: Callable[..., Any]) -> bool:
+    """`func` compiles to exactly `reference`'s instructions and names: iterating it is iterating
+    `self._iterator` (checked, not assumed, so that an SDK release adding work there keeps it)."""
+    code = getattr(func, "__code__", None)
+    ref = reference.__code__
+    return (code is not None and code.co_code == ref.co_code and code.co_names == ref.co_names
+            and code.co_varnames == ref.co_varnames)
 
 
 _subclasses: dict[type, type] = {}  # stream class -> its tracked subclass; a tracked subclass -> itself
@@ -333,11 +383,13 @@ _subclasses: dict[type, type] = {}  # stream class -> its tracked subclass; a tr
 def _tracked_class(cls: type, *, is_async: bool) -> type:
     """`cls` whose iteration feeds the stream's tracker; made once per stream class.
 
-    The SDK's own `__iter__`/`__next__` (`__aiter__`/`__anext__`) still run, and the stream's
-    `_iterator` stays the SDK's: a `for` loop adds one generator level (`_items`, which also notices an
-    early stop: dropped after `break`, it is closed at once by reference counting). The chain of running
-    generators is walked by every exception raised under it (the SDKs raise and catch several per
-    chunk), so each level costs more than its own resumption.
+    The stream's `_iterator` stays the SDK's, and so do `__next__`/`__anext__`. A `for` loop goes
+    through `_items` (which also notices an early stop: dropped after `break`, it is closed at once by
+    reference counting) in place of the SDK's `__iter__` when that only re-yields `self._iterator`
+    (openai's), over the SDK's `__iter__` otherwise (anthropic's reports each item to its tracing). The
+    chain of running generators is walked by every exception raised under it (the SDKs raise and catch
+    several per chunk), so a generator level costs more than its own resumption: one is saved where the
+    SDK's adds nothing.
 
     A plain one-level subclass with no slots, so its instances have the SDK class's layout and
     `__class__` can be switched on an existing stream.
@@ -351,10 +403,13 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
         sdk_aiter = cls.__aiter__  # type: ignore[attr-defined]
         sdk_anext = cls.__anext__  # type: ignore[attr-defined]
 
+        plain = _same_code(sdk_aiter, _plain_aiter)
+
         def __aiter__(self: Any) -> AsyncIterator[Any]:
             tracker: StreamTracker | None = getattr(self, _ATTR, None)
-            it: AsyncIterator[Any] = sdk_aiter(self)
-            return it if tracker is None else _AsyncConsumer(_aitems(it, tracker), tracker)
+            if tracker is None:
+                return sdk_aiter(self)  # type: ignore[no-any-return]
+            return _AsyncConsumer(_aitems(self._iterator if plain else sdk_aiter(self), tracker), tracker)
 
         def __anext__(self: Any) -> Any:
             tracker = getattr(self, _ATTR, None)
@@ -367,10 +422,13 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
         sdk_next = cls.__next__  # type: ignore[attr-defined]
 
         # A stream of this class may have no tracker: one made with `type(stream)(...)`.
+        plain = _same_code(sdk_iter, _plain_iter)
+
         def __iter__(self: Any) -> Iterator[Any]:
             tracker = getattr(self, _ATTR, None)
-            it: Iterator[Any] = sdk_iter(self)
-            return it if tracker is None else _items(it, tracker)
+            if tracker is None:
+                return sdk_iter(self)  # type: ignore[no-any-return]
+            return _items(self._iterator if plain else sdk_iter(self), tracker)
 
         def __next__(self: Any) -> Any:
             tracker = getattr(self, _ATTR, None)

@@ -142,6 +142,10 @@ class _Messages(Plan):
             self.settle()
         if kind == "message_delta":
             self._merge(event.usage, skip_output=False)
+            # The last message_delta carries the stop reason and the final usage: the answer is
+            # whole even if the consumer stops before the empty message_stop.
+            if getattr(event.delta, "stop_reason", None) is not None:
+                self.complete = True
         elif kind == "message_start":
             message = event.message
             self.call.set_model(message.model)

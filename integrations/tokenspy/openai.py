@@ -39,9 +39,11 @@ __all__ = ["install", "uninstall"]
 _ENDPOINTS = {
     "/chat/completions": "chat",
     "/responses": "chat",
+    "/responses/compact": "chat",  # a model call over the conversation, billed like one
     "/embeddings": "embeddings",
     "/completions": "text_completion",
 }
+_RESPONSES = ("/responses", "/responses/compact")
 # Azure rejects `stream_options` before this API version.
 _AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
 
@@ -94,7 +96,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     chat = path == "/chat/completions"
     hide = expect = False
     choices = 1
-    if stream and path != "/responses":  # Chat Completions or legacy Completions (embeddings never stream)
+    if stream and path not in _RESPONSES:  # Chat Completions or legacy Completions (embeddings never stream)
         # The caller's own `include_usage`, inline (the common case of a caller who decided).
         holder = extra if extra is not None and "stream_options" in extra else body
         current = holder.get("stream_options")
@@ -111,7 +113,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
                       operation=operation, tags=tags or None, tools=body.get("tools") or body.get("functions"))
     if chat:
         return _ChatChunks(call, options, stream, hide, expect, choices)
-    if path == "/responses":
+    if path in _RESPONSES:
         if body.get("background") and not stream and type(call) is Call:
             return _BackgroundCreate(call, options, stream)
         return _ResponsesEvents(call, options, stream)
@@ -128,7 +130,7 @@ def _prompt(path: str, body: Mapping[str, Any]) -> Any:
     """What to estimate input tokens from, should the provider not report them."""
     if path == "/chat/completions":
         return body.get("messages")
-    if path == "/responses":
+    if path in _RESPONSES:
         given = body.get("input")
         items = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
         instructions = body.get("instructions")
@@ -175,6 +177,7 @@ def _account_body(call: CallLike, body: Any) -> None:
     if usage is not None:
         call.set_usage(usage_from_openai(usage))
     call.set_model(_get(body, "model"))
+    call.set_service_tier(_get(body, "service_tier"))
     if _get(body, "status") == "failed":  # a Responses API response
         call.fail(_response_error(body))
         return
@@ -226,6 +229,7 @@ class _ChatChunks(_Request):
         if not self._model_seen and chunk.model:
             self._model_seen = True
             self.call.set_model(chunk.model)
+            self.call.set_service_tier(getattr(chunk, "service_tier", None))
         choices = chunk.choices
         for choice in choices:
             delta = choice.delta
@@ -304,6 +308,7 @@ class _ResponsesEvents(_Request):
         elif kind in _FINAL or kind == "response.created":
             response = event.response
             self.call.set_model(response.model)
+            self.call.set_service_tier(getattr(response, "service_tier", None))
             if response.usage is not None:
                 self.call.set_usage(usage_from_openai(response.usage))
             if kind == "response.failed":

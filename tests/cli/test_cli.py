@@ -280,3 +280,24 @@ def test_history_keeps_one_line_per_call_when_an_error_has_newlines(
     status, out, _ = run(capsys, "history", "--db", tmp_path / "u.db")
     assert status == 0 and "upstream said: bad gateway" in out
     assert len([line for line in out.splitlines() if "gpt-4o" in line]) == 2
+
+
+def test_report_of_calls_priced_by_set_price_does_not_warn_they_were_unpriced(tmp_path: Path) -> None:
+    # The recording process priced the model with set_price; the CLI process knows no price for it.
+    # Its hints look prices up too, and must not claim the calls went unpriced.
+    import subprocess
+    import sys
+
+    from tokenspy_core import Call, Tracker
+    from tokenspy_core.store import attach_store
+
+    tracker = Tracker()
+    tracker.prices.set_price("my-finetune", input=1, output=2)
+    db = attach_store(tracker, tmp_path / "u.db")
+    for _ in range(6):  # enough calls of one model and span for the prompt-caching hint to look
+        Call(tracker, "my-finetune").finish({"prompt_tokens": 5000, "completion_tokens": 100})
+    db.close()
+    done = subprocess.run([sys.executable, "-m", "tokenspy", "report", "--db", str(tmp_path / "u.db")],
+                          capture_output=True, text=True, check=True)
+    assert "$0.0312" in done.stdout and "my-finetune" in done.stdout
+    assert "no price" not in done.stderr, done.stderr

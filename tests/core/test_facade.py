@@ -282,8 +282,10 @@ def test_unpriced_only_totals_are_none_not_zero() -> None:
         with tokenspy.session("unpriced") as s:
             tokenspy.record("acme-llm-9001", input_tokens=7, output_tokens=3)
     assert tokenspy.stats()["total_cost_usd"] is None and s.cost is None and s.cost_str == "unpriced"
+    assert tokenspy.stats()["total_cost_usd_exact"] is None
     tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)  # one priced call: the total is what is known
     assert tokenspy.stats()["total_cost_usd"] == 0.001 and tokenspy.stats()["unpriced_calls"] == 1
+    assert tokenspy.stats()["total_cost_usd_exact"] == "0.001000000000000"
 
 
 def test_budget_in_decimal_usd() -> None:

@@ -148,6 +148,24 @@ def test_stream_dropped_after_next_message_start_keeps_its_reported_usage(
         assert_partial_after_start(only_record(), fp.wait_for_outcome(0)["usage"], "")
 
 
+@pytest.mark.parametrize("flags", [(), ("fulldelta",)], ids=["delta-output-only", "delta-cumulative-all"])
+def test_stop_after_the_final_message_delta_is_finished(
+    ant: anthropic.Anthropic, fp: FakeProvider, flags: tuple[str, ...]
+) -> None:
+    # The last message_delta carries the stop reason and the final usage: stopping there, before the
+    # empty message_stop, is a whole answer.
+    fp.set_flags(*flags)
+    with tokenspy.session("s"), ant.messages.stream(**ARGS) as s:
+        for event in s:
+            if event.type == "message_delta":
+                assert event.delta.stop_reason == "end_turn"
+                break
+    record = only_record()
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
+    assert_exact(record, anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+    assert tokenspy.stats()["partial_calls"] == 0
+
+
 def test_midstream_error_fails_call_and_reraises(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
     fp.set_flags("midstream")
     with tokenspy.session("s"), pytest.raises(anthropic.APIStatusError, match="midstream error"):

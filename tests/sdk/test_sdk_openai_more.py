@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from openai._legacy_response import LegacyAPIResponse
-from sdk_helpers import EMBEDDING_3_SMALL, GPT_4O, MESSAGES, assert_exact, openai_expected, responses_expected
+from sdk_helpers import (
+    EMBEDDING_3_SMALL,
+    GPT_4O,
+    MESSAGES,
+    assert_exact,
+    cost,
+    openai_expected,
+    responses_expected,
+)
 from test_sdk_openai_chat import PROMPT_ESTIMATE, only_record
 
 import tokenspy
@@ -78,6 +87,71 @@ def test_responses_stream_helper_final_response(oai: openai.OpenAI, fp: FakeProv
 
 
 # -- Embeddings and legacy Completions ---------------------------------------------------------------
+
+
+def test_responses_compact_is_a_recorded_model_call() -> None:
+    # `responses.compact` runs the model over the conversation and is billed like any response.
+    usage = {"input_tokens": 5000, "input_tokens_details": {"cached_tokens": 1000}, "output_tokens": 400,
+             "output_tokens_details": {"reasoning_tokens": 100}, "total_tokens": 5400}
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(200, json={
+            "id": "cmp_1", "created_at": 1, "object": "response.compaction", "model": "gpt-4o-2024-08-06",
+            "output": [{"type": "compaction", "id": "cmp_item_1", "encrypted_content": "opaque"}],
+            "usage": usage})
+
+    client = tokenspy.observe(openai.OpenAI(base_url="http://mock/v1", api_key="sk-fake", max_retries=0,
+                                            http_client=httpx.Client(transport=httpx.MockTransport(handler))))
+    client.responses.compact(model="gpt-4o", input=[{"role": "user", "content": "a long conversation"}])
+    assert paths == ["/v1/responses/compact"]
+    record = only_record()
+    assert (record.model, record.usage_source, record.status) == ("gpt-4o-2024-08-06", "provider", "finished")
+    assert (record.input_tokens, record.cached_input_tokens, record.output_tokens, record.reasoning_tokens) == (
+        5000, 1000, 400, 100)
+    assert record.cost == cost(GPT_4O, input=5000, output=400, cached=1000)
+
+
+# gpt-5 per million tokens at each service tier (genai-prices, written out)
+GPT_5_TIERS = {"default": (Decimal("1.25"), Decimal("10")), "flex": (Decimal("0.625"), Decimal("5")),
+               "priority": (Decimal("2.50"), Decimal("20"))}
+
+
+@pytest.mark.parametrize("tier", ["default", "flex", "priority"])
+@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
+def test_calls_are_priced_at_the_service_tier_that_served_them(api: str, tier: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content)["service_tier"] == tier
+        base = {"id": "r1", "created": 1, "model": "gpt-5-2025-08-07", "service_tier": tier}
+        if api == "responses":
+            return httpx.Response(200, json={
+                **base, "object": "response", "created_at": 1, "status": "completed", "output": [],
+                "usage": {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 100,
+                          "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1100}})
+        usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
+        if api == "chat":
+            return httpx.Response(200, json={**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]})
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]},
+                  {**chunk, "choices": [], "usage": usage}]
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
+
+    client = tokenspy.observe(openai.OpenAI(base_url="http://mock/v1", api_key="sk-fake", max_retries=0,
+                                            http_client=httpx.Client(transport=httpx.MockTransport(handler))))
+    if api == "responses":
+        client.responses.create(model="gpt-5", input="hi", service_tier=tier)  # type: ignore[arg-type]
+    else:
+        answer = client.chat.completions.create(model="gpt-5", messages=MESSAGES, service_tier=tier,  # type: ignore[arg-type]
+                                                stream=api == "chat-stream")
+        if api == "chat-stream":
+            list(answer)  # type: ignore[arg-type]
+    record = only_record()
+    assert (record.input_tokens, record.output_tokens, record.usage_source) == (1000, 100, "provider")
+    input_rate, output_rate = GPT_5_TIERS[tier]
+    assert record.cost == (1000 * input_rate + 100 * output_rate) / 1_000_000
 
 
 def test_embeddings_record_exact_input_tokens_and_cost(oai: openai.OpenAI, fp: FakeProvider) -> None:

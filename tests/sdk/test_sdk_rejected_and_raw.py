@@ -293,3 +293,44 @@ def test_peek_with_next_on_the_stream_then_loop_records_exact_usage(oai: openai.
     record = only_record()
     assert tokens_of(record) == openai_expected(fp.requests[0]["usage"])
     assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
+
+
+# -- low-level requests whose stream items are plain dicts ---------------------------------------------
+
+
+@pytest.mark.parametrize("read", ["for", "next"])
+def test_openai_low_level_stream_of_dicts_is_accounted_and_hides_the_usage_chunk(
+    oai: openai.OpenAI, fp: FakeProvider, read: str
+) -> None:
+    # `client.post(..., stream_cls=Stream[object])`: the SDK hands on the decoded JSON dicts.
+    body = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
+
+    def chunks(client: openai.OpenAI) -> list[Any]:
+        stream = client.post("/chat/completions", body=body, cast_to=object, stream=True,
+                             stream_cls=openai.Stream[object])
+        if read == "for":
+            return list(stream)
+        got = []
+        while True:
+            try:
+                got.append(next(stream))
+            except StopIteration:
+                return got
+
+    unobserved = chunks(oai)
+    observed = chunks(tokenspy.observe(oai.copy()))
+    assert [c["choices"] for c in observed] == [c["choices"] for c in unobserved]  # no usage chunk shown
+    assert all(type(c) is dict for c in observed)
+    record = only_record()
+    assert (record.usage_source, record.status, record.partial) == ("provider", "finished", False)
+    assert_exact(record, openai_expected(fp.requests[-1]["usage"]), GPT_4O)
+
+
+def test_anthropic_low_level_stream_of_dicts_is_accounted(ant: anthropic.Anthropic, fp: FakeProvider) -> None:
+    body = {"model": HAIKU_MODEL, "max_tokens": 100, "messages": MESSAGES, "stream": True}
+    events = list(tokenspy.observe(ant).post("/v1/messages", body=body, cast_to=object, stream=True,
+                                             stream_cls=anthropic.Stream[object]))
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    record = only_record()
+    assert (record.usage_source, record.status, record.partial) == ("provider", "finished", False)
+    assert_exact(record, anthropic_expected(fp.requests[-1]["usage"]), HAIKU)

@@ -564,6 +564,16 @@ def test_responses_function_call_then_text(fake_provider: FakeProvider, oai: ope
     second = list(oai.responses.create(model=GPT, input=items, tools=tools, stream=True))
     completed = second[-1]
     assert completed.type == "response.completed" and completed.response.output_text == DEFAULT_REPLY
+    # The function call in the history counts as the same call in a chat history does.
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"function": {"name": call.name, "arguments": call.arguments}}]},
+        {"role": "tool", "content": "sunny"},
+    ]
+    expected = count_message_tokens(history, GPT) + count_tokens(json.dumps(tools, separators=(",", ":")), GPT)
+    assert completed.response.usage is not None
+    assert completed.response.usage.input_tokens == expected
 
 
 # -- control surface ------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def _items(call: Call) -> list[Mapping[str, Any]]:
 
 
 def _as_messages(call: Call, items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Items as chat messages for counting: tool outputs become tool messages, calls empty ones."""
+    """Items as chat messages for counting: tool outputs become tool messages, function calls
+    assistant tool calls."""
     messages: list[Mapping[str, Any]] = []
     instructions = call.body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -34,9 +35,12 @@ def _as_messages(call: Call, items: list[Mapping[str, Any]]) -> list[Mapping[str
     for item in items:
         if item.get("type") == "function_call_output":
             messages.append({"role": "tool", "content": item.get("output")})
+        elif item.get("type") == "function_call":  # counted as the same call in a chat history is
+            function = {"name": item.get("name"), "arguments": item.get("arguments")}
+            messages.append({"role": "assistant", "content": None, "tool_calls": [{"function": function}]})
         elif "role" in item:
             messages.append(item)
-        else:  # function_call, reasoning, ...: framing only, like an assistant tool-call message
+        else:  # reasoning, ...: framing only
             messages.append({"role": "assistant", "content": ""})
     return messages
 
