@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import warnings
 from collections.abc import AsyncGenerator, Generator
@@ -10,15 +12,20 @@ from typing import Any, cast
 import httpx
 import openai
 import pytest
+from langchain.agents import create_agent
+from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
+from langgraph.config import get_stream_writer
 from lc_helpers import GPT, from_log, openai_chat
 
 import tokenspy
 from tokenspy.langchain import TokenSpyHandler
 from tokenspy.testing import DEFAULT_REPLY, FakeProvider
-from tokenspy_core import BudgetExceededError, Call
+from tokenspy_core import BudgetExceededError, Call, current_span
 from tokenspy_core.tokenizer import count_tokens
 
 
@@ -166,3 +173,77 @@ def test_nothing_is_retained_after_runs_end(fp: FakeProvider, handler: TokenSpyH
     assert len(tokenspy.calls()) == 5
     assert handler.open_runs == 0 and not _handler._owners and handler._last == _handler._NO_RUN
     assert not [o for o in gc.get_objects() if isinstance(o, Call)]  # no call kept alive anywhere
+
+
+async def test_a_tool_cancelled_in_an_abandoned_agent_stream_leaves_nothing_behind(
+        fp: FakeProvider, aio: httpx.AsyncClient, handler: TokenSpyHandler) -> None:
+    # The client goes away while a tool runs: LangGraph cancels the tool's task, and LangChain's
+    # tools catch `Exception` only, so no callback says that the tool ended. Its root run's end does.
+    from tokenspy.langchain import _handler
+
+    @tool
+    async def slow_lookup(query: str) -> str:
+        """Look something up, slowly."""
+        get_stream_writer()("working")
+        await asyncio.sleep(10)
+        return "found"
+
+    agent = create_agent(openai_chat(fp, aio=aio, stream_usage=True), [slow_lookup])
+    for _ in range(3):
+        stream = cast(AsyncGenerator[Any, None], agent.astream(
+            {"messages": [("human", "go")]}, config={"callbacks": [handler]}, stream_mode="custom"))
+        assert await anext(stream) == "working"
+        await stream.aclose()
+    assert handler.open_runs == 0 and not _handler._entered and current_span() is None
+    assert [(r.status, r.span_path) for r in tokenspy.calls()] == [("finished", ("LangGraph", "model"))] * 3
+
+
+@pytest.mark.parametrize("kind", ["tool", "retriever"])
+async def test_a_tool_or_retriever_cancelled_as_the_root_run_is_ended(handler: TokenSpyHandler, kind: str) -> None:
+    # A timeout around `tool.ainvoke(...)`: the only sign is the end of the task the run started in.
+    from tokenspy.langchain import _handler
+
+    started = asyncio.Event()
+
+    @tool
+    async def slow_lookup(query: str) -> str:
+        """Look something up, slowly."""
+        started.set()
+        await asyncio.sleep(10)
+        return "found"
+
+    class SlowRetriever(BaseRetriever):
+        async def _aget_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            started.set()
+            await asyncio.sleep(10)
+            return []
+
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return []
+
+    runnable: Any = slow_lookup if kind == "tool" else SlowRetriever()
+    for _ in range(3):
+        started.clear()
+        task = asyncio.create_task(runnable.ainvoke({"query": "a"} if kind == "tool" else "a",
+                                                    config={"callbacks": [handler]}))
+        await started.wait()
+        assert handler.open_runs == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task  # the task's done callbacks, tokenspy's first, have run when this returns
+        assert handler.open_runs == 0 and not _handler._entered
+    assert current_span() is None
+
+
+async def test_tools_run_in_a_long_lived_task_leave_no_callback_on_it(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    @tool
+    async def lookup(query: str) -> str:
+        """Look something up."""
+        return "found"
+
+    for _ in range(3):
+        assert await lookup.ainvoke({"query": "a"}, config={"callbacks": [handler]}) == "found"
+    gc.collect()
+    watching = [o for o in gc.get_objects() if isinstance(o, functools.partial) and o.func == handler._task_done]
+    assert not watching and handler.open_runs == 0

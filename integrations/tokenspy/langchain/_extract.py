@@ -26,7 +26,9 @@ from tokenspy_core import (
 from tokenspy_core.usage import field_of as _get
 
 __all__ = [
+    "chunk_has_output",
     "content_text",
+    "event_output",
     "is_cache_hit",
     "llm_output_usage",
     "message_of",
@@ -108,6 +110,92 @@ def content_text(content: Any) -> str:
                 if isinstance(value, str):
                     parts.append(value)
     return "".join(parts)
+
+
+# Block types whose output is their text: a start block with empty text is not output yet (Anthropic's
+# content_block_start, Responses' output_item.added). Every other block type (tool use, function call,
+# input_json_delta, image, redacted thinking, ...) is output by itself.
+_TEXT_BLOCK_TYPES = frozenset({None, "text", "thinking", "reasoning"})
+# Message fields some integrations stream output in, next to the content (reasoning, legacy functions).
+_OUTPUT_KWARGS = ("tool_calls", "function_call", "reasoning_content", "refusal", "audio")
+
+
+def _block_has_output(block: Any) -> bool:
+    if isinstance(block, str):
+        return bool(block)
+    if not isinstance(block, Mapping):
+        return False
+    if block.get("type") not in _TEXT_BLOCK_TYPES:
+        return True
+    if block.get("text") or block.get("thinking") or block.get("reasoning"):
+        return True
+    # Responses reasoning summaries (output_version "responses/v1"): [{"type": "summary_text", "text": ...}]
+    summary = block.get("summary")
+    return isinstance(summary, list) and any(isinstance(part, Mapping) and part.get("text") for part in summary)
+
+
+def _content_has_output(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content)
+    return isinstance(content, Sequence) and any(map(_block_has_output, content))
+
+
+def chunk_has_output(token: Any, chunk: Any) -> bool:
+    """Whether a streamed chunk carries output: text, reasoning, a tool-call delta, a content block.
+
+    Not the empty chunks that open a stream (OpenAI's role chunk, Anthropic's `message_start`,
+    Responses' `response.created`) or close it: those come before the first token, or after the last.
+    `token` is what `on_llm_new_token` got (the content, or the integration's text); `chunk` its
+    `ChatGenerationChunk`. Read until a run's first output only, never per token after it.
+    """
+    if token.__class__ is str:
+        if token:
+            return True
+    elif token and _content_has_output(token):
+        return True
+    message = getattr(chunk, "message", None)
+    if message is None:
+        return False
+    if getattr(message, "tool_call_chunks", None):
+        return True
+    content = getattr(message, "content", None)
+    if content is not token and content and _content_has_output(content):
+        return True
+    extra = getattr(message, "additional_kwargs", None)
+    return bool(extra) and isinstance(extra, Mapping) and any(extra.get(key) for key in _OUTPUT_KWARGS)
+
+
+def event_output(event: Any) -> tuple[bool, str]:
+    """A v3 protocol event (`on_stream_event`): whether it carries output, and its text.
+
+    Content arrives in `content-block-delta` events (text, reasoning, tool-call arguments, data); a
+    `content-block-start` is an empty skeleton for text and reasoning, but names a tool call or carries
+    a self-contained block. `message-start`, `content-block-finish` (the whole block again) and
+    `message-finish` (the usage `on_llm_end` brings too) carry nothing new.
+    """
+    # Per event of a run whose integration fires no on_llm_new_token: plain dicts (what langchain-core
+    # sends) are read without the ABC checks.
+    if event.__class__ is not dict and not isinstance(event, Mapping):
+        return False, ""
+    kind = event.get("event")
+    if kind == "content-block-delta":
+        delta = event.get("delta")
+        if delta.__class__ is not dict and not isinstance(delta, Mapping):
+            return False, ""
+        delta_kind = delta.get("type")
+        if delta_kind == "text-delta":
+            text = delta.get("text")
+        elif delta_kind == "reasoning-delta":
+            text = delta.get("reasoning")
+        else:
+            return True, ""  # tool-call, data and block deltas: the bridge sends them only with content
+        return (True, text) if text.__class__ is str and text else (False, "")
+    if kind == "content-block-start":
+        block = event.get("content")
+        if not _block_has_output(block):
+            return False, ""
+        return True, content_text((block,))
+    return False, ""
 
 
 # -- at the end ----------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ Two class settings matter (reference §4.2):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -25,7 +28,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.call import config
-from tokenspy_core.spans import Span, enter_span, exit_span
+from tokenspy_core.spans import Span, current_span, enter_span, exit_span
 
 from .. import _instrument
 from .._api import TrackerView
@@ -127,7 +130,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # The tool's name is in `serialized` (kwargs["name"] is None at start, reference §4.1).
         name = _run_name(serialized, kwargs) or "tool"
         kind = "tool" if run_id.int not in _entered else None
-        _enter(self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)), run_id)
+        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)),
+               run_id)
 
     @guard("langchain on_tool_end")
     def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -145,7 +149,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = _run_name(serialized, kwargs) or "retriever"
         kind = "retriever" if run_id.int not in _entered else None
-        _enter(self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)), run_id)
+        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)),
+               run_id)
 
     @guard("langchain on_retriever_end")
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -220,9 +225,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if last_id is run_id and token.__class__ is str:
             append(token)
         else:
-            self._new_token(token, run_id)
+            self._new_token(token, chunk, run_id)
 
-    def _new_token(self, token: Any, run_id: UUID) -> None:
+    def _new_token(self, token: Any, chunk: Any, run_id: UUID) -> None:
         try:
             last_id, append, run = self._last
             if last_id is not run_id:  # UUID hashing is slow: consecutive chunks share one run_id
@@ -230,15 +235,17 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                 if run is None or run.call is None:  # not ours, or recorded by another handler
                     self._last = (run_id, _ignore, run)
                     return
-                if run.parts is None:
-                    call = run.call
-                    call.mark_first_token()  # time to first token
-                    call.streamed = True
-                    # The model's own SDK request started before its first chunk: a request made later
-                    # in this context (the consumer's loop body) is another call, not this one.
-                    call.deactivate()
-                    run.parts = []
-                append = run.parts.append
+                if run.first != "tokens":
+                    # Until the first output, every chunk comes here (the fast path above is armed only
+                    # then): the empty chunks that open a stream (OpenAI's role chunk, Anthropic's
+                    # message_start, Responses' response.created) say it streams, not that a token came.
+                    if run.parts is None:
+                        _stream_started(run, run.call)
+                    if not ex.chunk_has_output(token, chunk):
+                        return
+                    run.call.mark_first_token()  # time to first token (a no-op if v3 events marked it)
+                    run.first = "tokens"  # from now on this run's text comes from here, not its events
+                append = run.parts.append  # type: ignore[union-attr]
                 self._last = (run_id, append, run)
             if run is None or run.call is None:
                 return
@@ -249,7 +256,32 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         except Exception as exc:
             log_internal_error("langchain on_llm_new_token", exc)
 
-    # on_stream_event (v3 streaming) repeats the usage on_llm_end brings: nothing to do there.
+    def on_stream_event(self, event: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                        tags: list[str] | None = None, **kwargs: Any) -> None:
+        # v3 protocol streaming (`stream_events`/`astream_events(version="v3")`, LangGraph's v3 streams)
+        # fires this per event, and on_llm_new_token only where the integration's `_stream` fires it
+        # (langchain-openai always; langchain-anthropic only for string content, so never with tools,
+        # thinking or documents). langchain-core builds a chunk's events after the integration yielded
+        # it, so a chunk's on_llm_new_token comes before its events: once a token brought output, the
+        # tokens carry this run (the fast check below) and its events would repeat them.
+        if self._last[0] is run_id:
+            return
+        try:
+            run = self._runs.lookup(run_id.int)
+            if run is None or run.call is None or run.first == "tokens":
+                return
+            if run.parts is None:
+                _stream_started(run, run.call)  # message-start: the response began, no token yet
+            output, text = ex.event_output(event)
+            if not output:
+                return  # message-start/-finish (its usage comes again in on_llm_end), block skeletons
+            if run.first is None:
+                run.call.mark_first_token()
+                run.first = "events"
+            if text:
+                run.parts.append(text)  # type: ignore[union-attr]
+        except Exception as exc:
+            log_internal_error("langchain on_stream_event", exc)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
                    **kwargs: Any) -> None:
@@ -296,12 +328,29 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if run is not None:
             if run.owner_key is not None:
                 _owners.pop(run.owner_key, None)
-            if run.entered is not None and run.span is not None:
-                _entered.pop(run_id.int, None)
-                exit_span(run.entered, run.span)
+            if run.entered is not None:
+                _leave(run, run.entered, ended_here=True)
+
+    def _task_done(self, run_id: UUID, task: Any) -> None:
+        """The asyncio task a tool or retriever started in is done and the run is still open: it was
+        cancelled inside (LangChain's tools and retrievers catch `Exception` only, so a CancelledError
+        reaches no callback). Ends it, and what is still open under it if it is a root."""
+        with guarded("langchain cancelled tool"):
+            if self._runs.get(run_id) is not None:
+                self._end(run_id, asyncio.CancelledError())
 
 
-def _enter(run: Run | None, run_id: UUID) -> None:
+@dataclass(slots=True, eq=False)
+class _Entered:
+    """A tool's or retriever's span made current for the code it runs (see `_enter`)."""
+
+    key: int                  # the run's key in `_entered`
+    token: Any                # `enter_span`'s token (None: another tree's span stays current)
+    task: asyncio.Task[Any] | None = None  # the asyncio task the run started in, watched for a cancellation
+    on_done: Any = None       # the done callback on `task`
+
+
+def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
     """Make a tool's or retriever's span current for the code it runs: what that code does outside
     LangChain (a LlamaIndex query, a raw SDK call, a `profile`) then attaches to it.
 
@@ -310,9 +359,46 @@ def _enter(run: Run | None, run_id: UUID) -> None:
     would be current in the consumer's loop too. Not a LangGraph node: an async graph starts a node's
     run in the caller's task and ends it in the node's own. Of several TokenSpyHandlers on one run,
     the first enters its span; the others make the run transparent (see the `_start` callers).
+
+    A run cancelled inside fires no callback (LangChain catches `Exception` only): when it started in
+    an asyncio task, the task's end ends it (`TokenSpyHandler._task_done`), and it is released when its
+    root run ends, whichever comes first.
     """
-    if run is not None and run.span is not None and _entered.setdefault(run_id.int, run.span) is run.span:
-        run.entered = enter_span(run.span)
+    if run is None or run.span is None:
+        return
+    key = run_id.int
+    if _entered.setdefault(key, run.span) is not run.span:
+        return
+    entered = _Entered(key, None)
+    task = _current_task()
+    if task is not None:
+        entered.task = task
+        entered.on_done = functools.partial(handler._task_done, run_id)
+        task.add_done_callback(entered.on_done)
+    run.entered = entered
+    entered.token = enter_span(run.span)
+
+
+def _leave(run: Run, entered: _Entered, *, ended_here: bool) -> None:
+    """Undo `_enter` when the run ends: in its own context (`ended_here`), or as a leftover of its
+    root, or when its task is done, in another context, where it is no longer current."""
+    run.entered = None
+    if _entered.get(entered.key) is run.span:
+        _entered.pop(entered.key, None)
+    if entered.task is not None and ended_here:
+        task = _current_task()
+        if task is not None and task is entered.task:
+            task.remove_done_callback(entered.on_done)  # the run ended normally: the task may go on long
+    if run.span is not None and (ended_here or current_span() is run.span):
+        exit_span(entered.token, run.span)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The asyncio task running in this thread; None outside one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        return None
 
 
 def _ignore(token: str) -> None:
@@ -320,12 +406,24 @@ def _ignore(token: str) -> None:
 
 
 def _release_leftover(run: Run) -> None:
-    """A model run still open when its root ended: an abandoned stream finalized late, or never."""
+    """A run still open when its root ended: a model's stream abandoned and finalized late, or never;
+    a tool or retriever cancelled inside (no callback reports that)."""
     if run.call is not None:
         _keep_streamed_text(run, run.call)
         run.call.abort()
     if run.owner_key is not None:
         _owners.pop(run.owner_key, None)
+    if run.entered is not None:
+        _leave(run, run.entered, ended_here=False)
+
+
+def _stream_started(run: Run, call: Call) -> None:
+    """A model run's first streamed chunk or v3 event (not yet its first token)."""
+    call.streamed = True
+    # The model's own SDK request started before its first chunk: a request made later in this
+    # context (the consumer's loop body) is another call, not this one.
+    call.deactivate()
+    run.parts = []
 
 
 def _cut_short(error: BaseException) -> bool:

@@ -80,9 +80,10 @@ class Run:
     task: Any = None             # LangGraph task key (see task_key)
     call: Call | None = None
     parts: list[str] | None = None  # streamed text, for a stream cut short (None: no chunk yet)
+    first: str | None = None     # what brought the first output: "tokens" (on_llm_new_token) or "events" (v3)
     owner_key: Any = None        # this handler's claim on a model run (see _handler._owners)
     children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
-    entered: Any = None          # the token of making `span` current for the code the run runs (see _handler)
+    entered: Any = None          # `span` made current for the code the run runs (see _handler._enter)
 
 
 class RunTree:
