@@ -4,6 +4,11 @@ partial when the caller stops reading, failures recorded."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from li_helpers import MODEL, assert_matches, logged, openai_llm
@@ -14,6 +19,7 @@ from openai import APIError, RateLimitError
 import tokenspy
 from tokenspy.llamaindex import TokenSpyHandler
 from tokenspy.testing import DEFAULT_REPLY, FakeProvider
+from tokenspy_core.store import load_records
 from tokenspy_core.tokenizer import count_message_tokens, count_tokens
 
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
@@ -160,6 +166,47 @@ def test_stream_never_read_is_a_failed_call_without_tokens(global_handler: Token
     assert fp.requests == []  # LlamaIndex sends the request on the first read
     assert (record.status, record.total_tokens, record.partial) == ("failed", 0, False)
     assert record.error == "stream discarded before it was read"
+
+
+ABANDONED_AT_EXIT = """
+    import sys
+    import tokenspy
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai import OpenAI
+    from tokenspy.llamaindex import TokenSpyHandler
+    from tokenspy.testing import FakeProvider
+
+    tokenspy.set_handler(TokenSpyHandler())
+    fp = FakeProvider(reply=" ".join(["word"] * 40)).start()
+    llm = OpenAI(model="gpt-4o-mini", api_base=fp.openai_base_url, api_key="x", max_retries=0)
+    question = [ChatMessage(role="user", content="hi")]
+    list(llm.stream_chat(question))  # a stream watched before the store exists
+    tokenspy.init(persist=sys.argv[1])
+    stream = llm.stream_chat(question)
+    read = ""
+    for i, chunk in enumerate(stream):
+        read += chunk.delta or ""
+        if i == 3:
+            break  # no close, and `stream` is still referenced when the script ends
+    print(read, end="")
+"""
+
+
+def test_a_stream_still_referenced_at_exit_is_persisted_partial(tmp_path: Path) -> None:
+    script, db = tmp_path / "abandon.py", tmp_path / "usage.db"
+    script.write_text(textwrap.dedent(ABANDONED_AT_EXIT), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "TOKENSPY_DB"}
+    done = subprocess.run([sys.executable, str(script), str(db)], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    # Ended at exit before the store's exit flush (which was set up after the first stream), and
+    # priced then: interpreter teardown, which can no longer price it, makes no record.
+    assert "no price known" not in done.stderr
+    [record] = load_records(db)
+    assert (record.model, record.status, record.partial, record.streamed) == (MODEL, "aborted", True, True)
+    assert record.input_tokens == count_message_tokens([{"role": "user", "content": "hi"}], MODEL)
+    assert done.stdout and record.output_tokens == count_tokens(done.stdout, MODEL)
+    assert record.cost_femto is not None
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
 from li_helpers import MODEL, assert_matches, logged, openai_llm
-from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ToolCallBlock
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.llms import (
+    ChatResponseGen,
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
@@ -25,9 +27,11 @@ from llama_index.core.llms import (
     LLMMetadata,
     MockLLM,
 )
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI
+from pydantic import BaseModel
 from test_llamaindex_chunks import PROMPT, QUESTION
 
 import tokenspy
@@ -230,3 +234,133 @@ def test_offered_tools_count_in_an_estimated_input(fp: FakeProvider, handler: To
     assert estimated.input_tokens == count_message_tokens(prompt, MODEL) + count_tool_tokens(tools, MODEL)
     # The fake provider bills the tools it was sent as their compact JSON: the estimate is exact.
     assert estimated.input_tokens == reported.input_tokens == logged(fp)[1]["prompt_tokens"]
+
+
+# -- tool calls in the history count in an estimated input ------------------------------------------
+
+def _history(shape: str) -> list[ChatMessage]:
+    """A chat after a tool step: the assistant's tool call, then the tool's result."""
+    if shape == "blocks":  # how llama-index-core keeps them
+        call = ChatMessage(role="assistant", blocks=[
+            ToolCallBlock(tool_call_id="call_1", tool_name="multiply", tool_kwargs={"a": 6, "b": 7})])
+    else:  # an OpenAI response's message, as older llama-index versions keep it
+        call = ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "multiply", "arguments": '{"a":6,"b":7}'}}]})
+    return [ChatMessage(role="user", content="What is 6 times 7?"), call,
+            ChatMessage(role="tool", content="42", additional_kwargs={"tool_call_id": "call_1"})]
+
+
+@pytest.mark.parametrize("shape", ["blocks", "additional_kwargs"])
+def test_tool_calls_in_the_history_count_in_an_estimated_input(fp: FakeProvider, global_handler: TokenSpyHandler,
+                                                               shape: str) -> None:
+    llm = openai_llm(fp, stream_usage=False)
+    for _ in llm.stream_chat(_history(shape)):  # no usage in the stream: estimated
+        pass
+    llm.chat(_history(shape))  # the same request, usage reported
+    estimated, reported = tokenspy.calls()
+    assert (estimated.usage_source, reported.usage_source) == ("estimated", "provider")
+    # The tool call is sent as OpenAI's `tool_calls` (non-string arguments as `json.dumps`), and
+    # billed: the estimate counts it the same way, so it is exact.
+    assert estimated.input_tokens == reported.input_tokens == logged(fp)[1]["prompt_tokens"]
+    without_call = count_message_tokens([{"role": "user", "content": "What is 6 times 7?"},
+                                         {"role": "assistant", "content": ""},
+                                         {"role": "tool", "content": "42"}], MODEL)
+    assert estimated.input_tokens > without_call
+
+
+async def test_a_function_agents_second_step_is_estimated_with_the_tool_call(fp: FakeProvider,
+                                                                           global_handler: TokenSpyHandler) -> None:
+    for stream_usage in (False, True):  # the same run, estimated then reported
+        llm = openai_llm(fp, stream_usage=stream_usage)
+        agent = FunctionAgent(tools=[FunctionTool.from_defaults(multiply)], llm=llm)
+        await agent.run("What is 6 times 7?")
+    records = tokenspy.calls()
+    assert [r.usage_source for r in records] == ["estimated"] * 2 + ["provider"] * 2
+    billed = [usage["prompt_tokens"] for usage in logged(fp)[2:]]
+    assert [r.input_tokens for r in records[:2]] == [r.input_tokens for r in records[2:]] == billed
+
+
+# -- a StructuredLLM's stream: the text the model streamed, not the parsed object's JSON ------------
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+CITY_REPLY = '{"name": "Paris", "population": 2}'  # spaced: its compact re-serialization is shorter
+
+
+@pytest.mark.parametrize("method", ["stream_chat", "astream_chat"])
+async def test_a_structured_llms_stream_is_estimated_from_the_text_the_model_streamed(
+        global_handler: TokenSpyHandler, method: str) -> None:
+    with FakeProvider(reply=CITY_REPLY) as fp:
+        for stream_usage in (False, True):  # estimated, then the same request with usage reported
+            structured = openai_llm(fp, stream_usage=stream_usage).as_structured_llm(City)
+            if method == "stream_chat":
+                chunks = list(structured.stream_chat([ChatMessage(role="user", content="Paris")]))
+            else:
+                chunks = [c async for c in await structured.astream_chat([ChatMessage(role="user", content="Paris")])]
+            assert chunks[-1].message.content == City(name="Paris", population=2).model_dump_json()
+        billed = logged(fp)[1]
+    estimated, reported = tokenspy.calls()  # one record per request: the inner call is merged
+    assert (estimated.usage_source, estimated.streamed, reported.usage_source) == ("estimated", True, "provider")
+    assert estimated.output_tokens == reported.output_tokens == billed["completion_tokens"]
+    assert estimated.output_tokens == count_tokens(CITY_REPLY, MODEL)
+    assert estimated.input_tokens == billed["prompt_tokens"]
+
+
+class ChatWrapper(Wrapper):
+    """A wrapper whose chat stream re-yields the inner LLM's chat stream, delta for delta."""
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        def gen() -> Iterator[ChatResponse]:
+            for chunk in self.inner.stream_chat(messages):
+                yield ChatResponse(message=chunk.message, delta=chunk.delta)
+
+        return gen()
+
+
+def test_a_wrapper_repeating_a_chat_stream_counts_its_text_once(global_handler: TokenSpyHandler,
+                                                                fp: FakeProvider) -> None:
+    wrapper = ChatWrapper(inner=openai_llm(fp, stream_usage=False))
+    text = "".join(c.delta or "" for c in wrapper.stream_chat([ChatMessage(role="user", content="Hi")]))
+    [record] = tokenspy.calls()
+    assert (record.usage_source, record.model) == ("estimated", MODEL)
+    assert text == fp.reply and record.output_tokens == count_tokens(fp.reply, MODEL)
+
+
+# -- a StructuredLLM's answer that fails validation ---------------------------------------------
+
+class Capital(BaseModel):
+    name: str
+
+
+def test_a_structured_llm_answer_failing_validation_is_complete(global_handler: TokenSpyHandler) -> None:
+    from pydantic import ValidationError
+
+    with FakeProvider(reply="not json") as fp:
+        llm = openai_llm(fp)
+        with pytest.raises(ValidationError):
+            llm.structured_predict(Capital, PromptTemplate("Capital of France?"))
+        with pytest.raises(ValidationError):
+            llm.as_structured_llm(Capital).chat([ChatMessage(role="user", content="Capital of France?")])
+        sent = logged(fp)
+    predicted, structured = tokenspy.calls()
+    # The model answered in full (and was billed); what failed is LlamaIndex's parsing of it, after
+    # the model call ended: recorded as structured_predict records it, not as a call cut short.
+    for record, usage in zip((predicted, structured), sent, strict=True):
+        assert (record.status, record.partial, record.streamed, record.error) == ("finished", False, False, None)
+        assert_matches(record, usage)
+
+
+def test_a_structured_llm_stream_failing_mid_way_stays_partial(global_handler: TokenSpyHandler,
+                                                               fp: FakeProvider) -> None:
+    from openai import APIError
+
+    fp.set_flags("midstream")
+    with pytest.raises(APIError):
+        list(openai_llm(fp).as_structured_llm(City).stream_chat([ChatMessage(role="user", content="Paris")]))
+    [record] = tokenspy.calls()
+    assert (record.status, record.partial, record.streamed) == ("failed", True, True)
+    assert record.error is not None and record.error.startswith("APIError")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from li_helpers import EMBED_MODEL, assert_matches, expected_cost, logged, openai_embedding, openai_llm
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
 from llama_index.core.base.response.schema import StreamingResponse
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.chat_engine.types import ChatMode
@@ -118,6 +118,40 @@ async def test_a_tool_that_calls_an_llm_is_a_level_of_its_own(fp: FakeProvider,
     paths = [r.span_path for r in tokenspy.calls()]
     assert ("FunctionAgent", "call_tool", "summarize") in paths
     assert paths.count(("FunctionAgent", "run_agent_step")) == 2
+
+
+async def test_agent_workflow_puts_each_agents_steps_under_its_name(global_handler: TokenSpyHandler) -> None:
+    inner = MockLLM(max_tokens=2)
+
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        return str(inner.complete(text).text)
+
+    # The fake provider calls the first tool offered with "Paris" for every string argument: the
+    # research agent summarizes, then hands off (`to_agent="Paris"`) to the agent named Paris.
+    with FakeProvider() as fp:
+        llm = openai_llm(fp)
+        research = FunctionAgent(name="research", description="looks things up", llm=llm,
+                                 tools=[FunctionTool.from_defaults(summarize)], can_handoff_to=["Paris"])
+        writer = FunctionAgent(name="Paris", description="writes", tools=[], llm=llm)
+        workflow = AgentWorkflow(agents=[research, writer], root_agent="research")
+        with tokenspy.session("team") as session:
+            await workflow.run(user_msg="Summarize, then write.")
+        sent = logged(fp)
+    records = tokenspy.calls()
+    assert [r.span_path for r in records] == [
+        ("team", "AgentWorkflow", "research", "run_agent_step"),  # calls summarize
+        ("team", "AgentWorkflow", "research", "call_tool", "summarize"),  # the tool's own LLM
+        ("team", "AgentWorkflow", "research", "run_agent_step"),  # hands off
+        ("team", "AgentWorkflow", "Paris", "run_agent_step"),  # answers
+    ]
+    assert records[0].span_kinds == ("session", "agent", "agent", "step")
+    for record, usage in zip((records[0], records[2], records[3]), sent, strict=True):
+        assert_matches(record, usage)
+    research_node = node(session.stats(), "team", "AgentWorkflow", "research")
+    assert research_node["calls"] == 3
+    assert research_node["cost_femto"] == records[0].cost_femto + records[2].cost_femto  # type: ignore[operator]
+    assert node(session.stats(), "team", "AgentWorkflow", "Paris")["cost_femto"] == records[3].cost_femto
 
 
 async def test_react_agent_step(global_handler: TokenSpyHandler) -> None:

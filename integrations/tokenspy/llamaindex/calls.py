@@ -2,8 +2,9 @@
 
 `LLMCall` translates LlamaIndex responses (in-progress chunks, the end response, exceptions) into
 the core lifecycle. A nested call (a CustomLLM's `chat` running its own `complete`) gets a
-`MergedCall` view of the outer one: the usage and model of its end response still count, its
-chunks, text and ends do not, so one model invocation stays one record.
+`MergedCall` view of the outer one: the usage and model of its end response still count, its ends
+do not, so one model invocation stays one record. Of the streamed text, the innermost calls' counts:
+it is what the provider sent (a wrapper may re-serialize it, e.g. a `StructuredLLM`).
 """
 
 from __future__ import annotations
@@ -51,15 +52,25 @@ def open_call(owner: TokenSpyHandler, model: str | None, *, parent: Span | None,
 class LLMCall:
     """An LLM call: `chunk()` per streamed response, then `end()` or `error()`."""
 
-    __slots__ = ("call", "finalizer", "framed", "model", "own", "plain", "started", "text")
+    __slots__ = ("call", "finalizer", "framed", "inner", "keeps_text", "model", "own", "parent", "plain",
+                 "started", "text")
 
-    def __init__(self, call: Call | MergedCall, model: str | None, framed: bool = False) -> None:
+    def __init__(self, call: Call | MergedCall, model: str | None, framed: bool = False,
+                 parent: LLMCall | None = None) -> None:
         self.call = call
         self.model = model
         # A completion sent as chat messages (as is a call merged into one): a chat it makes inside it
         # tells the messages actually sent (`adopt`).
         self.framed = framed
-        self.own = isinstance(call, Call)  # else merged into an outer call, which keeps text and ends
+        self.own = isinstance(call, Call)  # else merged into an outer call, which keeps the ends
+        self.parent = parent  # a merged call: the call it runs inside
+        # A merged chat keeps its streamed text for the outer call. A merged completion does not: its
+        # chunks are dropped unread while no completion of its own is in flight (the per-token fast
+        # path of a CustomLLM's chat over its `complete`, whose text the chat's chunks repeat).
+        self.keeps_text = False
+        # An own call: the calls merged into it, in start order (their streamed text for `_flush`,
+        # whether the model call in a wrapper answered for `error`).
+        self.inner: list[LLMCall] | None = None
         self.started = False  # a chunk arrived
         # Its own call, past the first chunk: the dispatcher's event handler appends a plain text
         # delta to `text` itself (the per-token path) instead of calling `chunk()`.
@@ -80,13 +91,19 @@ class LLMCall:
     def chunk(self, response: Any) -> None:
         """Any streamed response: text (reasoning included), first-token time, usage if it has some.
 
-        A call merged into an outer one reads none: the outer call's chunks carry the same text and
-        usage (LlamaIndex's completion-to-chat conversion copies `raw` and `additional_kwargs`), and
-        its end event the last response.
+        A call merged into an outer one keeps only its text (the outer call's own `_flush` picks the
+        innermost text): the outer call's chunks carry its usage (LlamaIndex's completion-to-chat
+        conversion copies `raw` and `additional_kwargs`), and its end event the last response.
         """
         self.started = True
         call = self.call
         if not isinstance(call, Call):
+            if not self.keeps_text:
+                return
+            delta = payloads.get(response, "delta")
+            text = (delta if isinstance(delta, str) else "") + payloads.reasoning_delta(response)
+            if text:
+                self.text.append(text)
             return
         self.plain = True
         call.streamed = True  # also for streams the span name did not announce
@@ -112,11 +129,30 @@ class LLMCall:
             self.call.set_prompt(messages)
 
     def _flush(self) -> None:
-        """Hand the streamed text to the call: before it ends, whichever way it ends."""
-        text = self.text
+        """Hand the streamed text to the call: before it ends, whichever way it ends.
+
+        With calls merged into it, the text of the innermost ones that streamed any: what the model
+        sent, which a wrapper may re-serialize (a `StructuredLLM` yields the parsed object's JSON)
+        and which a `CustomLLM`'s chat over its own completion repeats (counted once).
+        """
+        if not self.own:
+            return  # kept for the outer call's `_flush`
+        texts = [self.text]
+        inner, self.inner = self.inner, None  # no longer needed (and each one links back here)
+        if inner:
+            covered: set[int] = set()  # calls with a streaming call inside them: not counted
+            for state in inner:
+                if state.text:
+                    parent = state.parent
+                    while parent is not None and id(parent) not in covered:
+                        covered.add(id(parent))
+                        parent = parent.parent
+            if id(self) in covered:
+                texts = [s.text for s in inner if s.text and id(s) not in covered]
+        self.text = []
+        text = "".join("".join(parts) for parts in texts)
         if text:
-            self.text = []
-            self.call.add_text("".join(text))
+            self.call.add_text(text)
 
     def end(self, response: Any) -> None:
         try:
@@ -141,12 +177,23 @@ class LLMCall:
             call.set_response_text(payloads.response_text(response))
 
     def error(self, exc: BaseException | None) -> None:
+        answered = self._answered()
         self._flush()
         if ends_as_abort(exc):
             self.call.abort()
+        elif answered:
+            # The model call inside it had returned its whole answer: what failed is the wrapper's own
+            # work on it (a `StructuredLLM`'s validation), as `structured_predict` fails after its call
+            # ended. The record is the model call's: finished, complete (a failed record is partial).
+            self.call.finish()
         else:
             self.call.fail(exc)
         self.detach()
+
+    def _answered(self) -> bool:
+        """The last call merged into this one (the model invocation, in a wrapper) ended finished."""
+        inner = self.inner
+        return inner is not None and len(inner) > 0 and inner[-1].call.status == "finished"
 
     def discarded(self, started: bool) -> None:
         """The stream generator was garbage-collected before it ended."""
@@ -277,4 +324,12 @@ def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: A
         outer.adopt(payloads.prompt_of_messages(messages))
     outer_call = outer.call
     target = outer_call.outer if isinstance(outer_call, MergedCall) else outer_call
-    return LLMCall(MergedCall(target), payloads.model_of(model_dict, instance), outer.framed)
+    state = LLMCall(MergedCall(target), payloads.model_of(model_dict, instance), outer.framed, outer)
+    state.keeps_text = messages is not None  # a chat: its chunks always reach it
+    root = outer
+    while root.parent is not None:
+        root = root.parent
+    if root.inner is None:
+        root.inner = []
+    root.inner.append(state)
+    return state

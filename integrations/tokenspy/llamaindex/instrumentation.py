@@ -15,7 +15,9 @@ internal error is also kept in `Tap.internal_errors` so tests can see what Llama
 
 from __future__ import annotations
 
+import atexit
 import inspect
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -49,7 +51,7 @@ from tokenspy_core.spans import enter_span, exit_span
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
-from .spans import Role, classify, keep_parent_for_stream
+from .spans import Role, agent_named, classify, keep_parent_for_stream, runs_agents
 
 if TYPE_CHECKING:
     from .handler import TokenSpyHandler
@@ -74,6 +76,14 @@ class _Open:
     instance: Any = None  # LLM/embedding components only: a fallback for the model name
     embedding: EmbeddingCall | None = None  # the embedding call open in this span
     entered: Any = None  # a tool's: the token of making its span current for the tool's code
+    agents: bool = False  # an `AgentWorkflow` run: its steps go under the agent whose turn it is
+    turn: Span | None = None  # such a run's: the span of that agent (`Tap._agent_turn`)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if self.turn is not None:
+            self.turn.end(error)
+        if self.own is not None:
+            self.own.end(error)
 
 
 def _owner_on(instance: Any) -> TokenSpyHandler | None:
@@ -241,7 +251,8 @@ class Tap:
         raise exc
 
     # -- spans --------------------------------------------------------------------------------------
-    def span_enter(self, id_: str, instance: Any, parent_id: str | None, tags: dict[str, Any] | None) -> None:
+    def span_enter(self, id_: str, instance: Any, parent_id: str | None, tags: dict[str, Any] | None,
+                   arguments: dict[str, Any] | None = None) -> None:
         parent = self._open.get(parent_id) if parent_id else None
         if parent is not None:
             anchor = _deepest(parent.anchor)
@@ -261,6 +272,8 @@ class Tap:
         if enclosing is None:
             enclosing = self._running_stream()
         role = classify(id_, instance, tags)
+        if parent is not None and parent.agents and isinstance(role, tuple) and role[1] == "step":
+            anchor = self._agent_turn(parent, agent_named(arguments)) or anchor
         here = _owner_on(instance) if instance is not None else None
         own = None
         if isinstance(role, tuple):
@@ -270,6 +283,8 @@ class Tap:
                 own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
         info = _Open(own or anchor, own, here or owner, here is not None, role, root, enclosing,
                      instance if role == "llm" or role == "embedding" else None)
+        if own is not None and own.kind == "agent":
+            info.agents = runs_agents(instance)  # its own span is the run's (`classify`)
         if own is not None and own.kind == "tool":
             # What the tool's code does outside LlamaIndex (a LangChain model, a raw SDK call, a
             # `profile`) attaches to it. A tool call runs to completion where it was entered: its exit
@@ -282,6 +297,23 @@ class Tap:
                 self._roots[root] = {id_}
             else:
                 siblings.add(id_)
+
+    def _agent_turn(self, run: _Open, agent: str | None) -> Span | None:
+        """The span of the agent whose turn it is in a multi-agent run, for a step of that run.
+
+        `agent`: the name the step's input event gives (`setup_agent`, `run_agent_step`,
+        `parse_agent_output`); the tool steps give none and run for the agent whose turn it already
+        is. A handoff starts the next agent's turn, which ends the last one's span. None before
+        the first agent's turn (`init_run`): the step stays under the workflow.
+        """
+        with self._lock:
+            last = run.turn
+            if agent is None or (last is not None and last.name == agent):
+                return last
+            turn = run.turn = Span(agent, "agent", run.anchor)
+        if last is not None:
+            last.end()
+        return turn
 
     def _running_stream(self) -> LLMCall | None:
         """The streamed LLM call whose generator is running the caller, if any.
@@ -314,7 +346,7 @@ class Tap:
             info.embedding.call.finish()
         if info.own is not None:
             keep_parent_for_stream(result, info.own)
-            info.own.end()
+        info.end()
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:
         info = self._close(id_)
@@ -329,8 +361,7 @@ class Tap:
             return
         if info.embedding is not None:
             info.embedding.error(err)
-        if info.own is not None:
-            info.own.end(err)
+        info.end(err)
 
     def _close(self, id_: str) -> _Open | None:
         leftovers: list[_Open] = []
@@ -355,8 +386,7 @@ class Tap:
             if len(self._closed) > _MAX_CLOSED:
                 self._closed.popitem(last=False)
         for lost in leftovers:
-            if lost.own is not None:
-                lost.own.end()
+            lost.end()
         return info
 
     def _pop_llm(self, id_: str | None) -> LLMCall | None:
@@ -368,12 +398,29 @@ class Tap:
 
     def _watch_stream(self, id_: str, state: LLMCall, gen: Any) -> None:
         # A stream nobody finishes or closes ends when its generator is collected (weakref callbacks
-        # run before the generator's own close, so the consumed text is all there already).
+        # run before the generator's own close, so the consumed text is all there already), or at
+        # exit (`end_streams`) if it is still referenced then. weakref's own exit pass is not used:
+        # it runs after the stores' exit flush (it is registered when the process's first finalizer
+        # is made, usually by an import), and the record would be lost.
         finalizer = weakref.finalize(gen, self._stream_collected, id_, state)
         finalizer.atexit = False
         state.finalizer = finalizer
+        if _exit_hook != _AFTER_STORES:
+            _register_exit_hook()
+
+    def end_streams(self) -> None:
+        """End every stream still open, as if its generator had been collected (at exit)."""
+        with self._lock:
+            finalizers = [state.finalizer for state in self._llm.values() if state.finalizer is not None]
+        for finalizer in finalizers:
+            finalizer()  # runs `_stream_collected` once, unless the stream ended meanwhile
 
     def _stream_collected(self, id_: str, state: LLMCall) -> None:
+        if sys.is_finalizing():
+            # Interpreter teardown: the exit pass ended every stream open then; nothing (pricing
+            # included) is safe to use now.
+            return
+
         def collected() -> None:
             with self._lock:
                 if self._llm.get(id_) is state:
@@ -521,7 +568,8 @@ class _SpanHandler(BaseSpanHandler[BaseSpan]):
     def span_enter(self, id_: str, bound_args: inspect.BoundArguments, instance: Any = None,
                    parent_id: str | None = None, tags: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            TAP.span_enter(id_, instance, parent_id, tags)
+            # A step's arguments tell which agent it runs for, in a multi-agent workflow.
+            TAP.span_enter(id_, instance, parent_id, tags, bound_args.arguments if tags else None)
         except Exception as exc:
             TAP.failed("llamaindex span enter", exc)
 
@@ -581,6 +629,27 @@ def _route_of(cls: type) -> _Route | None:
 
 
 TAP = Tap()
+
+
+def _end_streams_at_exit() -> None:
+    TAP.run("llamaindex exit", TAP.end_streams)
+
+
+# Where `_end_streams_at_exit` stands among the atexit handlers, which run last-registered first:
+# not registered, registered while no store had its exit flush (`tokenspy_core.store`, registered
+# once per program by the first `init(persist=...)`), or registered after it, so it runs first.
+_NOT_REGISTERED, _BEFORE_STORES, _AFTER_STORES = 0, 1, 2
+_exit_hook = _NOT_REGISTERED
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook
+    store = sys.modules.get("tokenspy_core.store")  # not imported: no store exists
+    after = getattr(store, "_hooks_pid", None) is not None
+    if after or _exit_hook == _NOT_REGISTERED:
+        atexit.unregister(_end_streams_at_exit)
+        atexit.register(_end_streams_at_exit)
+        _exit_hook = _AFTER_STORES if after else _BEFORE_STORES
 # The per-token path's lookups, bound once: `Tap` only ever mutates these two in place.
 _call_of: Callable[[str], LLMCall | None] = TAP._llm.get
 _COMPLETIONS = TAP._completions

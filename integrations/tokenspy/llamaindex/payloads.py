@@ -127,13 +127,58 @@ def _role(message: Any) -> str:
     return str(value or "")
 
 
-def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, str]]:
-    """Chat messages as plain `{"role", "content"}` dicts, the shape the core's estimator counts."""
-    prompt = []
+def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, Any]]:
+    """Chat messages as plain `{"role", "content"}` dicts, the shape the core's estimator counts.
+
+    An assistant message's tool calls (a `FunctionAgent`'s history after a tool step) are sent, and
+    billed, with it: they are kept as OpenAI's `tool_calls`, which the core counts (name + arguments).
+    """
+    prompt: list[dict[str, Any]] = []
     for message in messages or ():
         content = _get(message, "content")
-        prompt.append({"role": _role(message), "content": content if isinstance(content, str) else ""})
+        entry: dict[str, Any] = {"role": _role(message), "content": content if isinstance(content, str) else ""}
+        calls = _history_tool_calls(message)
+        if calls:
+            entry["tool_calls"] = calls
+        prompt.append(entry)
     return prompt
+
+
+def _history_tool_calls(message: Any) -> list[dict[str, Any]]:
+    """The tool calls of a message in the history, as `{"function": {"name", "arguments"}}`.
+
+    As llama-index-llms-openai sends them (`to_openai_message_dict`): the `ToolCallBlock`s if the
+    message has any, else `additional_kwargs["tool_calls"]`; arguments that are not a string are
+    sent as `json.dumps(...)` (default separators), so they are counted that way.
+    """
+    calls = [b for b in (_get(message, "blocks") or ()) if type(b).__name__ == "ToolCallBlock"]
+    if not calls:
+        extra = _get(message, "additional_kwargs")
+        found = extra.get("tool_calls") if isinstance(extra, Mapping) else None
+        if not found or not isinstance(found, list | tuple):
+            return []
+        calls = list(found)
+    return [{"function": {"name": name, "arguments": args}}
+            for name, args in map(_tool_call_parts, calls)]
+
+
+def _tool_call_parts(call: Any, ensure_ascii: bool = True) -> tuple[str, str]:
+    """(name, arguments as sent) of a tool call: OpenAI's (object or dict), a `ToolCallBlock`, a
+    `ToolSelection`, or an Anthropic-style `{"name", "input"}`."""
+    function = _get(call, "function")
+    if function is not None:
+        name, args = _get(function, "name"), _get(function, "arguments")
+    else:
+        name = _get(call, "tool_name") or _get(call, "name")
+        args = _get(call, "tool_kwargs")
+        if args is None:
+            args = _get(call, "input")
+    if not isinstance(args, str):
+        try:
+            args = json.dumps(args, ensure_ascii=ensure_ascii) if args is not None else ""
+        except (TypeError, ValueError):  # arguments JSON cannot hold: counted without them
+            args = ""
+    return (name if isinstance(name, str) else ""), args
 
 
 def completion_prompt(prompt: Any, model_dict: Mapping[str, Any] | None) -> Any:
@@ -232,19 +277,8 @@ def reasoning_delta(response: Any) -> str:
 
 
 def _tool_call_text(call: Any) -> str:
-    function = _get(call, "function")
-    if function is not None:  # OpenAI ChatCompletionMessageToolCall (object or dict)
-        return f"{_get(function, 'name') or ''}{_get(function, 'arguments') or ''}"
-    name = _get(call, "tool_name") or _get(call, "name") or ""
-    args = _get(call, "tool_kwargs")
-    if args is None:
-        args = _get(call, "input")
-    if not isinstance(args, str):
-        try:
-            args = json.dumps(args, ensure_ascii=False) if args is not None else ""
-        except (TypeError, ValueError):
-            args = ""
-    return f"{name}{args}"
+    # The model wrote the arguments: non-ASCII stays as written (the history's are sent escaped).
+    return "".join(_tool_call_parts(call, ensure_ascii=False))
 
 
 def response_text(response: Any) -> Callable[[], str]:

@@ -19,7 +19,7 @@ from tokenspy_core import Span, use_span
 
 from .payloads import span_name
 
-__all__ = ["Role", "classify", "keep_parent_for_stream"]
+__all__ = ["Role", "agent_named", "classify", "keep_parent_for_stream", "runs_agents"]
 
 # What a LlamaIndex span is to us: (tokenspy name, kind), "llm", "embedding" or None (transparent).
 Role = tuple[str, str] | str | None
@@ -43,15 +43,17 @@ def _bases() -> dict[str, tuple[type, ...]]:
     from llama_index.core.workflow import Workflow
 
     agents: tuple[type, ...] = ()
+    teams: tuple[type, ...] = ()
     try:
         from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
 
         agents = (BaseWorkflowAgent, AgentWorkflow)
+        teams = (AgentWorkflow,)
     except ImportError:  # older llama-index-core without workflow agents
         pass
     return {"llm": (BaseLLM, MultiModalLLM), "embedding": (BaseEmbedding,), "query": (BaseQueryEngine,),
             "retriever": (BaseRetriever,), "synthesizer": (BaseSynthesizer,), "chat": (BaseChatEngine,),
-            "tool": (BaseTool,), "workflow": (Workflow,), "agent": agents}
+            "tool": (BaseTool,), "workflow": (Workflow,), "agent": agents, "team": teams}
 
 
 # component -> (methods that make a span, the name's verb, kind)
@@ -105,6 +107,30 @@ def classify(span_id: str, instance: Any, tags: Mapping[str, Any] | None) -> Rol
             return (tool if isinstance(tool, str) and tool else type(instance).__name__, "tool")
         return (name, role[1])
     return role
+
+
+@functools.lru_cache(maxsize=256)
+def _runs_agents(cls: type) -> bool:
+    teams = _bases()["team"]
+    return bool(teams) and issubclass(cls, teams)
+
+
+def runs_agents(instance: Any) -> bool:
+    """The workflow is an `AgentWorkflow`: several agents take turns in the steps of its run."""
+    return _runs_agents(cast(Hashable, type(instance)))
+
+
+def agent_named(arguments: Mapping[str, Any] | None) -> str | None:
+    """The agent a multi-agent workflow step runs for, if its input event names it.
+
+    `AgentInput`, `AgentSetup` and `AgentOutput` carry `current_agent_name`; the tool steps'
+    events (`ToolCall`, `ToolCallResult`) do not: they run for the agent whose turn it is.
+    """
+    for value in (arguments or {}).values():
+        name = getattr(value, "current_agent_name", None)
+        if isinstance(name, str) and name:
+            return name
+    return None
 
 
 # -- streams that start their LLM call after the span that produced them has exited -------------
