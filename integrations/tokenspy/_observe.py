@@ -67,6 +67,8 @@ def instrument_sdks() -> None:
             if sdk in _installed:
                 continue
             if sdk in sys.modules:
+                if sys.modules[sdk] is None:  # `sys.modules[name] = None`: marked absent on purpose
+                    continue
                 with guarded(f"instrument {sdk}"):
                     _install(sdk)
             elif importlib.util.find_spec(sdk) is not None:  # installed: looks up a path, imports nothing

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tokenspy_core import CallRecord, Span, Tracker, default_tracker
+from tokenspy_core.call import error_text
 from tokenspy_core.pricing import FEMTO_PER_USD
 from tokenspy_core.spans import span_listeners
 
@@ -253,9 +254,15 @@ class _Exporter:
         # A generator closed early (GeneratorExit) ended normally from the caller's point of view.
         if error is not None and not isinstance(error, GeneratorExit):
             otel_span.set_attribute("error.type", type(error).__qualname__)
-            otel_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error) or None))
+            # What a failed record keeps: an exception's message can quote the prompt or the answer
+            # (pydantic's validation errors do), so it goes out only where it cannot, or with
+            # capture_content; and no stack trace, whose last line is that message.
+            text = error_text(error)
+            message = text.partition(": ")[2] if text != type(error).__name__ else ""
+            otel_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, message or None))
             if isinstance(error, Exception):
-                otel_span.record_exception(error)
+                otel_span.add_event("exception", {"exception.type": type(error).__qualname__,
+                                                  "exception.message": message or type(error).__name__})
         end = span.end_time
         otel_span.end(end_time=_ns(end) if end is not None else None)
         with self._lock:

@@ -264,6 +264,21 @@ def test_importing_tokenspy_imports_no_framework_or_sdk() -> None:
     assert out.strip() == "[]"
 
 
+def test_sdks_marked_absent_are_left_alone_silently() -> None:
+    # `sys.modules[name] = None` is the standard way to mark an optional dependency absent.
+    code = ("import sys, logging\n"
+            "sys.modules['openai'] = None\nsys.modules['anthropic'] = None\n"
+            "import tokenspy\n"
+            "@tokenspy.profile\n"
+            "def work():\n"
+            "    tokenspy.record('gpt-4o', input_tokens=10, output_tokens=5)\n"
+            "work()\n"
+            "print(tokenspy.stats()['total_tokens'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["15"]
+    assert "internal error" not in done.stderr, done.stderr
+
+
 def test_token_estimation_needs_no_network() -> None:
     code = ("import socket\n"
             "def refuse(*a, **k): raise OSError('network disabled')\n"

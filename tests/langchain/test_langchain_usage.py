@@ -237,3 +237,23 @@ def test_capture_content_keeps_prompt_and_answer_of_invoke_and_stream(
     records = tokenspy.calls()
     assert [(r.prompt, r.response, r.usage_source) for r in records] == [
         ([{"role": "user", "content": "hi"}], DEFAULT_REPLY, "provider")] * 2
+
+
+def test_a_call_served_at_the_flex_tier_is_priced_at_its_rates_without_the_sdk_layer() -> None:
+    # The handler's own reading (here the SDK layer is off): response_metadata["service_tier"].
+    from decimal import Decimal
+
+    from langchain_openai import ChatOpenAI
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={
+            "id": "c", "object": "chat.completion", "created": 1, "model": "gpt-5-2025-08-07", "service_tier": "flex",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}})
+
+    tokenspy.init(auto_instrument=False)
+    model = ChatOpenAI(model="gpt-5", api_key=KEY, base_url="http://mock/v1", service_tier="flex",
+                       http_client=httpx.Client(transport=httpx.MockTransport(reply)))
+    assert model.invoke("x", config={"callbacks": [TokenSpyHandler()]}).response_metadata["service_tier"] == "flex"
+    [record] = tokenspy.calls()
+    assert record.cost == (1000 * Decimal("0.625") + 1000 * Decimal("5")) / 1_000_000  # gpt-5 flex, not 1.25/10

@@ -4,6 +4,7 @@ partial when the caller stops reading, failures recorded."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -254,3 +255,25 @@ def test_handler_stats_and_report_cover_only_its_calls(fp: FakeProvider) -> None
     assert mine.stats()["total_calls"] == other.stats()["total_calls"] == 1
     assert_matches(mine.calls()[0], logged(fp)[0])
     assert "gpt-4o-mini" in (mine.report("json") or "")
+
+
+def test_a_call_served_at_the_flex_tier_is_priced_at_its_rates() -> None:
+    # The adapter's own reading of `raw.service_tier`, with no session for the SDK layer to merge into.
+    from decimal import Decimal
+
+    import httpx
+    from llama_index.llms.openai import OpenAI
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        tier = json.loads(request.content)["service_tier"]
+        choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        return httpx.Response(200, json={"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-5",
+                                         "service_tier": tier, "choices": [choice],
+                                         "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}})
+
+    tokenspy.set_handler(TokenSpyHandler())
+    llm = OpenAI(model="gpt-5", api_key="test", api_base="http://mock/v1", additional_kwargs={"service_tier": "flex"},
+                 http_client=httpx.Client(transport=httpx.MockTransport(reply)))
+    assert llm.chat([ChatMessage(role="user", content="x")]).raw.service_tier == "flex"
+    [record] = tokenspy.calls()
+    assert record.cost == (1000 * Decimal("0.625") + 1000 * Decimal("5")) / 1_000_000  # gpt-5 flex, not 1.25/10

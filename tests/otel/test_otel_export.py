@@ -156,6 +156,42 @@ def test_failing_function_span_has_error_status(otel: Otel) -> None:
     assert [e.name for e in span.events] == ["exception"]
 
 
+def test_a_span_error_quoting_the_answer_exports_no_content(otel: Otel) -> None:
+    # pydantic's message quotes the model's answer: with capture_content off it is not exported.
+    import pydantic
+
+    class City(pydantic.BaseModel):
+        name: str
+
+    @tokenspy.profile
+    def extract() -> None:
+        City.model_validate_json('{"nam": "SECRET-ANSWER"}')
+
+    with pytest.raises(pydantic.ValidationError):
+        extract()
+    span = otel.span("extract")
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "ValidationError"
+    [event] = span.events
+    assert dict(event.attributes or {}) == {"exception.type": "ValidationError", "exception.message": "ValidationError"}
+    assert "SECRET" not in repr((span.status.description, span.attributes, [e.attributes for e in span.events]))
+
+
+def test_a_provider_error_message_is_exported(otel: Otel) -> None:
+    import httpx
+
+    @tokenspy.profile
+    def fetch() -> None:
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(httpx.ConnectError):
+        fetch()
+    span = otel.span("fetch")
+    assert span.status.description == "connection refused"
+    [event] = span.events
+    assert dict(event.attributes or {})["exception.message"] == "connection refused"
+
+
 def test_generator_closed_early_is_not_an_error(otel: Otel) -> None:
     @tokenspy.profile
     def numbers() -> Any:

@@ -284,6 +284,13 @@ def served_model(llm_output: Any, generation: Any, message: Any) -> str | None:
     return None
 
 
+def service_tier(message: Any) -> str | None:
+    """The tier the provider says it served the call at (langchain-openai's `service_tier`)."""
+    metadata = getattr(message, "response_metadata", None)
+    value = metadata.get("service_tier") if type(metadata) is dict else None
+    return value if value.__class__ is str else None
+
+
 def message_text(generation: Any) -> str:
     """A whole answer as text, for an estimate: its content plus tool-call names and arguments."""
     message = _get(generation, "message")

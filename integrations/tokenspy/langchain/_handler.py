@@ -486,6 +486,7 @@ def _reconcile(call: Call, response: LLMResult) -> None:
     if report is not None:
         call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
+    call.set_service_tier(ex.service_tier(message))
     if report is None or report.output_tokens is None or config.capture_content:
         # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing,
         # and kept on the record if content capture is on.

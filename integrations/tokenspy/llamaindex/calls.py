@@ -168,6 +168,7 @@ class LLMCall:
         usage = payloads.usage_of(response)
         if usage is not None:
             call.set_usage(usage)
+        call.set_service_tier(payloads.service_tier(response))
         served = payloads.served_model(response)
         if served:
             call.set_model(served)

@@ -270,6 +270,15 @@ def served_model(response: Any) -> str | None:
     return None
 
 
+def service_tier(response: Any) -> str | None:
+    """The tier the provider says it served the call at (openai's `service_tier`), priced at its rates."""
+    raw = _get(response, "raw")
+    for value in (_get(raw, "service_tier"), _get(_get(raw, "response"), "service_tier")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def reasoning_delta(response: Any) -> str:
     """Reasoning text streamed beside the answer (llama-index-llms-openai `thinking_delta`): billed output."""
     value = _get(_get(response, "additional_kwargs"), "thinking_delta")
