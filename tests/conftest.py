@@ -15,6 +15,7 @@ pytest_plugins = ["pytester"]
 
 from tokenspy import _instrument  # noqa: E402
 from tokenspy_core import PRICES, config, default_tracker  # noqa: E402
+from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +24,7 @@ def _fresh_tracker() -> Iterator[None]:
     yield
     default_tracker().reset()
     PRICES.clear_overrides()
+    set_records_limit(DEFAULT_MAX_RECORDS)
     config.capture_content = False
     config.tags = {}
     # The first profile/session patches the SDKs for the rest of the process; a test must not

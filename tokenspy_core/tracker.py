@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,7 +22,7 @@ from .call import CallRecord
 from .pricing import FEMTO_PER_USD, PriceBook, usd
 from .spans import Sink
 
-__all__ = ["DEFAULT_MAX_RECORDS", "PRICES", "Aggregate", "Tracker", "default_tracker"]
+__all__ = ["DEFAULT_MAX_RECORDS", "PRICES", "Aggregate", "Tracker", "default_tracker", "set_records_limit"]
 
 DEFAULT_MAX_RECORDS = 10_000
 # Records queued by `add` before the adding thread folds them into the aggregates (bounds the queue).
@@ -131,24 +132,42 @@ class _Node:
         return data, total
 
 
+_limit = DEFAULT_MAX_RECORDS
+_limit_lock = threading.Lock()
+_following: weakref.WeakSet[Tracker] = weakref.WeakSet()  # the trackers made without their own bound
+
+
 class Tracker(Sink):
     """Thread-safe aggregation of call records; also a sink a session or handler can own."""
 
-    def __init__(self, *, max_records: int = DEFAULT_MAX_RECORDS, prices: PriceBook | None = None,
+    def __init__(self, *, max_records: int | None = None, prices: PriceBook | None = None,
                  clock: Callable[[], float] = time.perf_counter, name: str | None = None) -> None:
-        if not isinstance(max_records, int) or isinstance(max_records, bool) or max_records < 0:
+        """`max_records`: how many records `calls()` keeps; None follows the process-wide bound
+        (`set_records_limit`, which `tokenspy.init(max_records=...)` sets)."""
+        if max_records is None:
+            with _limit_lock:
+                max_records = _limit
+                _following.add(self)
+        elif not isinstance(max_records, int) or isinstance(max_records, bool) or max_records < 0:
             raise ValueError(f"max_records must be a non-negative int, got {max_records!r}")
         self.name = name
         self.prices = prices if prices is not None else PRICES
         self.clock = clock
         self._lock = threading.RLock()
         self._max_records = max_records
+        self._records: deque[CallRecord]
         self._listeners: list[Callable[[CallRecord], None]] = []
         self._reset_state()
 
+    def set_max_records(self, max_records: int) -> None:
+        """Keep at most `max_records` records from now on (the most recent; totals are unaffected)."""
+        with self._lock:
+            self._max_records = max_records
+            self._records = deque(self._records, maxlen=max_records)
+
     def _reset_state(self) -> None:
         self._root = _Node("(root)", "root")
-        self._records: deque[CallRecord] = deque(maxlen=self._max_records)
+        self._records = deque(maxlen=self._max_records)
         self._pending: deque[CallRecord] = deque()
 
     # -- writing --------------------------------------------------------------------------------
@@ -288,6 +307,20 @@ class Tracker(Sink):
 
 _default: Tracker | None = None
 _default_lock = threading.Lock()
+
+
+def set_records_limit(max_records: int) -> None:
+    """The process-wide bound on the records kept in memory, for the default tracker and every view
+    made without a bound of its own (framework handlers', sessions'): a long-running process keeps
+    no more than that per view, whichever view the records went to."""
+    global _limit
+    if not isinstance(max_records, int) or isinstance(max_records, bool) or max_records < 0:
+        raise ValueError(f"max_records must be a non-negative int, got {max_records!r}")
+    with _limit_lock:
+        _limit = max_records
+        trackers = list(_following)
+    for tracker in trackers:
+        tracker.set_max_records(max_records)
 
 
 def default_tracker() -> Tracker:

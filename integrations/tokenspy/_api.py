@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker
 from tokenspy_core import start_call as _core_start_call
+from tokenspy_core.tracker import set_records_limit
 
 from . import _instrument
 
@@ -232,12 +233,7 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
     config.capture_content = capture_content
     config.tags = new_tags
     if max_records is not None:
-        tracker = default_tracker()
-        from collections import deque
-
-        with tracker._lock:
-            tracker._max_records = max_records
-            tracker._records = deque(tracker._records, maxlen=max_records)
+        set_records_limit(max_records)
 
 
 # framework name -> the handler installed globally there

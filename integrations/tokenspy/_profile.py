@@ -218,7 +218,7 @@ class Session(TrackerView):
 
     def __init__(self, name: str = "session", *, budget_usd: float | None = None,
                  on_exceeded: OnExceeded = "warn", tags: Mapping[str, Any] | None = None,
-                 parent: Span | None = CURRENT, max_records: int = 10_000) -> None:
+                 parent: Span | None = CURRENT, max_records: int | None = None) -> None:
         if not isinstance(name, str):
             raise TypeError(f"session name must be a string, got {type(name).__name__}")
         budget = _check_options(name, budget_usd, on_exceeded, tags)

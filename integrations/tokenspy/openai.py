@@ -245,7 +245,7 @@ class _ChatChunks(_Request):
                             self.call.add_text((function.name or "") + (function.arguments or ""))
                 elif delta.refusal:
                     self.call.add_text(delta.refusal)
-            if choice.finish_reason is not None and not self._expect_usage:
+            if not self._expect_usage and choice.finish_reason is not None:
                 # No usage chunk will follow: the answer is complete once every choice (`n`) finished.
                 self._unfinished -= 1
                 if self._unfinished <= 0:

@@ -40,6 +40,29 @@ def test_session_calls_past_its_record_buffer_counts_every_call() -> None:
     assert "5 calls" in repr(s)
 
 
+def test_init_max_records_bounds_every_view_made_without_its_own_bound() -> None:
+    # A long-running server: a handler's and a session's own views keep no more than init() says.
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from tokenspy.langchain import TokenSpyHandler
+    from tokenspy_core import Call, Tracker
+
+    _dollar_a_token()
+    handler = TokenSpyHandler()  # made before init: follows the bound too
+    own = Tracker(max_records=100)  # a bound of its own: kept
+    tokenspy.init(max_records=20)
+    model = FakeListChatModel(responses=["hello there"])
+    with Session("batch") as s:
+        for _ in range(30):
+            model.invoke("hi", config={"callbacks": [handler]})
+            _call()
+            Call(own, "toy-model").finish({"prompt_tokens": 1, "completion_tokens": 0})
+    assert (len(handler.calls()), handler.stats()["total_calls"]) == (20, 30)
+    assert (len(s.records()), int(s.calls)) == (20, 90)  # its span saw the three kinds of call
+    assert len(tokenspy.calls()) == 20 and tokenspy.stats()["total_calls"] == 60
+    assert len(own.calls()) == 30
+
+
 # -- 2. profile on a sync callable that returns a coroutine ----------------------------------------
 def _plain_decorator(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
