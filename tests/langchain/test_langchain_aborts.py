@@ -244,6 +244,33 @@ async def test_tools_run_in_a_long_lived_task_leave_no_callback_on_it(
 
     for _ in range(3):
         assert await lookup.ainvoke({"query": "a"}, config={"callbacks": [handler]}) == "found"
+    agent = create_agent(openai_chat(fp, stream_usage=True), [lookup])  # root runs are watched too
+    for _ in range(2):
+        await agent.ainvoke({"messages": [("human", "go")]}, config={"callbacks": [handler]})
+        async for _ in agent.astream({"messages": [("human", "go")]}, config={"callbacks": [handler]}):
+            pass
     gc.collect()
     watching = [o for o in gc.get_objects() if isinstance(o, functools.partial) and o.func == handler._task_done]
     assert not watching and handler.open_runs == 0
+
+
+async def test_a_root_run_whose_start_is_cancelled_is_ended_with_its_task(handler: TokenSpyHandler) -> None:
+    # The task is cancelled while LangChain dispatches the root's start to another (slow) handler:
+    # LangChain then fires no end for the root (`astream_events` given up by a timeout).
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.runnables import RunnableLambda
+
+    class SlowToStart(AsyncCallbackHandler):
+        async def on_chain_start(self, *args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(10)
+
+    chain = RunnableLambda(lambda text: text.upper()).with_config(run_name="shout")
+
+    async def consume() -> None:
+        async for _ in chain.astream_events("hi", version="v2", config={"callbacks": [handler, SlowToStart()]}):
+            pass
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(consume(), 0.05)
+    await asyncio.sleep(0)  # the task's done callbacks run on the loop
+    assert handler.open_runs == 0

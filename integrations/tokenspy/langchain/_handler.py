@@ -109,8 +109,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         attributes = None
         if kind == "node" and metadata:
             attributes = {"langgraph_step": metadata.get("langgraph_step")}
-        self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
-                         attributes=attributes)
+        run = self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata),
+                               attributes=attributes)
+        if parent_run_id is None and run is not None:
+            # A task cancelled while LangChain dispatches a root's start (an `astream_events` given up
+            # by a timeout) fires no end for it: the task's end ends it, at the latest.
+            run.watch = _watch(self, run_id)
 
     @guard("langchain on_chain_end")
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
@@ -330,11 +334,14 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                 _owners.pop(run.owner_key, None)
             if run.entered is not None:
                 _leave(run, run.entered, ended_here=True)
+            if run.watch is not None:
+                _unwatch(run.watch)
 
     def _task_done(self, run_id: UUID, task: Any) -> None:
-        """The asyncio task a tool or retriever started in is done and the run is still open: it was
-        cancelled inside (LangChain's tools and retrievers catch `Exception` only, so a CancelledError
-        reaches no callback). Ends it, and what is still open under it if it is a root."""
+        """The asyncio task a root, tool or retriever run started in is done and the run is still
+        open: it was cancelled inside (LangChain's tools and retrievers catch `Exception` only, so a
+        CancelledError reaches no callback; a root's start may be cut short). Ends it, and what is
+        still open under it if it is a root."""
         with guarded("langchain cancelled tool"):
             if self._runs.get(run_id) is not None:
                 self._end(run_id, asyncio.CancelledError())
@@ -346,8 +353,7 @@ class _Entered:
 
     key: int                  # the run's key in `_entered`
     token: Any                # `enter_span`'s token (None: another tree's span stays current)
-    task: asyncio.Task[Any] | None = None  # the asyncio task the run started in, watched for a cancellation
-    on_done: Any = None       # the done callback on `task`
+    watch: Any = None         # the asyncio task it started in, watched for a cancellation (`_watch`)
 
 
 def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
@@ -369,12 +375,7 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
     key = run_id.int
     if _entered.setdefault(key, run.span) is not run.span:
         return
-    entered = _Entered(key, None)
-    task = _current_task()
-    if task is not None:
-        entered.task = task
-        entered.on_done = functools.partial(handler._task_done, run_id)
-        task.add_done_callback(entered.on_done)
+    entered = _Entered(key, None, _watch(handler, run_id))
     run.entered = entered
     entered.token = enter_span(run.span)
 
@@ -385,20 +386,40 @@ def _leave(run: Run, entered: _Entered, *, ended_here: bool) -> None:
     run.entered = None
     if _entered.get(entered.key) is run.span:
         _entered.pop(entered.key, None)
-    if entered.task is not None and ended_here:
-        task = _current_task()
-        if task is not None and task is entered.task:
-            task.remove_done_callback(entered.on_done)  # the run ended normally: the task may go on long
+    if entered.watch is not None and ended_here:
+        _unwatch(entered.watch)
     if run.span is not None and (ended_here or current_span() is run.span):
         exit_span(entered.token, run.span)
 
 
 def _current_task() -> asyncio.Task[Any] | None:
     """The asyncio task running in this thread; None outside one."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running event loop in this thread
+    loop = _running_loop()  # None outside a loop, where current_task() would raise (slower)
+    return None if loop is None else asyncio.current_task(loop)
+
+
+_running_loop = asyncio.events._get_running_loop
+
+
+def _watch(handler: TokenSpyHandler, run_id: UUID) -> tuple[asyncio.Task[Any], Callable[[Any], None]] | None:
+    """End the run, if still open, when the asyncio task it starts in is done (None outside a task)."""
+    task = _current_task()
+    if task is None:
         return None
+    on_done = functools.partial(handler._task_done, run_id)
+    task.add_done_callback(on_done)
+    return task, on_done
+
+
+def _unwatch(watch: tuple[asyncio.Task[Any], Callable[[Any], None]]) -> None:
+    """The run ended: its task (which may go on long) keeps no callback for it. The end may come from
+    another task (LangGraph ends a root in a task of its own) or thread (sync callbacks)."""
+    task, on_done = watch
+    loop = task.get_loop()
+    if _running_loop() is loop:
+        task.remove_done_callback(on_done)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(task.remove_done_callback, on_done)
 
 
 def _ignore(token: str) -> None:

@@ -84,6 +84,7 @@ class Run:
     owner_key: Any = None        # this handler's claim on a model run (see _handler._owners)
     children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
     entered: Any = None          # `span` made current for the code the run runs (see _handler._enter)
+    watch: Any = None            # roots: the asyncio task watched for a cancelled start (_handler._watch)
 
 
 class RunTree:
