@@ -201,7 +201,7 @@ class PriceBook:
             self._overrides.clear()
             self._cache.clear()
 
-    def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None, *,
+    def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None,
                   warn: bool = True) -> ModelRates | None:
         """`model`'s rates, or None (warned about once per model, unless `warn` is false: a lookup that
         prices no call, such as a hint's, must not claim calls went unpriced).
