@@ -255,18 +255,30 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
         details, out_details = _get(usage_metadata, "input_token_details"), _get(usage_metadata, "output_token_details")
     details = details or {}
     out_details = out_details or {}
-    creation = _int(_get(details, "cache_creation"))
+    creation = _int(_tiered(details, "cache_creation"))
     write_5m = _int(_get(details, "ephemeral_5m_input_tokens"))
     write_1h = _int(_get(details, "ephemeral_1h_input_tokens"))
     parts = [v for v in (creation, write_5m, write_1h) if v is not None]
     return UsageReport(
         input_tokens=_int(_get(usage_metadata, "input_tokens")),
         output_tokens=_int(_get(usage_metadata, "output_tokens")),
-        cached_input_tokens=_int(_get(details, "cache_read")),
+        cached_input_tokens=_int(_tiered(details, "cache_read")),
         cache_write_tokens=sum(parts) if parts else None,
-        reasoning_tokens=_int(_get(out_details, "reasoning")),
+        reasoning_tokens=_int(_tiered(out_details, "reasoning")),
         cache_write_1h_tokens=write_1h,
     )
+
+
+def _tiered(details: Any, key: str) -> Any:
+    """`details[key]`, or langchain-openai's name for it on a call served at a service tier other
+    than the default (`flex_cache_read`, `priority_reasoning`, ...)."""
+    value = _get(details, key)
+    if value is None and isinstance(details, Mapping):
+        suffix = "_" + key
+        for name, tiered in details.items():
+            if isinstance(name, str) and name.endswith(suffix):
+                return tiered
+    return value
 
 
 def usage_from_gemini(usage_metadata: Any) -> UsageReport:

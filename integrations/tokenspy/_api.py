@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker
 from tokenspy_core import start_call as _core_start_call
-from tokenspy_core.tracker import set_records_limit
+from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit
 
 from . import _instrument
 
@@ -232,8 +232,7 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
     _instrument.set_enabled(auto_instrument)
     config.capture_content = capture_content
     config.tags = new_tags
-    if max_records is not None:
-        set_records_limit(max_records)
+    set_records_limit(DEFAULT_MAX_RECORDS if max_records is None else max_records)
 
 
 # framework name -> the handler installed globally there

@@ -63,6 +63,16 @@ def test_init_max_records_bounds_every_view_made_without_its_own_bound() -> None
     assert len(own.calls()) == 30
 
 
+def test_init_without_max_records_sets_the_default_bound_again() -> None:
+    # "each call sets every option it takes (the defaults for those not given)"
+    tokenspy.init(max_records=5)
+    tokenspy.init(capture_content=False)
+    _dollar_a_token()
+    for _ in range(8):
+        _call()
+    assert len(tokenspy.calls()) == 8
+
+
 # -- 2. profile on a sync callable that returns a coroutine ----------------------------------------
 def _plain_decorator(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)

@@ -91,6 +91,15 @@ def test_langchain_stream_cache_creation_without_breakdown() -> None:
     assert usage_from_langchain(meta) == UsageReport(314, 32, 61, 51, None, None)
 
 
+@pytest.mark.parametrize("tier", ["flex", "priority"])
+def test_langchain_usage_at_a_service_tier_keeps_its_cache_reads_and_reasoning(tier: str) -> None:
+    # langchain-openai names the details after the tier that served the call.
+    meta = {"input_tokens": 1000, "output_tokens": 900,
+            "input_token_details": {f"{tier}_cache_read": 800, tier: 200},
+            "output_token_details": {f"{tier}_reasoning": 600, tier: 300}}
+    assert usage_from_langchain(meta) == UsageReport(1000, 900, 800, None, 600, None)
+
+
 def test_gemini_thoughts_are_output_tokens() -> None:
     meta = {"prompt_token_count": 50, "candidates_token_count": 10, "thoughts_token_count": 6,
             "cached_content_token_count": 20}

@@ -274,3 +274,23 @@ async def test_a_root_run_whose_start_is_cancelled_is_ended_with_its_task(handle
         await asyncio.wait_for(consume(), 0.05)
     await asyncio.sleep(0)  # the task's done callbacks run on the loop
     assert handler.open_runs == 0
+
+
+@pytest.mark.parametrize("wrap", ["create_task", "wait_for"])
+async def test_a_stream_read_chunk_by_chunk_in_short_tasks_is_finished(
+        fp: FakeProvider, aio: httpx.AsyncClient, handler: TokenSpyHandler, wrap: str) -> None:
+    # Each chunk awaited in a task of its own (racing a disconnect, a per-chunk timeout): the end of
+    # the task the root started in says nothing of the run (only a cancelled one does).
+    chain = (ChatPromptTemplate.from_messages([("human", "{q}")]) | openai_chat(fp, aio=aio, stream_usage=True)
+             ).with_config(run_name="answer")
+    stream = chain.astream({"q": "hi"}, config={"callbacks": [handler]})
+    while True:
+        step = stream.__anext__()
+        try:
+            await (asyncio.create_task(step) if wrap == "create_task" else asyncio.wait_for(step, 5))
+        except StopAsyncIteration:
+            break
+    [record] = tokenspy.calls()
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
+    assert record.output_tokens == fp.requests[0]["usage"]["completion_tokens"] > 0
+    assert record.span_path == ("answer",) and handler.open_runs == 0

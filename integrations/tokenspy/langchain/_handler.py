@@ -113,7 +113,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                                attributes=attributes)
         if parent_run_id is None and run is not None:
             # A task cancelled while LangChain dispatches a root's start (an `astream_events` given up
-            # by a timeout) fires no end for it: the task's end ends it, at the latest.
+            # by a timeout) fires no end for it: the task's cancellation ends it, at the latest.
             run.watch = _watch(self, run_id)
 
     @guard("langchain on_chain_end")
@@ -342,7 +342,11 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         open: it was cancelled inside (LangChain's tools and retrievers catch `Exception` only, so a
         CancelledError reaches no callback; a root's start may be cut short). Ends it, and what is
         still open under it if it is a root."""
-        with guarded("langchain cancelled tool"):
+        # Only a cancelled task: a stream's chunks may each be awaited in a short task of their own
+        # (`asyncio.wait_for(stream.__anext__(), t)`), whose end says nothing of the run.
+        if not task.cancelled():
+            return
+        with guarded("langchain cancelled run"):
             if self._runs.get(run_id) is not None:
                 self._end(run_id, asyncio.CancelledError())
 
@@ -367,7 +371,7 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
     the first enters its span; the others make the run transparent (see the `_start` callers).
 
     A run cancelled inside fires no callback (LangChain catches `Exception` only): when it started in
-    an asyncio task, the task's end ends it (`TokenSpyHandler._task_done`), and it is released when its
+    an asyncio task, the task's cancellation ends it (`TokenSpyHandler._task_done`), and it is released when its
     root run ends, whichever comes first.
     """
     if run is None or run.span is None:
@@ -382,7 +386,7 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
 
 def _leave(run: Run, entered: _Entered, *, ended_here: bool) -> None:
     """Undo `_enter` when the run ends: in its own context (`ended_here`), or as a leftover of its
-    root, or when its task is done, in another context, where it is no longer current."""
+    root, or when its task is cancelled, in another context, where it is no longer current."""
     run.entered = None
     if _entered.get(entered.key) is run.span:
         _entered.pop(entered.key, None)
@@ -402,7 +406,7 @@ _running_loop = asyncio.events._get_running_loop
 
 
 def _watch(handler: TokenSpyHandler, run_id: UUID) -> tuple[asyncio.Task[Any], Callable[[Any], None]] | None:
-    """End the run, if still open, when the asyncio task it starts in is done (None outside a task)."""
+    """End the run, if still open, when the asyncio task it starts in is cancelled (None outside a task)."""
     task = _current_task()
     if task is None:
         return None
