@@ -263,17 +263,17 @@ def _summary(extra: Mapping[str, Any]) -> Any:
 
 def served_model(response: Any) -> str | None:
     """The model the provider says it served (`raw.model`, or `raw.response.model` for Responses)."""
-    raw = _get(response, "raw")
-    for value in (_get(raw, "model"), _get(_get(raw, "response"), "model")):
-        if isinstance(value, str) and value:
-            return value
-    return None
+    return _raw_text(response, "model")
 
 
 def service_tier(response: Any) -> str | None:
     """The tier the provider says it served the call at (openai's `service_tier`), priced at its rates."""
+    return _raw_text(response, "service_tier")
+
+
+def _raw_text(response: Any, name: str) -> str | None:
     raw = _get(response, "raw")
-    for value in (_get(raw, "service_tier"), _get(_get(raw, "response"), "service_tier")):
+    for value in (_get(raw, name), _get(_get(raw, "response"), name)):
         if isinstance(value, str) and value:
             return value
     return None
