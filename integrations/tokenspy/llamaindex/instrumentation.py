@@ -48,6 +48,7 @@ from pydantic import PrivateAttr
 from tokenspy_core import BudgetExceededError, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
 from tokenspy_core.spans import enter_span, exit_span
+from tokenspy_core.store import before_exit_flush
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
@@ -405,8 +406,6 @@ class Tap:
         finalizer = weakref.finalize(gen, self._stream_collected, id_, state)
         finalizer.atexit = False
         state.finalizer = finalizer
-        if _exit_hook != _AFTER_STORES:
-            _register_exit_hook()
 
     def end_streams(self) -> None:
         """End every stream still open, as if its generator had been collected (at exit)."""
@@ -635,21 +634,9 @@ def _end_streams_at_exit() -> None:
     TAP.run("llamaindex exit", TAP.end_streams)
 
 
-# Where `_end_streams_at_exit` stands among the atexit handlers, which run last-registered first:
-# not registered, registered while no store had its exit flush (`tokenspy_core.store`, registered
-# once per program by the first `init(persist=...)`), or registered after it, so it runs first.
-_NOT_REGISTERED, _BEFORE_STORES, _AFTER_STORES = 0, 1, 2
-_exit_hook = _NOT_REGISTERED
-
-
-def _register_exit_hook() -> None:
-    global _exit_hook
-    store = sys.modules.get("tokenspy_core.store")  # not imported: no store exists
-    after = getattr(store, "_hooks_pid", None) is not None
-    if after or _exit_hook == _NOT_REGISTERED:
-        atexit.unregister(_end_streams_at_exit)
-        atexit.register(_end_streams_at_exit)
-        _exit_hook = _AFTER_STORES if after else _BEFORE_STORES
+# Before the stores' exit flush, and at exit without a store too (a second pass finds nothing open).
+before_exit_flush(_end_streams_at_exit)
+atexit.register(_end_streams_at_exit)
 # The per-token path's lookups, bound once: `Tap` only ever mutates these two in place.
 _call_of: Callable[[str], LLMCall | None] = TAP._llm.get
 _COMPLETIONS = TAP._completions
