@@ -11,10 +11,11 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["guard", "guarded", "log_internal_error", "logger", "user_stacklevel"]
+__all__ = ["guard", "guarded", "log_internal_error", "logger", "user_stacklevel", "warn_user"]
 
 logger = logging.getLogger("tokenspy")
 _seen: set[tuple[str, type[BaseException]]] = set()
@@ -43,6 +44,17 @@ def user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+def warn_user(message: str, *, logged: bool = False) -> None:
+    """A `UserWarning` pointing at the user's line that made the call. With warnings turned into errors
+    (`python -W error`, pytest's `filterwarnings = error`) it would raise in the middle of ending a call,
+    and lose its record: it goes to the `tokenspy` logger instead (unless the caller `logged` it)."""
+    try:
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
+    except Exception:
+        if not logged:
+            logger.warning(message)
 
 
 def _strict() -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from decimal import Decimal
 from fractions import Fraction
 from typing import Literal
 
-from ._guard import user_stacklevel
+from ._guard import warn_user
 from .pricing import FEMTO_PER_USD, exact_amount, usd
 
 __all__ = ["Budget", "BudgetExceededError"]
@@ -58,6 +57,5 @@ class Budget:
                 self.warned = True
                 self.exhausted = self.on_exceeded == "raise"
         if crossed:
-            warnings.warn(
-                f"tokenspy: {self.name!r} spent ${usd(self.spent):.6f}, over its budget of "
-                f"${usd(self.limit):.6f}", UserWarning, stacklevel=user_stacklevel())
+            warn_user(f"tokenspy: {self.name!r} spent ${usd(self.spent):.6f}, over its budget of "
+                      f"${usd(self.limit):.6f}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -159,6 +160,23 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
 
 
 
+def _check_subsets(fields: Mapping[str, Any], current: UsageReport | None) -> None:
+    """Cached and cache-write tokens are part of the input, reasoning part of the output: numbers that say
+    otherwise would be priced wrong (every cached token billed on top of the whole input)."""
+    def value(name: str) -> int | None:
+        given = fields.get(name)
+        return given if given is not None else None if current is None else getattr(current, name)
+
+    input_tokens, output_tokens = value("input_tokens"), value("output_tokens")
+    cached = (value("cached_input_tokens") or 0) + (value("cache_write_tokens") or 0)
+    if input_tokens is not None and cached > input_tokens:
+        raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
+    if output_tokens is not None and (value("reasoning_tokens") or 0) > output_tokens:
+        raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
+    if (value("cache_write_1h_tokens") or 0) > (value("cache_write_tokens") or 0):
+        raise ValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
+
+
 # Packages whose exceptions describe a request's transport or the provider's status, never its content.
 _DESCRIPTIVE = frozenset(("openai", "anthropic", "httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp",
                           "asyncio", "concurrent", "tokenspy", "tokenspy_core"))
@@ -219,7 +237,7 @@ class Call:
     __slots__ = ("__weakref__", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
                  "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_tools", "_ttft",
                  "cache_hit", "error", "id", "operation", "provider", "record", "request_model", "served_model",
-                 "service_tier", "span", "status", "streamed", "tracker")
+                 "service_tier", "span", "speed", "status", "streamed", "tracker")
 
     def __init__(self, tracker: Tracker, model: str | None, *, provider: str | None = None,
                  prompt: Any = None, streamed: bool = False, parent: Span | None = CURRENT,
@@ -246,6 +264,7 @@ class Call:
         self._started_wall = time.time()
         self.served_model: str | None = None
         self.service_tier: str | None = None
+        self.speed: str | None = None
         self.status: Status = "active"
         self.error: str | None = None
         self.cache_hit = False
@@ -284,6 +303,7 @@ class Call:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
         if fields:
             _check_fields(fields)  # the user's own numbers: a bad one is their error, raised here
+            _check_subsets(fields, self._report)
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
@@ -329,6 +349,12 @@ class Call:
         if tier and self.status == "active":
             self.service_tier = tier
 
+    def set_speed(self, speed: str | None) -> None:
+        """The inference speed the provider says it served the call at (Anthropic's "fast" mode is priced at
+        its own rates)."""
+        if speed and self.status == "active":
+            self.speed = speed
+
     def set_cache_hit(self) -> None:
         """The framework answered from its own cache: no provider call, no cost."""
         self.cache_hit = True
@@ -360,6 +386,11 @@ class Call:
             self._claimed = True
             return True
 
+    def release(self) -> None:
+        """Undo `claim`: the inner layer's request failed before anything was billed."""
+        with _end_lock:
+            self._claimed = False
+
     # -- ends ----------------------------------------------------------------------------------
     def finish(self, usage: Any = None) -> CallRecord | None:
         if usage is not None:
@@ -386,7 +417,8 @@ class Call:
 
     def __del__(self) -> None:
         try:
-            if self.status == "active":
+            # Not at interpreter shutdown: the stores have flushed, and prices can no longer be imported.
+            if self.status == "active" and not sys.is_finalizing():
                 self.abort()
         except BaseException:  # interpreter shutdown: nothing is safe to touch
             pass
@@ -479,7 +511,7 @@ class Call:
         if self.cache_hit:
             cost: int | None = 0
         else:
-            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier)
+            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, True, self.speed)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
         tags: Mapping[str, Any] = config.tags
@@ -536,6 +568,7 @@ class MergedCall:
         self.outer = outer
         self.status: Status = "active"
         self.record: CallRecord | None = None
+        self.reported = False  # forwarded usage into the outer call
 
     def add_text(self, delta: str) -> None:
         pass
@@ -547,9 +580,11 @@ class MergedCall:
         return _drop
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
+        self.reported = True
         self.outer.set_usage(usage, **fields)
 
     def add_report(self, report: UsageReport) -> None:
+        self.reported = True
         self.outer.add_report(report)
 
     def set_model(self, served_model: str | None) -> None:
@@ -557,6 +592,9 @@ class MergedCall:
 
     def set_service_tier(self, tier: str | None) -> None:
         self.outer.set_service_tier(tier)
+
+    def set_speed(self, speed: str | None) -> None:
+        self.outer.set_speed(speed)
 
     def set_cache_hit(self) -> None:
         pass
@@ -579,6 +617,10 @@ class MergedCall:
         self._end("aborted")
 
     def fail(self, error: BaseException | str | None = None) -> None:
+        # A request that failed with nothing billed (a 429, a 5xx, a connection error) hands the outer call
+        # back: the framework's own retry (LlamaIndex's tenacity) is the same call, and merges into it.
+        if self.status == "active" and not self.reported:
+            self.outer.release()
         self._end("failed")
 
     @property

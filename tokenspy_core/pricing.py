@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import warnings
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from numbers import Integral, Rational, Real
 from typing import Any
 
-from ._guard import user_stacklevel
+from ._guard import warn_user
 from .usage import Usage
 
 __all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
@@ -178,7 +177,7 @@ class PriceBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._overrides: dict[str, ModelRates] = {}
-        self._cache: dict[tuple[str, str | None, str | None], ModelRates | None] = {}
+        self._cache: dict[tuple[str, str | None, str | None, str | None], ModelRates | None] = {}
         self._warned: set[str] = set()
         self._snapshot: Any = None
 
@@ -202,21 +201,21 @@ class PriceBook:
             self._cache.clear()
 
     def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None,
-                  warn: bool = True) -> ModelRates | None:
+                  warn: bool = True, speed: str | None = None) -> ModelRates | None:
         """`model`'s rates, or None (warned about once per model, unless `warn` is false: a lookup that
         prices no call, such as a hint's, must not claim calls went unpriced).
 
         `service_tier`: the tier the provider says it served the call at (OpenAI's "flex", "priority",
-        ...), priced at that tier's rates where genai-prices has them; a price set with `set_price` is
-        what the user pays, whatever the tier."""
+        ...), priced at that tier's rates where genai-prices has them; likewise `speed` (Anthropic's
+        "fast" mode). A price set with `set_price` is what the user pays, whatever the tier or speed."""
         if not model:
             return None
-        key = (model, provider, service_tier)
+        key = (model, provider, service_tier, speed)
         try:
             return self._cache[key]
         except KeyError:
             pass
-        rates = self._override(model) or self._lookup(model, provider, service_tier)
+        rates = self._override(model) or self._lookup(model, provider, service_tier, speed)
         if rates is None and not warn:
             return None  # not cached: a call's own lookup of it still warns
         with self._lock:
@@ -233,7 +232,8 @@ class PriceBook:
                 return self._overrides[candidate]
         return None
 
-    def _lookup(self, model: str, provider: str | None, service_tier: str | None = None) -> ModelRates | None:
+    def _lookup(self, model: str, provider: str | None, service_tier: str | None = None,
+                speed: str | None = None) -> ModelRates | None:
         snapshot = self._genai_snapshot()
         if snapshot is None:
             return None
@@ -249,8 +249,8 @@ class PriceBook:
                 _, info = snapshot.find_provider_model(model, None, attempt, None)
             except LookupError:
                 continue
-            context = {"service_tier": service_tier} if service_tier else None
-            return _from_genai(info.get_prices(datetime.now(tz=UTC), context))
+            context = {name: value for name, value in (("service_tier", service_tier), ("speed", speed)) if value}
+            return _from_genai(info.get_prices(datetime.now(tz=UTC), context or None))
         return None
 
     def _genai_snapshot(self) -> Any:
@@ -271,4 +271,4 @@ class PriceBook:
         message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
                    f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
         logger.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
+        warn_user(message, logged=True)

@@ -114,10 +114,13 @@ def reset() -> None:
 
 def set_price(model: str, *, input: float | Decimal | Fraction, output: float | Decimal | Fraction,
               cached_input: float | Decimal | Fraction | None = None,
-              cache_write: float | Decimal | Fraction | None = None) -> None:
+              cache_write: float | Decimal | Fraction | None = None,
+              cache_write_1h: float | Decimal | Fraction | None = None) -> None:
     """Price `model` in USD per million tokens (int, float, Decimal or Fraction); wins over the bundled
-    prices."""
-    PRICES.set_price(model, input=input, output=output, cached_input=cached_input, cache_write=cache_write)
+    prices. `cache_write` is Anthropic's 5-minute cache write, `cache_write_1h` its 1-hour one (the
+    5-minute rate when not given)."""
+    PRICES.set_price(model, input=input, output=output, cached_input=cached_input, cache_write=cache_write,
+                     cache_write_1h=cache_write_1h)
 
 
 def _count(name: str, value: Any) -> int:

@@ -326,9 +326,14 @@ def _signed(femto: int) -> str:
 
 
 def _pct_text(d: _Delta) -> str:
+    # Presence first: a span gone from B is "removed" (not -100%), one only in B "new", whatever they cost.
+    if d.a.calls and not d.b.calls:
+        return "removed"
+    if d.b.calls and not d.a.calls:
+        return "new"
     if d.pct is not None:
         return f"{d.pct:+.1f}%" if d.femto else "0%"
-    return "new" if d.b.cost else ("removed" if d.a.calls and not d.b.calls else "")
+    return "new" if d.b.cost else ""
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -154,6 +154,13 @@ def test_compare_two_databases(dbs: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert rows["total"][0] == "$0.0209" and rows["total"][4] == "5 → 7"
 
 
+def test_compare_names_a_span_gone_from_b_removed(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "compare", "--db", dbs.current, "--db", dbs.base)
+    rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line)[1:] for line in out.splitlines()[1:]}
+    assert status == 0 and rows["chat"][0] != "$0"  # it cost something in A, and is not in B
+    assert rows["chat"][1:] == ["$0", rows["chat"][2], "removed", "2 → 0"]
+
+
 def test_compare_two_commits_of_one_database_gives_the_same_numbers(
         dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
     status, by_db, _ = run(capsys, "compare", "--db", dbs.base, "--db", dbs.current, "--format", "json")

@@ -293,6 +293,26 @@ def test_set_usage_refuses_bad_numbers_at_the_call(tracker: Tracker, fields: dic
     assert record is not None and record.input_tokens == 0 and record.status == "finished"
 
 
+@pytest.mark.parametrize(("reports", "match"), [
+    ([{"input_tokens": 5, "output_tokens": 3, "cached_input_tokens": 50}], "part of input_tokens"),
+    ([{"input_tokens": 5, "cache_write_tokens": 4, "cached_input_tokens": 2}], "part of input_tokens"),
+    ([{"input_tokens": 5}, {"cached_input_tokens": 6}], "part of input_tokens"),  # across two reports
+    ([{"output_tokens": 3, "reasoning_tokens": 10}], "part of output_tokens"),
+    ([{"cache_write_tokens": 2, "cache_write_1h_tokens": 3}], "part of cache_write_tokens"),
+])
+def test_set_usage_refuses_subsets_larger_than_their_whole(tracker: Tracker, reports: list[dict[str, int]],
+                                                           match: str) -> None:
+    # What `record()` refuses, `set_usage` refuses too: priced, 50 cached tokens on a 5-token prompt cost
+    # more than no cache at all.
+    call = Call(tracker, "gpt-4o")
+    with pytest.raises(ValueError, match=match):
+        for report in reports:
+            call.set_usage(**report)  # type: ignore[arg-type]
+    record = call.finish()
+    assert record is not None and record.cached_input_tokens <= record.input_tokens
+    assert record.reasoning_tokens <= record.output_tokens
+
+
 @pytest.mark.parametrize(("usage", "error", "match"), [
     ({"input_tokens": -500, "output_tokens": 3}, ValueError, "-500"),
     ({"prompt_tokens": "ten", "completion_tokens": 2}, TypeError, "'ten'"),

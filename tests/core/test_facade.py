@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import warnings
+from decimal import Decimal
 
 import pytest
 
@@ -151,6 +152,20 @@ def test_set_price_overrides_bundled_prices() -> None:
     assert tokenspy.calls()[0].cost_usd == 3.0
 
 
+def test_set_price_takes_the_one_hour_cache_write_rate() -> None:
+    tokenspy.set_price("my-claude", input=3, output=15, cached_input=0.3, cache_write=3.75, cache_write_1h=6)
+    call = tokenspy.start_call("my-claude", stream=False)
+    call.set_usage(input_tokens=300_000, output_tokens=0, cache_write_tokens=200_000, cache_write_1h_tokens=100_000)
+    record = call.finish()
+    # 100k uncached * $3 + 100k 5-minute writes * $3.75 + 100k 1-hour writes * $6, per million
+    assert record is not None and record.cost == Decimal("1.275")
+    tokenspy.set_price("my-claude", input=3, output=15, cache_write=3.75)  # without it: the 5-minute rate
+    call = tokenspy.start_call("my-claude", stream=False)
+    call.set_usage(input_tokens=200_000, output_tokens=0, cache_write_tokens=100_000, cache_write_1h_tokens=100_000)
+    record = call.finish()
+    assert record is not None and record.cost == Decimal("0.675")
+
+
 def test_unknown_model_costs_none_warns_once_and_still_counts_tokens(caplog: pytest.LogCaptureFixture) -> None:
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, "tokenspy"):
         warnings.simplefilter("always")
@@ -176,6 +191,24 @@ def test_budget_warns_once_naming_span_spent_and_budget() -> None:
     (warning,) = [x for x in w if "budget" in str(x.message)]
     assert warning.filename == __file__
     assert tokenspy.stats()["total_calls"] == 3
+
+
+def test_warnings_as_errors_lose_no_record_and_still_charge_every_budget(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # `python -W error` / pytest's `filterwarnings = error`: a warning raised while a call ends would
+    # have lost its record (and skipped the budgets after the one that warned).
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, "tokenspy"):
+        warnings.simplefilter("error")
+        with tokenspy.session("outer", budget_usd=0.001) as outer, tokenspy.session("inner", budget_usd=0.001):
+            tokenspy.record("acme-llm-9001", input_tokens=7, output_tokens=3)
+            call = tokenspy.start_call("gpt-4o", stream=True)
+            call.set_usage(input_tokens=800, output_tokens=0)  # $0.002: over both budgets
+            call.finish()
+    assert [r.model for r in tokenspy.calls()] == ["acme-llm-9001", "gpt-4o"]
+    assert outer.cost == pytest.approx(0.002) and outer.calls == 2
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("acme-llm-9001" in m for m in logged) == 1
+    assert any("'outer' spent $0.002000" in m for m in logged) and any("'inner' spent" in m for m in logged)
 
 
 def test_budget_raise_lets_the_crossing_call_finish_and_refuses_the_next() -> None:

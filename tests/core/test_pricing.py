@@ -51,3 +51,21 @@ def test_user_override_wins_also_for_dated_names() -> None:
     rates = book.rates_for("gpt-4o-2024-11-20", "openai")
     assert rates is not None and rates.source == "user"
     assert usd(rates.cost(Usage(10, 0, 4))) == Decimal("0.000008")
+
+
+def test_anthropic_fast_mode_is_priced_at_its_own_rates() -> None:
+    from tokenspy_core import Tracker
+    from tokenspy_core.call import Call
+
+    tracker = Tracker()
+    book = PriceBook()
+    standard = book.rates_for("claude-opus-4-8", "anthropic")
+    fast = book.rates_for("claude-opus-4-8", "anthropic", None, True, "fast")
+    assert standard is not None and fast is not None
+    assert usd(standard.cost(Usage(10_000, 2_000))) == Decimal("0.1")  # $5 / $25 per million
+    assert usd(fast.cost(Usage(10_000, 2_000))) == Decimal("0.2")  # $10 / $50 per million
+    call = Call(tracker, "claude-opus-4-8", provider="anthropic")
+    call.set_speed("fast")
+    call.set_usage(input_tokens=10_000, output_tokens=2_000)
+    record = call.finish()
+    assert record is not None and record.cost == Decimal("0.2")
