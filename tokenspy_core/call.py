@@ -46,6 +46,9 @@ _end_lock = threading.RLock()
 _active: ContextVar[Call | None] = ContextVar("tokenspy_active_call", default=None)
 # What a call that got no usage report reads (never mutated).
 _NO_REPORT = UsageReport()
+# Called with every new Call at the end of its __init__, in the context that started it (the
+# OpenTelemetry exporter keeps the OTel context there). Empty: one truthiness test per call.
+call_listeners: list[Callable[[Call], None]] = []
 
 
 @dataclass(slots=True)
@@ -275,6 +278,15 @@ class Call:
         self._ttft: float | None = None
         self._report: UsageReport | None = None  # the first usage report becomes it
         self._live = True  # taken by the first end (see _end)
+        if call_listeners:
+            for listener in call_listeners:
+                # `guarded("call listener")` inlined (per call, per listener).
+                try:
+                    listener(self)
+                except Exception as exc:
+                    if isinstance(exc, _passthrough()):
+                        raise
+                    log_internal_error("call listener", exc)
 
     # -- what layers feed in -------------------------------------------------------------------
     def add_text(self, delta: str) -> None:

@@ -7,9 +7,10 @@
 A trace backend then shows the report's tree: a tokenspy span (`@profile`, a session, a LangChain
 chain) opens an OTel span parented to the OTel span of its tokenspy parent, else to the active OTel
 context; an LLM call's span is parented to the OTel span of the tokenspy span it ran under, else to
-the active OTel context. Call spans are emitted when the call's record is final (usage reconciled,
-cost known) with the call's real start and end times. Attribute names follow the OpenTelemetry GenAI
-semantic conventions (`gen_ai.*`); what they do not cover is under `tokenspy.*`.
+the OTel context active when the call started (not when its stream ended). Call spans are emitted
+when the call's record is final (usage reconciled, cost known) with the call's real start and end
+times. Attribute names follow the OpenTelemetry GenAI semantic conventions (`gen_ai.*`); what they
+do not cover is under `tokenspy.*`.
 
 Only the OpenTelemetry API is imported here, lazily: installing an SDK and an exporter (or any
 other provider) is the application's choice (`pip install 'tokenspy[otel]'` brings the usual ones).
@@ -23,7 +24,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tokenspy_core import CallRecord, Span, Tracker, default_tracker
+import tokenspy_core.call as core_call
+from tokenspy_core import Call, CallRecord, Span, Tracker, config, default_tracker
 from tokenspy_core.call import error_text
 from tokenspy_core.pricing import FEMTO_PER_USD
 from tokenspy_core.spans import span_listeners
@@ -40,6 +42,9 @@ _INSTALL_HINT = "pip install 'tokenspy[otel]'"
 # Ended tokenspy spans whose OTel context is kept: a stream finished after its function returned
 # still joins that function's trace. Bounded, so a long-running process keeps a fixed memory.
 _ENDED_CONTEXTS = 4096
+# Calls in flight whose starting OTel context is kept until their record. An entry outlives its call
+# only if the call never made a record (an internal error at its end): the bound drops those.
+_STARTED_CONTEXTS = 65536
 # The GenAI semantic conventions' advisory bucket boundaries for these two histograms.
 _TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 _DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
@@ -79,6 +84,27 @@ def _error_type(error: str | None) -> str:
     return head if head and " " not in head else "_OTHER"
 
 
+def _status_description(record: CallRecord) -> str | None:
+    """A failed call's status text: its error, capture-free whatever `capture_content` says.
+
+    Without content capture the record's error is already what `error_text` keeps (the message only
+    for provider and network errors). With it, the record keeps every message, a pydantic
+    `ValidationError` quoting the answer included, and the exception is gone: only the type is exported.
+    """
+    if not config.capture_content:
+        return record.error
+    error_type = _error_type(record.error)
+    return None if error_type == "_OTHER" else error_type
+
+
+def _call_start_listeners() -> list[Callable[[Call], None]] | None:
+    # `tokenspy_core.call.call_listeners`: called with every new Call, in the context that starts it.
+    # Read by name so this module also runs on a core without it (calls then take the OTel context
+    # active when their record is made).
+    listeners = getattr(core_call, "call_listeners", None)
+    return listeners if isinstance(listeners, list) else None
+
+
 def _user_attributes(span: Span) -> dict[str, Any]:
     """Span tags and attributes that are valid OTel attribute values (others are skipped, not coerced)."""
     out: dict[str, Any] = {}
@@ -108,7 +134,10 @@ def call_attributes(record: CallRecord) -> dict[str, Any]:
     request_model = record.request_model or record.model
     if request_model:
         attrs["gen_ai.request.model"] = request_model
-    if record.model and (record.status != "failed" or record.model != request_model):
+    # A failed call names a response model only if an answer had started (partial: text or usage
+    # arrived) or the provider named another model than the one asked for; one that failed before any
+    # answer does not.
+    if record.model and (record.status != "failed" or record.partial or record.model != record.request_model):
         attrs["gen_ai.response.model"] = record.model
     attrs["gen_ai.request.stream"] = record.streamed
     attrs["gen_ai.usage.input_tokens"] = record.input_tokens
@@ -152,6 +181,9 @@ class _Exporter:
         from tokenspy import __version__
 
         metrics, self._trace = _otel()
+        from opentelemetry import context as otel_context
+
+        self._current_context = otel_context.get_current
         self.key = (tracker, tracer_provider, meter_provider)
         self.tracker = tracker
         tracers = tracer_provider or self._trace.get_tracer_provider()
@@ -166,7 +198,7 @@ class _Exporter:
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
         self.cost = meter.create_counter(
             "tokenspy.cost", unit="{USD}", description="USD spent on priced LLM calls.")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a call collected while this thread holds it records into it
         # tokenspy span id -> its open OTel span (and the finalizer that ends it if the span is lost).
         self._live: dict[int, tuple[OtelSpan, weakref.finalize[Any, Any]]] = {}
         self._ended: OrderedDict[int, SpanContext] = OrderedDict()
@@ -174,6 +206,11 @@ class _Exporter:
         # end at the next event, not in the GC callback: ending runs span processors and exporters,
         # which take locks the interrupted code may hold.
         self._lost: deque[int] = deque()
+        # Call id -> the OTel context active where the call started: the parent of a call made outside
+        # any tokenspy span. Its record (and span) comes at the stream's end, maybe under another request's
+        # span or in a worker thread with no context. Plain dict steps (atomic): a call's record may be
+        # made from its __del__, at any point of this thread.
+        self._started_in: dict[int, Context] = {}
         # Spans and the tracker call these inside their own internal-error guard.
         self._listener = (self._on_span_start, self._on_span_end)
         self._unsubscribe: Callable[[], None] | None = None
@@ -189,11 +226,17 @@ class _Exporter:
 
     def install(self) -> None:
         span_listeners.append(self._listener)
+        call_listeners = _call_start_listeners()
+        if call_listeners is not None:
+            call_listeners.append(self._on_call_start)
         self._unsubscribe = self.tracker.subscribe(self._on_record)
 
     def close(self) -> None:
         if self._listener in span_listeners:
             span_listeners.remove(self._listener)
+        call_listeners = _call_start_listeners()
+        if call_listeners is not None and self._on_call_start in call_listeners:
+            call_listeners.remove(self._on_call_start)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -202,6 +245,7 @@ class _Exporter:
             self._live.clear()
             self._ended.clear()
             self._lost.clear()
+        self._started_in.clear()
         # Export what is open rather than lose it: these spans end at disable time.
         for otel_span, finalizer in still_open:
             finalizer.detach()
@@ -271,16 +315,31 @@ class _Exporter:
                 self._ended.popitem(last=False)
 
     # -- LLM calls ----------------------------------------------------------------------------------
+    def _on_call_start(self, call: Call) -> None:
+        if call.tracker is not self.tracker:
+            return  # its record never comes here
+        started_in = self._started_in
+        started_in[call.id] = self._current_context()
+        if len(started_in) > _STARTED_CONTEXTS:
+            # list(dict) of int keys runs no Python code: a consistent snapshot even with other threads.
+            for call_id in list(started_in)[:len(started_in) - _STARTED_CONTEXTS]:
+                started_in.pop(call_id, None)
+
     def _on_record(self, record: CallRecord) -> None:
         self._reap_lost()
         attrs = call_attributes(record)
         model = record.request_model or record.model
         name = f"{record.operation} {model}" if model else record.operation
+        started_in = self._started_in.pop(record.id, None)
         parent = self._context_of(record.span_id)
+        if parent is None:
+            # No tokenspy span (or one from before the export): where the call started, not where its
+            # record is made (a stream read later under another span, or in a pool thread).
+            parent = started_in
         otel_span = self.tracer.start_span(name, context=parent, kind=self._trace.SpanKind.CLIENT,
                                            start_time=_ns(record.started_at), attributes=attrs)
         if record.status == "failed":
-            otel_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, record.error))
+            otel_span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, _status_description(record)))
         otel_span.end(end_time=_ns(record.started_at + record.latency_s))
         self._record_metrics(record, attrs)
 
