@@ -24,9 +24,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import tokenspy_core.call as core_call
 from tokenspy_core import Call, CallRecord, Span, Tracker, config, default_tracker
-from tokenspy_core.call import error_text
+from tokenspy_core.call import call_listeners, error_text
 from tokenspy_core.pricing import FEMTO_PER_USD
 from tokenspy_core.spans import span_listeners
 
@@ -95,14 +94,6 @@ def _status_description(record: CallRecord) -> str | None:
         return record.error
     error_type = _error_type(record.error)
     return None if error_type == "_OTHER" else error_type
-
-
-def _call_start_listeners() -> list[Callable[[Call], None]] | None:
-    # `tokenspy_core.call.call_listeners`: called with every new Call, in the context that starts it.
-    # Read by name so this module also runs on a core without it (calls then take the OTel context
-    # active when their record is made).
-    listeners = getattr(core_call, "call_listeners", None)
-    return listeners if isinstance(listeners, list) else None
 
 
 def _user_attributes(span: Span) -> dict[str, Any]:
@@ -226,16 +217,13 @@ class _Exporter:
 
     def install(self) -> None:
         span_listeners.append(self._listener)
-        call_listeners = _call_start_listeners()
-        if call_listeners is not None:
-            call_listeners.append(self._on_call_start)
+        call_listeners.append(self._on_call_start)
         self._unsubscribe = self.tracker.subscribe(self._on_record)
 
     def close(self) -> None:
         if self._listener in span_listeners:
             span_listeners.remove(self._listener)
-        call_listeners = _call_start_listeners()
-        if call_listeners is not None and self._on_call_start in call_listeners:
+        if self._on_call_start in call_listeners:
             call_listeners.remove(self._on_call_start)
         if self._unsubscribe is not None:
             self._unsubscribe()

@@ -12,7 +12,6 @@ from opentelemetry.trace import StatusCode
 from otel_harness import Otel
 
 import tokenspy
-import tokenspy_core.call as core_call
 from tokenspy.testing import FakeProvider
 from tokenspy.testing.fixtures import fake_provider  # noqa: F401  (makes the fixture available here)
 from tokenspy_core import config
@@ -33,8 +32,6 @@ def _parent_name(otel: Otel, span_name: str) -> list[str | None]:
             for s in sorted(otel.spans(), key=lambda s: s.start_time or 0) if s.name == span_name]
 
 
-@pytest.mark.skipif(not hasattr(core_call, "call_listeners"),
-                    reason="needs the core's call-start hook, tokenspy_core.call.call_listeners")
 def test_stream_made_under_a_request_span_stays_its_child_wherever_it_is_read(
         otel: Otel, ant: anthropic.Anthropic) -> None:
     tracer = otel.tracer_provider.get_tracer("app")
