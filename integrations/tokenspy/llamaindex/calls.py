@@ -105,7 +105,10 @@ class LLMCall:
             if text:
                 self.text.append(text)
             return
-        self.plain = True
+        if not self.plain:
+            # Its request has been answered: a later SDK request is not this call's (`stream_scope`).
+            call.deactivate()
+            self.plain = True
         call.streamed = True  # also for streams the span name did not announce
         call.mark_first_token()  # a text, tool-call or usage-only chunk: output has begun
         get = payloads.get

@@ -45,7 +45,7 @@ from llama_index.core.instrumentation.span import BaseSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler, NullSpanHandler
 from pydantic import PrivateAttr
 
-from tokenspy_core import BudgetExceededError, Span, active_call, current_span
+from tokenspy_core import BudgetExceededError, Call, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
 from tokenspy_core.spans import enter_span, exit_span
 from tokenspy_core.store import before_exit_flush
@@ -53,6 +53,7 @@ from tokenspy_core.store import before_exit_flush
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
 from .spans import Role, agent_named, classify, keep_parent_for_stream, runs_agents
+from .stream_scope import activate_on_first_read
 
 if TYPE_CHECKING:
     from .handler import TokenSpyHandler
@@ -323,7 +324,8 @@ class Tap:
         the call's own span is open does: a CustomLLM's `astream_chat` calls its `stream_chat`, and a
         wrapper LLM's stream another LLM's, only once their generator is read, when LlamaIndex has
         exited the outer span and gives the inner one no link to it. Only looked for while a call
-        is active in this context (an outer stream's call is, until it ends).
+        is active in this context (an outer stream's call is, from its first read to its first
+        chunk: `stream_scope`).
         """
         if active_call() is None:  # the common case: no call in flight in this context
             return None
@@ -337,6 +339,11 @@ class Tap:
         if state is not None:
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
                 self._watch_stream(id_, state, result)
+                call = state.call
+                # Active since its start event (a request sent before the generator is handed back
+                # joins it); from now on only from the stream's first read to its first chunk.
+                if isinstance(call, Call) and activate_on_first_read(result, call):
+                    call.deactivate()
             else:  # non-stream: the end event came first; this only covers a missed one
                 self._pop_llm(id_)
                 if not state.ended:
