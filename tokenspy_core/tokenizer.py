@@ -252,8 +252,15 @@ def count_tool_tokens(tools: Any, model: str | None = None) -> int:
         return 0
 
 
+def _token_ids(value: Any) -> bool:
+    """Whether `value` is a prompt already tokenized: a list of token ids (bools are not ids)."""
+    return isinstance(value, list | tuple) and all(type(item) is int for item in value)
+
+
 def count_prompt_tokens(prompt: Any, model: str | None = None) -> int:
-    """Estimated tokens of any prompt shape: a string, a list of strings, or chat messages."""
+    """Estimated tokens of any prompt shape: a string, a list of strings, token ids (a list of ints,
+    or a list of such lists: legacy Completions' `prompt` and Embeddings' `input` take them, and
+    LangChain's `OpenAIEmbeddings` sends them), or chat messages."""
     if prompt is None:
         return 0
     if callable(prompt):
@@ -264,5 +271,10 @@ def count_prompt_tokens(prompt: Any, model: str | None = None) -> int:
         items = list(prompt)
         if all(isinstance(item, str) for item in items):
             return sum(count_tokens(item, model) for item in items)
+        # Token ids are the tokens billed, whatever the model's encoding: counted, not decoded.
+        if _token_ids(items):
+            return len(items)
+        if all(_token_ids(item) for item in items):
+            return sum(len(item) for item in items)
         return count_message_tokens(items, model)
     return count_message_tokens([prompt], model)

@@ -10,9 +10,10 @@ This runs before every tracked request: it is written for few allocations (plain
 
 What `request()` returns is handled by kind: a model object (finish now), an SDK stream (tracked as
 it is consumed, see `_sdk_stream`), or a raw response wrapper (parsed eagerly when that is free: the
-SDK caches the parse, so the user's own `parse()` returns the very same object; a body the user reads
-as bytes is accounted from those bytes, see `_RawRead`). A `parse()` helper's post-parser may reject
-a billed answer and make `request()` raise: the body is read before it runs.
+SDK caches the parse, so the user's own `parse()` returns the very same object). A body the user
+reads as bytes, a tracked stream's included, is accounted from those bytes (see `_RawRead`). A
+`parse()` helper's post-parser may reject a billed answer and make `request()` raise: the body is read
+before it runs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tokenspy_core._guard import log_internal_error
 from ._observe import tracking
 from ._sdk_stream import CallLike, CloseHook, StreamTracker, end_on_exception, hook_close, track_stream
 
-__all__ = ["Plan", "SdkTypes", "copy_options", "wrap_request", "wrap_retry_sleep"]
+__all__ = ["RAW_RESPONSE_HEADER", "Plan", "SdkTypes", "copy_options", "wrap_request", "wrap_retry_sleep"]
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # the same in both SDKs (Stainless-generated)
 
@@ -42,7 +43,8 @@ class Plan(StreamTracker):
     for a response object, and, should the response be a stream, `on_item` (it is then that stream's
     tracker). One object per request: the adapters subclass it per endpoint shape."""
 
-    __slots__ = ("options", "streamed")
+    __slots__ = ("_source", "options", "streamed")
+    _source: weakref.ref[Any]  # the tracked stream, once it is one (see `_watch_raw`)
 
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
         self.call = call
@@ -53,6 +55,40 @@ class Plan(StreamTracker):
     def on_body(self, body: Any) -> None:
         """A response object, or its JSON dict."""
         raise NotImplementedError
+
+    def first_output(self, item: Any) -> bool:
+        """Whether a stream item carries output, as `on_item` counts it for the time to first token.
+        Asked only of a stream read as bytes, item by item until the first yes (see `_FirstOutput`)."""
+        return False
+
+    def closing(self, response: Any) -> None:
+        try:
+            super().closing(response)
+        finally:
+            # This close hook's first call is its last (`once`), and frees it; the reader `_watch_raw`
+            # installed goes with it, else it would keep the plan alive from the response, which sits
+            # in a reference cycle. Once closed, the body cannot be read.
+            attrs = response.__dict__
+            for name in ("iter_bytes", "aiter_bytes"):
+                reader = attrs.get(name)
+                if reader is not None and getattr(reader, "__self__", None) is self:
+                    del attrs[name]
+
+    # The tracked stream's response's `iter_bytes` / `aiter_bytes` (see `_watch_raw`).
+    def _read_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        response: Any = self._response()  # alive: this is its method
+        if _reading_raw(self) or self.call.status != "active":
+            # The SDK's own stream reads (once, as its iteration starts): accounted per item.
+            return type(response).iter_bytes(response, chunk_size)  # type: ignore[no-any-return]
+        _RawRead(self, self._source).install(response, is_async=False)  # from now on, in place of this
+        return response.iter_bytes(chunk_size)  # type: ignore[no-any-return]
+
+    def _aread_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        response: Any = self._response()
+        if _reading_raw(self) or self.call.status != "active":
+            return type(response).aiter_bytes(response, chunk_size)  # type: ignore[no-any-return]
+        _RawRead(self, self._source).install(response, is_async=True)
+        return response.aiter_bytes(chunk_size)  # type: ignore[no-any-return]
 
 
 class Planner(Protocol):
@@ -255,7 +291,9 @@ def _mark_retry_wait(exc: BaseException) -> None:
 def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
     cls = type(result)
     if cls in types.all_streams:  # the common case, without isinstance's subclass walk
-        track_stream(result, plan, is_async=cls in types.async_streams)
+        is_async = cls in types.async_streams
+        track_stream(result, plan, is_async=is_async)
+        _watch_raw(plan, result, is_async=is_async)
     elif isinstance(result, types.all_streams):
         _track(plan, result, types)
     elif isinstance(result, types.raw):
@@ -275,8 +313,22 @@ def _on_result(plan: Plan, result: Any, types: SdkTypes) -> None:
 
 
 def _track(plan: Plan, stream: Any, types: SdkTypes) -> None:
-    track_stream(stream, plan, is_async=isinstance(stream, types.async_streams),
-                 own_class=type(stream) in types.all_streams)
+    is_async = isinstance(stream, types.async_streams)
+    track_stream(stream, plan, is_async=is_async, own_class=type(stream) in types.all_streams)
+    _watch_raw(plan, stream, is_async=is_async)
+
+
+def _watch_raw(plan: Plan, stream: Any, *, is_async: bool) -> None:
+    """The user may read the tracked stream's body as bytes rather than iterate the stream:
+    `iter_lines()` of a raw response's `parse()`d stream, `anthropic.Stream.raw_events(s.response)`,
+    `s.response.iter_lines()`. The response's `iter_bytes` becomes the plan's, which hands the SDK's
+    own stream the plain bytes (it is accounted per item) and puts a `_RawRead` in place for any other
+    reader. Two attribute stores per stream, nothing per chunk; no `_RawRead` until a raw read."""
+    plan._source = weakref.ref(stream)
+    if is_async:
+        stream.response.aiter_bytes = plan._aread_bytes
+    else:
+        stream.response.iter_bytes = plan._read_bytes
 
 
 async def _on_async_raw(plan: Plan, raw: Any, types: SdkTypes) -> None:
@@ -303,8 +355,6 @@ def _on_parsed(plan: Plan, raw: Any, types: SdkTypes, parsed: Any) -> None:
     """What the raw response's parse() gave (and cached for the user): its stream, or its body."""
     if isinstance(parsed, types.all_streams):
         _track(plan, parsed, types)
-        # The user may read the body raw (`iter_lines()`, ...) rather than iterate that stream.
-        _RawRead(plan, parsed).install(raw.http_response, is_async=isinstance(parsed, types.async_streams))
         return
     if parsed is _PARSE_FAILED:
         if plan.streamed:  # the user's own parse() will fail the same way: the call ends on close
@@ -357,7 +407,9 @@ class _RawRead:
     accounts for the body when the read ends: a JSON body through `on_body`, an SSE body by replaying
     it through a fresh SDK stream into `on_item` (the SDK's own parsing, once, after the last byte).
     When the SDK's tracked stream is what reads (the user iterates `parse()`'s stream), the bytes go
-    through untouched: that stream is accounted per item, and this adds nothing per chunk.
+    through untouched: that stream is accounted per item, and this adds nothing per chunk. An SSE body's
+    events are also read as they arrive until the first one that carries output (see `_FirstOutput`):
+    the call's time to first token is that event's arrival, not the replay's.
 
     A read the user leaves unfinished is not always ended by the time the response closes: an async
     generator left by `break` is only finalized later by the event loop (after `async with` closed the
@@ -367,10 +419,10 @@ class _RawRead:
 
     __slots__ = ("_hooked", "_parts", "_plan", "_stream")
 
-    def __init__(self, plan: Plan, stream: Any) -> None:
+    def __init__(self, plan: Plan, stream: weakref.ref[Any] | None) -> None:
         self._plan = plan
         # Weakly: anthropic's stream is collectable by reference counting (closing it), keep it so.
-        self._stream = None if stream is None else weakref.ref(stream)
+        self._stream = stream
         self._parts: list[bytes] | None = None  # the running read's bytes, until it or the close accounts
         self._hooked = False
 
@@ -417,9 +469,31 @@ class _RawRead:
         self._parts = None
         return True
 
+    def _probe(self) -> _FirstOutput | None:
+        """What finds the first output of an SSE body as it arrives (None for a JSON body, and for a
+        merged call: its time to first token is its outer call's)."""
+        plan = self._plan
+        try:
+            stream = None if self._stream is None or plan.call.merged else self._stream()
+            if stream is None:
+                return None
+            # The client's own decoder (a Bedrock client's reads AWS event streams, not SSE).
+            return _FirstOutput(plan, stream._client._make_sse_decoder())
+        except Exception as exc:
+            log_internal_error("raw response first token", exc)
+            return None
+
     def _tee(self, chunks: Iterator[bytes], parts: list[bytes]) -> Iterator[bytes]:
         try:
-            for chunk in chunks:
+            probe = self._probe()
+            if probe is not None:
+                for chunk in chunks:
+                    parts.append(chunk)
+                    found = probe.feed(chunk)  # before the user has the chunk: its arrival time
+                    yield chunk
+                    if found:
+                        break
+            for chunk in chunks:  # the rest of the same iterator, with nothing more per chunk
                 parts.append(chunk)
                 yield chunk
         except BaseException as exc:
@@ -431,6 +505,14 @@ class _RawRead:
 
     async def _atee(self, chunks: AsyncIterator[bytes], parts: list[bytes]) -> AsyncIterator[bytes]:
         try:
+            probe = self._probe()
+            if probe is not None:
+                async for chunk in chunks:
+                    parts.append(chunk)
+                    found = probe.feed(chunk)
+                    yield chunk
+                    if found:
+                        break
             async for chunk in chunks:
                 parts.append(chunk)
                 yield chunk
@@ -530,6 +612,79 @@ class _RawRead:
             plan.errored(error)
         else:
             plan.exhausted()
+
+
+# A stream whose first output has not come after this many events is not searched further as it
+# arrives: its time to first token is then the replay's, at the end of the read.
+_PROBE_EVENTS = 64
+
+
+def _event_end(data: bytes) -> int:
+    """The end of the last complete server-sent event in `data` (a blank line ends one), 0 if none."""
+    end = 0
+    for separator in (b"\n\n", b"\r\r", b"\r\n\r\n"):
+        at = data.rfind(separator)
+        if at >= 0 and at + len(separator) > end:
+            end = at + len(separator)
+    return end
+
+
+class _FirstOutput:
+    """Finds, in a streamed body read as bytes, the event that carries the first output, as it arrives,
+    and marks the call's first token then, as the tracked stream does at that item. The events are
+    split by the SDK's own SSE decoder and their JSON read as dicts (`Plan.first_output`), not built
+    into the SDK's models: a few µs an event, and only until the first output (after openai's role
+    chunk, anthropic's `message_start`, ...). The call itself is still fed once, at the end of the
+    read (`_RawRead._account`)."""
+
+    __slots__ = ("_decoder", "_left", "_pending", "_plan", "_tail")
+
+    def __init__(self, plan: Plan, decoder: Any) -> None:
+        self._plan = plan
+        self._decoder = decoder
+        self._pending: list[bytes] = []  # the bytes of an event not complete yet
+        self._tail = b""  # their last bytes: the blank line ending an event may straddle two chunks
+        self._left = _PROBE_EVENTS
+
+    def _complete(self, chunk: bytes) -> bytes | None:
+        """The events `chunk` completes, if any."""
+        window = self._tail + chunk
+        end = _event_end(window)
+        self._pending.append(chunk)
+        if not end:
+            self._tail = window[-3:]
+            return None
+        data = b"".join(self._pending)
+        end += len(data) - len(window)
+        rest = data[end:]
+        self._pending = [rest] if rest else []
+        self._tail = rest[-3:]
+        return data[:end]
+
+    def feed(self, chunk: bytes) -> bool:
+        """Whether the search is over: the first output came (and is marked), or it is given up."""
+        try:
+            events = self._complete(chunk)
+            if events is None:
+                return False
+            for event in self._decoder.iter_bytes(iter((events,))):
+                data = event.data
+                if data.startswith("[DONE]"):
+                    return True
+                try:
+                    item = json.loads(data)
+                except ValueError:
+                    continue  # not JSON: no output the SDK would hand on
+                self._left -= 1
+                if self._plan.first_output(item):
+                    self._plan.call.mark_first_token()
+                    return True
+                if self._left <= 0:
+                    return True
+            return False
+        except Exception as exc:
+            log_internal_error("raw response first token", exc)
+            return True
 
 
 class _RawClose(CloseHook):

@@ -120,6 +120,7 @@ class _Messages(Plan):
         usage = _get(body, "usage")
         if usage is not None:
             call.set_usage(usage_from_anthropic(usage))
+            call.set_speed(_get(usage, "speed"))  # fast mode is priced at its own rates
         call.set_model(_get(body, "model"))
         call.set_response_text(functools.partial(_text_of, body))
 
@@ -156,6 +157,9 @@ class _Messages(Plan):
             self.complete = True
         return False
 
+    def first_output(self, event: Any) -> bool:
+        return bool(_get(event, "type") == "content_block_delta")  # `on_item` marks the first token at any
+
     def settle(self) -> None:
         usage = self._pending
         if usage is not None:
@@ -179,3 +183,4 @@ class _Messages(Plan):
             if value is not None:
                 raw["output_tokens"] = value
         self.call.set_usage(usage_from_anthropic(raw))
+        self.call.set_speed(getattr(usage, "speed", None))

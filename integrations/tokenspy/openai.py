@@ -8,7 +8,9 @@ openai is imported.
 Streams: Chat Completions report usage only when asked (`stream_options.include_usage`), in one extra
 final chunk whose `choices` is empty. When the caller did not decide, tokenspy asks, on a copy of the
 request options, and hides that chunk from the caller, whose loop typically reads `chunk.choices[0]`.
-A caller's explicit `include_usage` (True or False) is never changed, and its chunk never hidden.
+A caller's explicit `include_usage` (True or False) is never changed, and its chunk never hidden. A
+request whose body the caller may read as bytes (`with_raw_response`, `with_streaming_response`) is
+never asked: bytes cannot hide a chunk.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
+from ._sdk_request import RAW_RESPONSE_HEADER, Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -103,7 +105,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
         given = current.get("include_usage") if type(current) is dict else None
         if given is not None:
             expect = bool(given)
-        else:
+        elif not _read_raw_maybe(options):
             options, hide, expect = _ask_stream_usage(client, options, holder, extra)
         if not expect:  # the answer is complete when every choice has finished
             choices = _choice_count(extra if extra is not None and "n" in extra else body)
@@ -152,6 +154,21 @@ def _ask_stream_usage(client: Any, options: Any, holder: Mapping[str, Any],
     # A copy: never touch the caller's options or dicts.
     field = "extra_json" if holder is extra else "json_data"
     return copy_options(options, field, {**holder, "stream_options": asked}), True, True
+
+
+_RAW_HEADER_LOWER = RAW_RESPONSE_HEADER.lower()
+
+
+def _read_raw_maybe(options: Any) -> bool:
+    """Whether the caller may read this request's body as bytes: `with_raw_response` and
+    `with_streaming_response` mark their requests with the SDK's raw-response header. Such a stream is
+    not asked for usage: the extra chunk cannot be hidden from bytes (a relay's
+    `json.loads(line[6:])["choices"][0]` fails on it), and the caller did not choose to have it."""
+    headers = options.headers
+    if not _is_mapping(headers) or not headers:
+        return False
+    return RAW_RESPONSE_HEADER in headers or any(
+        isinstance(name, str) and name.lower() == _RAW_HEADER_LOWER for name in headers)
 
 
 def _accepts_stream_options(client: Any) -> bool:
@@ -257,6 +274,13 @@ class _ChatChunks(_Request):
         self.complete = True
         return self._hide_usage and not choices
 
+    def first_output(self, chunk: Any) -> bool:
+        for choice in _get(chunk, "choices") or ():
+            delta = _get(choice, "delta")
+            if _get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"):
+                return True
+        return False
+
 
 class _CompletionChunks(_Request):
     """Legacy Completions chunks (`choices[i].text`); embeddings, which never stream, use it too."""
@@ -287,6 +311,9 @@ class _CompletionChunks(_Request):
         call.set_usage(usage_from_openai(usage))
         self.complete = True
         return self._hide_usage and not choices
+
+    def first_output(self, chunk: Any) -> bool:
+        return any(_get(choice, "text") for choice in _get(chunk, "choices") or ())
 
 
 # Responses API events whose `delta` is generated text (output tokens, should they be estimated).
@@ -319,6 +346,9 @@ class _ResponsesEvents(_Request):
             # The SDK does not raise on an error event: the loop just ends after it.
             self.call.fail(f"{event.code or 'error'}: {event.message}")
         return False
+
+    def first_output(self, event: Any) -> bool:
+        return _get(event, "type") in _TEXT_DELTAS
 
 
 # -- background responses -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -162,7 +163,8 @@ def test_stop_after_the_final_message_delta_is_finished(
                 break
     record = only_record()
     assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
-    assert_exact(record, anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+    # The fake logs a frame's usage after writing it: read the log once the body is written.
+    assert_exact(record, anthropic_expected(fp.wait_for_outcome(0)["usage"]), HAIKU)
     assert tokenspy.stats()["partial_calls"] == 0
 
 
@@ -297,3 +299,50 @@ async def test_async_stream_helper_until_done(aant: anthropic.AsyncAnthropic, fp
     async with tokenspy.session("s"), aant.messages.stream(**ARGS) as s:
         await s.until_done()
     assert_exact(only_record(), anthropic_expected(fp.requests[0]["usage"]), HAIKU)
+
+
+# -- fast mode ------------------------------------------------------------------------------------------
+
+FAST_MODEL = "claude-opus-4-8"  # genai-prices: $5 / $25 per million, fast mode $10 / $50
+
+
+def _fast_client(body: str, content_type: str) -> anthropic.Anthropic:
+    import httpx2
+
+    def provider(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": content_type}, content=body.encode())
+
+    return tokenspy.observe(anthropic.Anthropic(base_url="http://mock", api_key="sk-ant-fake", max_retries=0,
+                                                http_client=httpx2.Client(transport=httpx2.MockTransport(provider))))
+
+
+def _event(kind: str, data: dict[str, Any]) -> str:
+    import json
+
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+
+def test_fast_mode_is_priced_at_its_own_rates_streamed_or_not() -> None:
+    import json
+
+    usage = {"input_tokens": 10_000, "output_tokens": 2_000, "speed": "fast"}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": FAST_MODEL, "stop_reason": "end_turn",
+               "content": [{"type": "text", "text": "ok"}], "usage": usage}
+    _fast_client(json.dumps(message), "application/json").messages.create(
+        model=FAST_MODEL, max_tokens=4000, messages=MESSAGES)
+    stream = "".join([
+        _event("message_start", {"message": {**message, "content": [], "stop_reason": None,
+                                             "usage": {**usage, "output_tokens": 1}}}),
+        _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        _event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "ok"}}),
+        _event("content_block_stop", {"index": 0}),
+        _event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2_000}}),
+        _event("message_stop", {}),
+    ])
+    with _fast_client(stream, "text/event-stream").messages.stream(
+            model=FAST_MODEL, max_tokens=4000, messages=MESSAGES) as s:
+        s.get_final_message()
+    records = tokenspy.calls()
+    assert [(r.streamed, r.input_tokens, r.output_tokens) for r in records] == [(False, 10_000, 2_000),
+                                                                               (True, 10_000, 2_000)]
+    assert [r.cost for r in records] == [Decimal("0.2"), Decimal("0.2")]  # not the standard $0.10

@@ -205,10 +205,12 @@ def test_with_raw_response_stream_parse_gives_the_tracked_stream(
     oai: openai.OpenAI, fp: FakeProvider
 ) -> None:
     with tokenspy.session("s"):
-        raw = oai.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        raw = oai.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
         s = raw.parse()
         assert isinstance(s, openai.Stream) and s is raw.parse()
-        text = "".join(c.choices[0].delta.content or "" for c in s)
+        text = "".join(c.choices[0].delta.content or "" for c in s if c.choices)  # the usage chunk asked for
     assert text == fp.reply
     assert_exact(only_record(), openai_expected(fp.requests[0]["usage"]), GPT_4O)
 
@@ -238,10 +240,10 @@ def test_with_streaming_response_stream_is_tracked(oai: openai.OpenAI, fp: FakeP
     with (
         tokenspy.session("s"),
         oai.chat.completions.with_streaming_response.create(
-            model="gpt-4o", messages=MESSAGES, stream=True
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
         ) as response,
     ):
-        text = "".join(c.choices[0].delta.content or "" for c in response.parse())
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == fp.reply
     assert_exact(only_record(), openai_expected(fp.requests[0]["usage"]), GPT_4O)
 

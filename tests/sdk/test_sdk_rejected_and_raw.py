@@ -130,6 +130,8 @@ def test_anthropic_parse_invalid_json_records_the_billed_usage(ant: anthropic.An
 
 
 # -- with_streaming_response bodies read raw -----------------------------------------------------------
+# tokenspy does not ask for a raw response's stream usage (test_sdk_raw_bytes.py): these streams ask.
+INCLUDE_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
 
 RAW_READS: dict[str, Callable[[Any], object]] = {
     "iter_bytes": lambda response: list(response.iter_bytes()),
@@ -147,7 +149,7 @@ def test_with_streaming_response_read_raw_to_the_end_records_exact_usage(
     with (
         tokenspy.session("s"),
         oai.chat.completions.with_streaming_response.create(
-            model="gpt-4o", messages=MESSAGES, stream=stream
+            model="gpt-4o", messages=MESSAGES, stream=stream, **(INCLUDE_USAGE if stream else {})
         ) as response,
     ):
         RAW_READS[read](response)
@@ -168,7 +170,7 @@ async def test_async_with_streaming_response_read_raw_records_exact_usage(
     tokenspy.observe(aoai)
     for stream in (False, True):
         async with aoai.chat.completions.with_streaming_response.create(
-            model="gpt-4o", messages=MESSAGES, stream=stream
+            model="gpt-4o", messages=MESSAGES, stream=stream, **(INCLUDE_USAGE if stream else {})
         ) as response:
             lines = [line async for line in response.iter_lines()]
         assert lines
@@ -212,10 +214,10 @@ def test_with_streaming_response_parsed_stream_is_still_tracked_per_item(
 ) -> None:
     tokenspy.observe(oai)
     with oai.chat.completions.with_streaming_response.create(
-        model="gpt-4o", messages=MESSAGES, stream=True
+        model="gpt-4o", messages=MESSAGES, stream=True, **INCLUDE_USAGE
     ) as response:
         chunks = list(response.parse())
-    assert all(c.choices for c in chunks)  # the usage chunk tokenspy asked for is still hidden
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None  # the caller asked: the chunk is theirs
     record = only_record()
     assert tokens_of(record) == openai_expected(fp.requests[0]["usage"])
     assert (record.status, record.partial) == ("finished", False)
