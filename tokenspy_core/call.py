@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from weakref import WeakKeyDictionary, WeakSet
 
 from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, usd
@@ -382,14 +383,38 @@ class Call:
             self._prompt = prompt
 
     # -- layer dedupe -------------------------------------------------------------------------
-    def activate(self) -> None:
-        """Mark this call as the one an SDK call started in this context belongs to."""
-        self._prev_active = _active.get()
+    def activate(self, *, alongside: Call | None = None, batch: bool = False) -> None:
+        """Mark this call as the one an SDK call started in this context belongs to.
+
+        `alongside`: the call active for the same provider call, of which this is another record (two
+        framework handlers feeding different trackers, each recording the run): this call is not made
+        active, but gets the usage, model and service tier an inner layer merges into `alongside`.
+
+        `batch=True`: one of several calls a framework started for requests it sends next, which cannot
+        be told apart here (LangChain's `generate()` with several prompts, whose one completion request
+        may carry them all): an inner layer's requests merge into none of them, each call keeping the
+        usage the framework reports for it. The first call of a batch is made active and the others join
+        it; `deactivate()` on any of them ends the batch (a failed request ends the framework's batch,
+        whose other calls may never end).
+        """
+        if alongside is not None:
+            MergedCall._also[alongside] = (*MergedCall._also.get(alongside, ()), self)
+            return
+        active = _active.get()
+        if batch:
+            MergedCall._batch.add(self)
+            if active is not None and active.status == "active" and active in MergedCall._batch:
+                return  # the batch already open here
+        self._prev_active = active
         _active.set(self)
 
     def deactivate(self) -> None:
-        if _active.get() is self:
+        active = _active.get()
+        if active is self:
             _active.set(self._prev_active)
+        elif (active is not None and MergedCall._batch and self in MergedCall._batch
+              and active in MergedCall._batch):
+            _active.set(active._prev_active)  # the batch this call joined
 
     def claim(self) -> bool:
         with _end_lock:
@@ -570,17 +595,31 @@ class Call:
 class MergedCall:
     """What an inner layer gets when an outer layer already tracks the same provider call.
 
-    It forwards the inner layer's exact usage and served model into the outer call; text and ends
-    are the outer layer's business, so they are no-ops here: one provider call, one record.
+    It forwards the inner layer's exact usage and served model into the outer call (and into the other
+    records of the same provider call, see `Call.activate`; into none for a framework batch); text and
+    ends are the outer layer's business, so they are no-ops here: one provider call, one record.
     """
 
     merged = True
+    # Filled by `Call.activate` (see there), while such calls run; weak, so an entry goes with its call.
+    # The other records of the provider call a call is active for:
+    _also: ClassVar[WeakKeyDictionary[Call, tuple[Call, ...]]] = WeakKeyDictionary()
+    # The calls of framework batches (an inner layer merges into none of them):
+    _batch: ClassVar[WeakSet[Call]] = WeakSet()
 
     def __init__(self, outer: Call) -> None:
         self.outer = outer
         self.status: Status = "active"
         self.record: CallRecord | None = None
         self.reported = False  # forwarded usage into the outer call
+        # The calls this view reports to: the outer call, with the other records of the same provider call.
+        self._targets: tuple[Call, ...] = (outer,)
+        if MergedCall._batch and outer in MergedCall._batch:
+            # Every request of a batch merges here, into nothing: none of them keeps the claim.
+            outer.release()
+            self._targets = ()
+        elif MergedCall._also:
+            self._targets = (outer, *MergedCall._also.get(outer, ()))
 
     def add_text(self, delta: str) -> None:
         pass
@@ -593,20 +632,28 @@ class MergedCall:
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         self.reported = True
-        self.outer.set_usage(usage, **fields)
+        for call in self._targets:
+            call.set_usage(usage, **fields)
 
     def add_report(self, report: UsageReport) -> None:
         self.reported = True
-        self.outer.add_report(report)
+        targets = self._targets
+        if targets:
+            targets[0].add_report(report)
+            for call in targets[1:]:
+                call.add_report(report.copy())  # a call keeps the report it is given, and updates it
 
     def set_model(self, served_model: str | None) -> None:
-        self.outer.set_model(served_model)
+        for call in self._targets:
+            call.set_model(served_model)
 
     def set_service_tier(self, tier: str | None) -> None:
-        self.outer.set_service_tier(tier)
+        for call in self._targets:
+            call.set_service_tier(tier)
 
     def set_speed(self, speed: str | None) -> None:
-        self.outer.set_speed(speed)
+        for call in self._targets:
+            call.set_speed(speed)
 
     def set_cache_hit(self) -> None:
         pass
@@ -615,7 +662,8 @@ class MergedCall:
         pass
 
     def set_prompt(self, prompt: Any) -> None:
-        self.outer.set_prompt(prompt)  # the one request both layers see
+        for call in self._targets:
+            call.set_prompt(prompt)  # the one request both layers see
 
     def _end(self, status: Status) -> None:
         self.status = status

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .budget import Budget
     from .call import CallRecord
 
-__all__ = ["Sink", "Span", "current_span", "enter_span", "exit_span", "inner_span", "span_listeners", "use_span"]
+__all__ = ["Sink", "Span", "current_span", "enclosing_levels", "enter_span", "exit_span", "inner_span",
+           "span_listeners", "use_span", "user_span_parent"]
 
 
 class Sink:
@@ -147,6 +148,28 @@ def inner_span(current: Span | None, outer: Span | None) -> Span | None:
 
 def current_span() -> Span | None:
     return _current.get()
+
+
+# Framework adapters register here how to find, for the levels they do not make current (a LangGraph
+# node, a chain), the span of the framework level whose code is running in this context (None if none).
+enclosing_levels: list[Callable[[], Span | None]] = []
+
+
+def user_span_parent() -> Span | None:
+    """The parent of a span a user opens here (a `profile`, a `session`): the framework level whose code
+    is running if it is below the current span (what that code spends is the level's too), else the
+    current span."""
+    current = _current.get()
+    for find in enclosing_levels:
+        with guarded("enclosing level"):
+            level = find()
+            if level is not None and level is not current:
+                span = level.parent
+                while span is not current and span is not None:
+                    span = span.parent
+                if span is current:  # `current` is above the level (or there is no current span)
+                    return level
+    return current
 
 
 def enter_span(span: Span) -> Token[Span | None] | None:

@@ -10,10 +10,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, TypeVar, overload
 
-from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
+from tokenspy_core import Budget, CallRecord, Span, Tracker, use_span
 from tokenspy_core.call import CURRENT
 from tokenspy_core.pricing import exact_amount
 from tokenspy_core.report import fmt_cost
+from tokenspy_core.spans import user_span_parent
 
 from . import _instrument
 from ._api import TrackerView
@@ -40,7 +41,7 @@ def _new_span(name: str, kind: str, parent: Any, budget_usd: Decimal | Fraction 
               tags: Mapping[str, Any] | None, sink: Tracker | None = None) -> Span:
     _instrument.auto_instrument()
     budget = Budget(name, budget_usd, on_exceeded) if budget_usd is not None else None
-    parent_span = current_span() if parent is CURRENT else parent
+    parent_span = user_span_parent() if parent is CURRENT else parent
     return Span(name, kind, parent_span, sink=sink, budget=budget, tags=tags)
 
 

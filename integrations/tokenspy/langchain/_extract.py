@@ -298,7 +298,13 @@ def message_text(generation: Any) -> str:
         text = _get(generation, "text")
         return text if isinstance(text, str) else ""
     text = content_text(_get(message, "content"))
-    for call in _get(message, "tool_calls") or ():
+    # A streamed message's tool calls as the model wrote them: the raw argument text of its chunks. Parsed,
+    # the arguments of a stream cut short are partial JSON, which parses to nothing (`args={}`).
+    calls = _get(message, "tool_call_chunks")
+    if not calls:
+        # A whole message: its parsed tool calls, and those whose arguments did not parse (raw text).
+        calls = [*(_get(message, "tool_calls") or ()), *(_get(message, "invalid_tool_calls") or ())]
+    for call in calls:
         name = _get(call, "name")
         args = _get(call, "args")
         if isinstance(name, str):

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.call import config
-from tokenspy_core.spans import Span, current_span, enter_span, exit_span
+from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
 
 from .. import _instrument
 from .._api import TrackerView
@@ -50,6 +51,8 @@ logger = logging.getLogger("tokenspy")
 _owners: dict[tuple[int, int], TokenSpyHandler] = {}
 # Runs whose span a handler made current (see _enter): the first handler's level is the run's.
 _entered: dict[int, Span] = {}
+# The call made active for a model run (see _start_model): a second handler's record of the run joins it.
+_run_calls: dict[int, Call] = {}
 _NO_RUN: tuple[UUID | None, Callable[[str], None], Run | None] = (None, lambda token: None, None)
 _NO_PARAMS: Mapping[str, Any] = {}
 _warned_stream_usage = False
@@ -214,10 +217,22 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             raise
         run.call = call
         # One record when the SDK call underneath is intercepted too: the SDK layer merges into the
-        # call active in this context. Several prompts in one generate() run one after another after
-        # all their starts, so only a single-prompt run can say which call is next.
+        # call active in this context.
         if kwargs.get("batch_size", 1) == 1:
-            call.activate()
+            # Another TokenSpyHandler on this run, feeding another tracker, records it too: its call gets
+            # the SDK layer's usage as well.
+            first = _run_calls.setdefault(run_id.int, call)
+            if first is call:
+                call.activate()
+            else:
+                call.activate(alongside=first)
+        else:
+            # A generate() with several prompts starts all its runs, then sends their requests: one per
+            # chat message list, one for all the prompts of a completion LLM. Which run a request belongs to
+            # cannot be told here, and LangChain reports each run's usage itself: the SDK layer's records
+            # of them are dropped.
+            run.batched = True
+            call.activate(batch=True)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
                          tags: list[str] | None = None, **kwargs: Any) -> None:
@@ -294,6 +309,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             try:
                 if run is not None and run.call is not None:
                     call = run.call
+                    if run.batched:
+                        call.deactivate()  # the batch's requests are done
                     try:
                         _reconcile(call, response)
                     finally:  # the call ends and the run is released even if reading the result failed
@@ -313,6 +330,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         try:
             if run is not None and run.call is not None:
                 call = run.call
+                if run.batched:
+                    # A failed request ends a sync generate(): the batch's other runs may never end.
+                    call.deactivate()
                 try:
                     _keep_partial_output(run, call, kwargs.get("response"))
                 finally:
@@ -331,7 +351,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         run = self._runs.end(run_id, error, release=_release_leftover)
         if run is not None:
             if run.owner_key is not None:
-                _owners.pop(run.owner_key, None)
+                _forget_model_run(run)
             if run.entered is not None:
                 _leave(run, run.entered, ended_here=True)
             if run.watch is not None:
@@ -437,18 +457,54 @@ def _release_leftover(run: Run) -> None:
         _keep_streamed_text(run, run.call)
         run.call.abort()
     if run.owner_key is not None:
-        _owners.pop(run.owner_key, None)
+        _forget_model_run(run)
     if run.entered is not None:
         _leave(run, run.entered, ended_here=False)
+
+
+def _forget_model_run(run: Run) -> None:
+    """A model run this handler recorded ended: its claims go."""
+    key = run.owner_key
+    _owners.pop(key, None)
+    if run.call is not None and _run_calls.get(key[0]) is run.call:
+        _run_calls.pop(key[0], None)
 
 
 def _stream_started(run: Run, call: Call) -> None:
     """A model run's first streamed chunk or v3 event (not yet its first token)."""
     call.streamed = True
     # The model's own SDK request started before its first chunk: a request made later in this
-    # context (the consumer's loop body) is another call, not this one.
-    call.deactivate()
+    # context (the consumer's loop body) is another call, not this one. A batch stays active: its
+    # other requests come after this one's chunks.
+    if not run.batched:
+        call.deactivate()
     run.parts = []
+
+
+def _running_level() -> Span | None:
+    """The level of the LangChain run whose code is running here (a LangGraph node's function, a
+    `RunnableLambda`'s), which is not made current: a `profile` or `session` opened in that code goes
+    under it, like the model calls made in it (see `inner_span`).
+
+    LangChain runs a runnable's code with its child config in `var_child_runnable_config`, whose
+    callback manager names the run (`parent_run_id`), as LangSmith's own tracing reads it.
+    """
+    config = var_child_runnable_config.get()
+    if not config:
+        return None
+    manager = config.get("callbacks")
+    run_id = getattr(manager, "parent_run_id", None)
+    if run_id is None:
+        return None
+    for handler in getattr(manager, "handlers", None) or ():
+        if isinstance(handler, TokenSpyHandler):
+            run = handler._runs.get(run_id)
+            if run is not None:
+                return run.attach
+    return None
+
+
+enclosing_levels.append(_running_level)
 
 
 def _cut_short(error: BaseException) -> bool:
@@ -497,8 +553,12 @@ def _reconcile(call: Call, response: LLMResult) -> None:
     usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage
     if usage_metadata:
         if ex.is_cache_hit(usage_metadata):
-            # LangChain's own cache answered: no provider call, no tokens billed, $0.
+            # LangChain's own cache answered: no provider call, no tokens billed, $0. Nor was anything
+            # streamed: a replay of the cached message (a `streaming=True` model, v3 stream events) is no
+            # stream, and its "first token" would skew time-to-first-token figures.
             call.set_cache_hit()
+            call.streamed = False
+            call._ttft = None
             call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
                            reasoning_tokens=0)
             return

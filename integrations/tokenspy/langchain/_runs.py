@@ -85,6 +85,7 @@ class Run:
     children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
     entered: Any = None          # `span` made current for the code the run runs (see _handler._enter)
     watch: Any = None            # roots: the asyncio task watched for a cancelled start (_handler._watch)
+    batched: bool = False        # a model run of a generate() with several prompts (see _handler._start_model)
 
 
 class RunTree:
