@@ -133,7 +133,8 @@ def _rows(node: dict[str, Any], depth: int, total: int, g: dict[str, str],
 
 def _models(node: dict[str, Any], indent: str, g: dict[str, str], out: list[tuple[str, str, str]]) -> None:
     for model, agg in node["models"].items():
-        out.append((f"{indent}{g['branch']} {model}", fmt_cost(agg["cost_usd"]), ""))
+        name = model if model != "None" else "(unknown model)"  # a model that named none, as the HTML report says
+        out.append((f"{indent}{g['branch']} {name}", fmt_cost(agg["cost_usd"]), ""))
         out.append((f"{indent}   {g['branch']} {_token_line(agg, g['dot'])}", "", ""))
 
 

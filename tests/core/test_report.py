@@ -71,3 +71,14 @@ def test_ascii_fallback_for_terminals_without_unicode() -> None:
     out.flush()
     text = out.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
     assert text.startswith("+") and "#" in text
+
+
+def test_a_call_whose_model_has_no_name_is_an_unknown_model_not_none() -> None:
+    # A custom or fake LangChain chat model names no model: the box says so, as the HTML report does.
+    from tokenspy_core import Call, default_tracker
+
+    call = Call(default_tracker(), None)
+    call.set_usage(input_tokens=5, output_tokens=2)
+    call.finish()
+    text = _render()
+    assert "└─ (unknown model)" in text and "None" not in text
