@@ -174,11 +174,11 @@ def _check_subsets(fields: Mapping[str, Any], current: UsageReport | None) -> No
     input_tokens, output_tokens = value("input_tokens"), value("output_tokens")
     cached = (value("cached_input_tokens") or 0) + (value("cache_write_tokens") or 0)
     if input_tokens is not None and cached > input_tokens:
-        raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
+        raise UsageValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
     if output_tokens is not None and (value("reasoning_tokens") or 0) > output_tokens:
-        raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
+        raise UsageValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
     if (value("cache_write_1h_tokens") or 0) > (value("cache_write_tokens") or 0):
-        raise ValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
+        raise UsageValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
 
 
 # Packages whose exceptions describe a request's transport or the provider's status, never its content.
@@ -329,6 +329,8 @@ class Call:
                     report = report.copy()
                 if fields:
                     report.update(UsageReport(**fields))
+                    # The user's numbers beside a usage object: the subsets of the whole they make.
+                    _check_subsets({name: getattr(report, name) for name in _USAGE_FIELDS}, self._report)
             current = self._report
             if current is None:
                 self._report = report  # a fresh report, ours to keep

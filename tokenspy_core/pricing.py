@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -264,6 +265,8 @@ class PriceBook:
         return self._snapshot
 
     def _warn_unpriced(self, model: str) -> None:
+        if sys.is_finalizing():  # a stream dropped at interpreter shutdown: genai-prices cannot be imported
+            return
         with self._lock:
             if model in self._warned:
                 return

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._guard import log_internal_error, logger
+from .at_exit import end_open_calls
 from .call import CallRecord, config
 from .pricing import FEMTO_PER_USD
 from .tracker import Tracker
@@ -589,7 +590,7 @@ def before_exit_flush(end: Callable[[], None]) -> None:
 
 
 def _at_exit() -> None:
-    for end in _before_exit_flush:
+    for end in (*_before_exit_flush, end_open_calls):
         try:
             end()
         except Exception as exc:  # strict mode re-raises; at exit a log line is all we can give
@@ -672,4 +673,8 @@ def _install_process_hooks() -> None:
     if _hooks_pid is None:  # atexit and fork hooks are inherited by forked children: once per program
         _hooks_pid = os.getpid()
         atexit.register(_at_exit)
+        # Calls still open at exit are estimated then (`at_exit`), with tiktoken, whose first import
+        # imports this module, which registers a threading exit hook: refused once the interpreter's exit
+        # has begun. Imported now, it is there then.
+        import concurrent.futures.thread  # noqa: F401
         os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -30,6 +30,7 @@ from typing import Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall
 from tokenspy_core._guard import log_internal_error
+from tokenspy_core.at_exit import end_open_at_exit
 
 __all__ = ["CloseHook", "StreamTracker", "end_on_exception", "hook_close", "track_stream"]
 
@@ -220,6 +221,14 @@ class StreamTracker(CloseHook):
         # shutdown nothing is safe to touch.)
         if self.call.status == "active" and not sys.is_finalizing():
             self.stopped()
+
+
+def _stop_at_exit(tracker: StreamTracker) -> None:
+    if tracker.call.status == "active":
+        tracker.stopped()
+
+
+end_open_at_exit(StreamTracker, _stop_at_exit)
 
 
 class _JsonView:

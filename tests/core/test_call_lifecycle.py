@@ -313,6 +313,15 @@ def test_set_usage_refuses_subsets_larger_than_their_whole(tracker: Tracker, rep
     assert record.reasoning_tokens <= record.output_tokens
 
 
+def test_set_usage_refuses_subsets_given_beside_a_usage_object(tracker: Tracker) -> None:
+    call = Call(tracker, "gpt-4o")
+    with pytest.raises(ValueError, match="part of input_tokens"):
+        call.set_usage({"input_tokens": 5, "output_tokens": 1}, cached_input_tokens=100)
+    call.set_usage({"input_tokens": 500, "output_tokens": 1}, cached_input_tokens=100)
+    record = call.finish()
+    assert record is not None and (record.input_tokens, record.cached_input_tokens) == (500, 100)
+
+
 @pytest.mark.parametrize(("usage", "error", "match"), [
     ({"input_tokens": -500, "output_tokens": 3}, ValueError, "-500"),
     ({"prompt_tokens": "ten", "completion_tokens": 2}, TypeError, "'ten'"),

@@ -28,6 +28,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
+from tokenspy_core.at_exit import end_open_at_exit
 from tokenspy_core.call import config
 from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
 
@@ -462,6 +463,16 @@ def _release_leftover(run: Run) -> None:
         _leave(run, run.entered, ended_here=False)
 
 
+def _end_run_at_exit(run: Run) -> None:
+    """A model run still open at exit (a stream never read to its end): recorded before the stores'
+    exit flush, with the text it streamed."""
+    if run.call is not None and run.call.status == "active":
+        _release_leftover(run)
+
+
+end_open_at_exit(Run, _end_run_at_exit)
+
+
 def _forget_model_run(run: Run) -> None:
     """A model run this handler recorded ended: its claims go."""
     key = run.owner_key
@@ -592,6 +603,6 @@ def _warn_stream_without_usage() -> None:
     _warned_stream_usage = True
     logger.warning("tokenspy: a ChatOpenAI stream ended without usage (LangChain does not ask for it when "
                    "base_url, a proxy or a custom client is set): its tokens are estimated. Pass "
-                   "ChatOpenAI(stream_usage=True), or leave tokenspy's SDK interception on, for exact "
-                   "numbers.")
+                   "ChatOpenAI(stream_usage=True) for exact numbers (tokenspy's SDK interception asks "
+                   "for them too, except for include_response_headers=True).")
 
