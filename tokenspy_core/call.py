@@ -403,6 +403,10 @@ class Call:
             MergedCall._also[alongside] = (*MergedCall._also.get(alongside, ()), self)
             return
         active = _active.get()
+        # A call that ended in another context (LangChain ends `agenerate`'s runs in tasks of their own) is
+        # still set here: skipped, or every call of a long-lived task would keep the one before it alive.
+        while active is not None and active.status != "active":
+            active = active._prev_active
         if batch:
             MergedCall._batch.add(self)
             if active is not None and active.status == "active" and active in MergedCall._batch:

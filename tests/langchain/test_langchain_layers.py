@@ -210,3 +210,34 @@ async def test_a_profile_run_as_a_node_holds_a_raw_sdk_call_made_before_any_mode
     assert [r.span_path for r in records] == [("LangGraph", "research", "research")] * 2
     assert all(from_log(entry).matches(r) for entry, r in zip(fp.requests, records, strict=True))
 
+
+
+def test_a_streaming_completion_llms_invoke_keeps_the_sdk_layers_usage(sdk_layer: None, handler: TokenSpyHandler,
+                                                                         fp: FakeProvider) -> None:
+    # langchain-openai's streamed `_generate` returns `llm_output={"token_usage": {}}` out of any batch: that
+    # says nothing, and was read as 0 tokens over the exact usage the SDK layer had merged ($0, "provider").
+    llm = OpenAI(model=GPT, base_url=fp.openai_base_url, api_key=KEY, max_retries=0, streaming=True)
+    with tokenspy.session("s"):
+        llm.invoke("Write a haiku", config={"callbacks": [handler]})
+    (entry,) = fp.requests
+    (record,) = tokenspy.calls()
+    assert (record.input_tokens, record.output_tokens) == (entry["usage"]["prompt_tokens"],
+                                                           entry["usage"]["completion_tokens"]) != (0, 0)
+    assert record.usage_source == "provider" and record.cost_femto
+
+
+async def test_calls_ended_in_langchains_own_tasks_do_not_chain_up_in_a_long_lived_task(
+        fp: FakeProvider, aio: httpx.AsyncClient, handler: TokenSpyHandler) -> None:
+    # agenerate ends its runs in tasks of their own: the caller's context still has the ended call set, and
+    # every next call kept the one before it alive (with its span): ~5 KB per request, for ever.
+    from tokenspy_core.call import _active
+
+    model = openai_chat(fp, aio=aio)
+    for i in range(20):
+        async with tokenspy.session("job", tags={"n": i}):
+            await model.ainvoke("hi", config={"callbacks": [handler]})
+    chain, call = 0, _active.get()
+    while call is not None:
+        chain, call = chain + 1, call._prev_active
+    assert chain <= 1  # it was 20: each call holding the one before it
+    assert len(tokenspy.calls()) == 20

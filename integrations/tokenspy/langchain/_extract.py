@@ -237,15 +237,17 @@ def result_usage(llm_output: Any, message: Any, usage_metadata: Any = None) -> U
     return report if report is not None else llm_output_usage(llm_output)
 
 
-def llm_output_usage(llm_output: Any) -> UsageReport | None:
-    """The fallback of `result_usage`: a provider's usage `llm_output` carries."""
+def llm_output_usage(llm_output: Any, batched: bool = False) -> UsageReport | None:
+    """The fallback of `result_usage`: a provider's usage `llm_output` carries. `batched`: a run of a
+    generate() with several prompts."""
     if not llm_output:
         return None
     token_usage = _get(llm_output, "token_usage")
     if token_usage == {}:
         # `LLMResult.flatten()` empties it for every prompt of a batched generate() but the first,
-        # which carries the whole request's usage: these were counted there.
-        return UsageReport(input_tokens=0, output_tokens=0)
+        # which carries the whole request's usage: these were counted there. Out of a batch it says
+        # nothing (langchain-openai's streamed `_generate` always returns it empty).
+        return UsageReport(input_tokens=0, output_tokens=0) if batched else None
     if token_usage:
         report = usage_from_openai(token_usage) if _get(token_usage, "prompt_tokens") is not None \
             else usage_from_any(token_usage)

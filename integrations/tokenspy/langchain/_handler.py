@@ -313,7 +313,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                     if run.batched:
                         call.deactivate()  # the batch's requests are done
                     try:
-                        _reconcile(call, response)
+                        _reconcile(call, response, run.batched)
                     finally:  # the call ends and the run is released even if reading the result failed
                         record = call.finish()
                     if (record is not None and record.streamed and record.usage_source == "estimated"
@@ -558,7 +558,7 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
         call.set_response_text(lambda: "".join(parts))
 
 
-def _reconcile(call: Call, response: LLMResult) -> None:
+def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
     generation = ex.result_message(response)
     message = getattr(generation, "message", None)
     usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage
@@ -578,7 +578,7 @@ def _reconcile(call: Call, response: LLMResult) -> None:
         report = None
     llm_output = response.llm_output
     if report is None:
-        report = ex.llm_output_usage(llm_output)
+        report = ex.llm_output_usage(llm_output, batched)
     if report is not None:
         call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
