@@ -315,8 +315,16 @@ class Call:
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         """Provider-reported usage: any provider's usage object or dict, or the normalized fields."""
         if fields:
-            _check_fields(fields)  # the user's own numbers: a bad one is their error, raised here
-            _check_subsets(fields, self._report)
+            # The user's own numbers: a bad one is their error, raised here. Checked inline for the common
+            # case, the first report of plain input and output counts (no subset to compare).
+            if len(fields) == 2 and self._report is None:
+                given_in, given_out = fields.get("input_tokens", -1), fields.get("output_tokens", -1)
+                plain = type(given_in) is int and type(given_out) is int and given_in >= 0 and given_out >= 0
+            else:
+                plain = False
+            if not plain:
+                _check_fields(fields)
+                _check_subsets(fields, self._report)
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
