@@ -15,7 +15,17 @@ from typing import Any
 from ._guard import log_internal_error
 from .call import Call
 
-__all__ = ["end_open_at_exit", "end_open_calls"]
+__all__ = ["before_exit_flush", "end_open_at_exit", "end_open_calls"]
+
+_before_exit_flush: list[Callable[[], None]] = []
+
+
+def before_exit_flush(end: Callable[[], None]) -> None:
+    """Run `end` at exit before the stores flush (once however often registered): an adapter that keeps
+    its open calls in a table of its own (LlamaIndex's streams) ends them, with their text."""
+    if end not in _before_exit_flush:
+        _before_exit_flush.append(end)
+
 
 # What ends an object still open at exit (an adapter's stream tracker, a framework run), by class, in
 # the order registered: each knows what its call still needs (text kept elsewhere, usage pending).
@@ -31,7 +41,13 @@ def end_open_at_exit(cls: type, end: Callable[[Any], None]) -> None:
 
 
 def end_open_calls() -> None:
-    # One pass over the heap, only at exit and only with a store attached.
+    """What the store's exit flush runs first: the adapters' own exit hooks, then one pass over the heap
+    for their registered kinds and for any `Call` still active (only at exit, only with a store)."""
+    for end_hook in _before_exit_flush:
+        try:
+            end_hook()
+        except Exception as exc:
+            log_internal_error("end at exit", exc)
     kinds = tuple(_open_at_exit)
     found: dict[type, list[Any]] = {cls: [] for cls in kinds}
     calls: list[Call] = []

@@ -379,8 +379,11 @@ class Call:
             self.speed = speed
 
     def set_cache_hit(self) -> None:
-        """The framework answered from its own cache: no provider call, no cost."""
+        """The framework answered from its own cache: no provider call, no cost. Nor a stream: a replay of
+        the cached answer (LangChain's v3 events, a `streaming=True` model) has no time to first token."""
         self.cache_hit = True
+        self.streamed = False
+        self._ttft = None
 
     def set_response_text(self, text: str | Callable[[], str] | None) -> None:
         """The whole response of a non-streamed call, used only if its usage must be estimated."""

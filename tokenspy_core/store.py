@@ -579,22 +579,11 @@ def _flush_all(timeout: float = -1) -> None:
             logger.error("tokenspy: could not write pending records to %s: %s", store.path, exc)
 
 
-_before_exit_flush: list[Callable[[], None]] = []
-
-
-def before_exit_flush(end: Callable[[], None]) -> None:
-    """Run `end` at exit before the stores flush (once however often registered): an adapter ending
-    the calls still open then (a stream still referenced) gets their records into the database."""
-    if end not in _before_exit_flush:
-        _before_exit_flush.append(end)
-
-
 def _at_exit() -> None:
-    for end in (*_before_exit_flush, end_open_calls):
-        try:
-            end()
-        except Exception as exc:  # strict mode re-raises; at exit a log line is all we can give
-            logger.error("tokenspy: could not end the calls still open at exit: %s", exc)
+    try:
+        end_open_calls()
+    except Exception as exc:  # strict mode re-raises; at exit a log line is all we can give
+        logger.error("tokenspy: could not end the calls still open at exit: %s", exc)
     for store in stores():
         try:
             store.close()

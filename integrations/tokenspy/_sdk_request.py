@@ -76,19 +76,18 @@ class Plan(StreamTracker):
 
     # The tracked stream's response's `iter_bytes` / `aiter_bytes` (see `_watch_raw`).
     def _read_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        response: Any = self._response()  # alive: this is its method
-        if _reading_raw(self) or self.call.status != "active":
-            # The SDK's own stream reads (once, as its iteration starts): accounted per item.
-            return type(response).iter_bytes(response, chunk_size)  # type: ignore[no-any-return]
-        _RawRead(self, self._source).install(response, is_async=False)  # from now on, in place of this
-        return response.iter_bytes(chunk_size)  # type: ignore[no-any-return]
+        return self._reader("iter_bytes", chunk_size, is_async=False)  # type: ignore[no-any-return]
 
     def _aread_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
-        response: Any = self._response()
-        if _reading_raw(self) or self.call.status != "active":
-            return type(response).aiter_bytes(response, chunk_size)  # type: ignore[no-any-return]
-        _RawRead(self, self._source).install(response, is_async=True)
-        return response.aiter_bytes(chunk_size)  # type: ignore[no-any-return]
+        return self._reader("aiter_bytes", chunk_size, is_async=True)  # type: ignore[no-any-return]
+
+    def _reader(self, name: str, chunk_size: int | None, *, is_async: bool) -> Any:
+        response: Any = self._response()  # alive: this is its method
+        if self.reading() or self.call.status != "active":
+            # The SDK's own stream reads (once, as its iteration starts): accounted per item.
+            return getattr(type(response), name)(response, chunk_size)
+        _RawRead(self, self._source).install(response, is_async=is_async)  # from now on, in place of this
+        return getattr(response, name)(chunk_size)
 
 
 class Planner(Protocol):
@@ -381,21 +380,13 @@ def _finish_when_read(plan: Plan, response: Any, *, is_async: bool) -> None:
         except Exception:  # httpx's ResponseNotRead: closed unread, or read raw
             # Being read raw right now (httpx closes it at the end of the read, from inside it): the
             # read ends the call. Else closed unread, or part-read, or read past tokenspy (`iter_raw()`).
-            if not _reading_raw(plan):
+            if not plan.reading():
                 plan.call.abort()
             return
         plan.on_body(json.loads(content))
         plan.call.finish()  # read after `on_body`, which may hand the call on (a background response)
 
     hook_close(response, on_close, is_async=is_async)
-
-
-def _reading_raw(plan: Plan) -> bool:
-    """Whether the generator that reads the body for this call (the tracked stream's, or `_RawRead`'s)
-    is running: a close from inside it is the end of the body, which that generator accounts for."""
-    ref = getattr(plan, "_gen", None)
-    gen = None if ref is None else ref()
-    return gen is not None and bool(getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False))
 
 
 class _RawRead:
@@ -433,7 +424,7 @@ class _RawRead:
             response.iter_bytes = functools.partial(self._iter_bytes, weakref.ref(response))
 
     def _tee_now(self) -> bool:
-        return self._plan.call.status == "active" and not _reading_raw(self._plan)
+        return self._plan.call.status == "active" and not self._plan.reading()
 
     def _iter_bytes(self, ref: weakref.ref[Any], chunk_size: int | None = None) -> Iterator[bytes]:
         response: Any = ref()  # alive: this is its method
@@ -527,7 +518,7 @@ class _RawRead:
         """At close: the bytes of a read that has not ended, unless it is the read closing the response
         (httpx closes it from inside the read at the end of the body: that read accounts for itself)."""
         parts = self._parts
-        if parts is None or self._plan.call.status != "active" or _reading_raw(self._plan):
+        if parts is None or self._plan.call.status != "active" or self._plan.reading():
             return None
         self._parts = None
         return parts

@@ -205,14 +205,16 @@ class StreamTracker(CloseHook):
         self._settle()
         _end(self.call, self.complete)
 
+    def reading(self) -> bool:
+        """Whether the generator that reads this call's body (the SDK stream's, or a raw read's) is
+        running: a close from inside it is the end of the body, which that generator accounts for."""
+        ref = getattr(self, "_gen", None)  # unset until the body is read as a stream
+        gen = None if ref is None else ref()
+        return gen is not None and bool(getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False))
+
     def closing(self, response: Any) -> None:
         """The stream's response is being closed."""
-        if self.call.status != "active":  # `call.ended`, without a property call
-            return
-        gen = self._gen()
-        # The SDK's own generator closes the response when the body ends or fails, while it runs under
-        # tokenspy's iteration, which then ends the call with the right outcome.
-        if gen is not None and (getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False)):
+        if self.call.status != "active" or self.reading():  # `call.ended`, without a property call
             return
         self.stopped()
 

@@ -564,12 +564,8 @@ def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
     usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage
     if usage_metadata:
         if ex.is_cache_hit(usage_metadata):
-            # LangChain's own cache answered: no provider call, no tokens billed, $0. Nor was anything
-            # streamed: a replay of the cached message (a `streaming=True` model, v3 stream events) is no
-            # stream, and its "first token" would skew time-to-first-token figures.
+            # LangChain's own cache answered: no provider call, no tokens billed, $0, and no stream.
             call.set_cache_hit()
-            call.streamed = False
-            call._ttft = None
             call.set_usage(input_tokens=0, output_tokens=0, cached_input_tokens=0, cache_write_tokens=0,
                            reasoning_tokens=0)
             return

@@ -47,8 +47,8 @@ from pydantic import PrivateAttr
 
 from tokenspy_core import BudgetExceededError, Call, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
+from tokenspy_core.at_exit import before_exit_flush
 from tokenspy_core.spans import enter_span, exit_span
-from tokenspy_core.store import before_exit_flush
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
