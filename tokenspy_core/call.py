@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import numbers
 import sys
 import threading
@@ -31,7 +33,7 @@ from .pricing import FEMTO_PER_USD, usd
 from .spans import Sink, Span
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
-from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, usage_from_any
+from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, is_anthropic_usage, usage_from_any
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -128,10 +130,30 @@ class CallRecord:
         data["span_kinds"] = list(self.span_kinds)
         data["estimated_fields"] = list(self.estimated_fields)
         data["tags"] = dict(self.tags)
+        # The hash goes whatever the flag says now: a record holds a prompt only if capture was on when it
+        # was made, and the retry hint must tell two prompts apart in a process (or the CLI) reading
+        # later with capture off. The hash is not the text, which stays out of the dict.
+        data["prompt_hash"] = prompt_hash(self.prompt)
         if not config.capture_content:
             data.pop("prompt")
             data.pop("response")
         return data
+
+
+# The encoding the SQLite store writes prompts (and tags) with, so that a prompt read back from the
+# database hashes the same as the live one.
+_prompt_json = json.JSONEncoder(default=str, ensure_ascii=False, sort_keys=True).encode
+
+
+def prompt_hash(prompt: Any) -> str | None:
+    """A stable hash of a captured prompt; None when there is none (or it cannot be encoded)."""
+    if prompt is None:
+        return None
+    try:
+        text = _prompt_json(prompt)
+    except (TypeError, ValueError, RecursionError):  # keys of mixed types; a circular or too deep structure
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # `Call._build` passes a record's fields positionally in this order; whoever adds, removes or reorders a
@@ -343,6 +365,15 @@ class Call:
             if current is None:
                 self._report = report  # a fresh report, ours to keep
             else:
+                if (report.input_tokens is not None and usage is not None
+                        and (report.cached_input_tokens is None or report.cache_write_tokens is None)
+                        and (is_anthropic_usage(usage) or (self.provider == "anthropic" and type(usage) is dict))):
+                    # Anthropic's input excludes the cache: a piece that repeats it without the cache
+                    # fields (a message_delta) adds the cache reads and writes reported before it.
+                    if report.cached_input_tokens is None:
+                        report.input_tokens += current.cached_input_tokens or 0
+                    if report.cache_write_tokens is None:
+                        report.input_tokens += current.cache_write_tokens or 0
                 current.update(report)
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error
@@ -456,6 +487,8 @@ class Call:
         return self._end("aborted", None)
 
     def fail(self, error: BaseException | str | None = None) -> CallRecord | None:
+        if error is not None and not isinstance(error, BaseException | str):
+            raise TypeError(f"fail() takes an exception or a message, got {type(error).__name__}")
         return self._end("failed", error_text(error) if isinstance(error, BaseException) else error or "error")
 
     def __enter__(self) -> Call:
@@ -541,6 +574,8 @@ class Call:
                 # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
                 input_tokens = (count_prompt_tokens(self._prompt, model) + count_tool_tokens(self._tools, model)
                                 if billed else 0)
+                # Never below the subsets the provider did report (cache reads and writes are input).
+                input_tokens = max(input_tokens, (rep.cached_input_tokens or 0) + (rep.cache_write_tokens or 0))
                 if billed:
                     estimated = ("input_tokens",)
             if output_tokens is None and self.operation == "embeddings":
@@ -550,7 +585,8 @@ class Call:
                 if not text and self._final_text is not None:
                     final = self._final_text
                     text = final() if callable(final) else final
-                output_tokens = count_tokens(text or "", model)
+                # Reasoning is billed as output but never streamed as text: a reported count adds to it.
+                output_tokens = count_tokens(text or "", model) + (rep.reasoning_tokens or 0)
                 if billed:
                     estimated = (*estimated, "output_tokens")
             source: UsageSource = ("provider" if not estimated

@@ -19,8 +19,6 @@ report falls back to ASCII on terminals that cannot print anything else.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -266,14 +264,6 @@ def _partial_hints(records: list[dict[str, Any]], prices: PriceBook) -> list[Hin
     return hints
 
 
-def _prompt_key(r: dict[str, Any]) -> str | None:
-    """A hash of the prompt when content capture recorded it, else None (unknown: any prompt matches)."""
-    prompt = r.get("prompt")
-    if prompt is None:
-        return None
-    return hashlib.sha256(json.dumps(prompt, sort_keys=True, default=repr).encode()).hexdigest()
-
-
 def _retried(group: list[dict[str, Any]], keys: list[str | None], i: int) -> bool:
     """Whether `group[i]` (failed) is followed by the same request soon after it ended."""
     end = group[i]["started_at"] + group[i]["latency_s"]
@@ -290,7 +280,9 @@ def _retry_hints(records: list[dict[str, Any]]) -> list[Hint]:
     hints = []
     for (span, model), group in sorted(_by_span_model(records).items()):
         group.sort(key=lambda r: (r["started_at"], r["id"]))
-        keys = [_prompt_key(r) for r in group]
+        # A record's prompt hash is there whenever it holds a prompt (captured when it was made),
+        # whatever capture_content says now. None: unknown, any prompt matches.
+        keys: list[str | None] = [r.get("prompt_hash") for r in group]
         wasted = [r for i, r in enumerate(group)
                   if r.get("status") == "failed" and r.get("cost_femto") and _retried(group, keys, i)]
         if not wasted:

@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from ._guard import log_internal_error, logger
 from .at_exit import end_open_calls
-from .call import CallRecord, config
+from .call import CallRecord, _prompt_json, config
 from .pricing import FEMTO_PER_USD
 from .tracker import Tracker
 
@@ -251,7 +251,8 @@ def _connect_reader(path: Path) -> sqlite3.Connection:
 
 # -- rows <-> records --------------------------------------------------------------------------------
 
-_encode = json.JSONEncoder(default=str, ensure_ascii=False, sort_keys=True).encode
+# The prompts' encoding is the one `prompt_hash` hashes: a prompt read back hashes as the live one did.
+_encode = _prompt_json
 _EMPTY = "[]"
 # Span paths, kinds and estimated-field lists repeat (bounded by the program's distinct paths):
 # encode and decode each distinct one once. Cleared if a pathological program makes too many.

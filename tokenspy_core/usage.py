@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ._guard import warn_user
+
 __all__ = [
     "FIELDS",
     "Usage",
@@ -181,10 +183,12 @@ def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
     output = _int(_get(usage, "completion_tokens"))
+    if output is None and _get(usage, "total_tokens") is not None:
+        output = 0  # a whole report without output (embeddings): nothing was generated
     # Positional, in field order: the hot path of every OpenAI-shaped report.
     return UsageReport(
         _int(prompt),  # input_tokens
-        0 if output is None else output,  # output_tokens (embeddings report none: nothing was generated)
+        output,  # output_tokens; None in a piece that reports only the prompt: estimated if never reported
         _int(_get(prompt_details, "cached_tokens")),  # cached_input_tokens
         _int(_get(prompt_details, "cache_write_tokens")),  # cache_write_tokens
         _int(_get(completion_details, "reasoning_tokens")),  # reasoning_tokens
@@ -203,13 +207,27 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
     details = get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if type(details) is dict else _get(details, "reasoning_tokens")
     output = get("completion_tokens")
+    if output is None and get("total_tokens") is not None:
+        output = 0  # a whole report without output (embeddings): nothing was generated
     return UsageReport(
         prompt if type(prompt) is int and prompt >= 0 else _int(prompt),
-        output if type(output) is int and output >= 0 else _int(output) or 0,
+        output if type(output) is int and output >= 0 else _int(output),
         cached if cached is None or (type(cached) is int and cached >= 0) else _int(cached),
         written if written is None or (type(written) is int and written >= 0) else _int(written),
         reasoning if reasoning is None or (type(reasoning) is int and reasoning >= 0) else _int(reasoning),
     )
+
+
+def is_anthropic_usage(usage: Any) -> bool:
+    """An Anthropic-shaped usage: an SDK object (whose cache fields may be None in a `message_delta`), a
+    dict with its cache keys (an SDK object dumped), or any usage reporting a cache read or write."""
+    if type(usage) is dict:
+        if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+            return True
+    elif type(usage).__module__.startswith("anthropic."):
+        return True
+    return (_get(usage, "cache_creation_input_tokens") is not None or _get(usage, "cache_read_input_tokens") is not None
+            or _get(usage, "cache_creation") is not None)
 
 
 def usage_from_anthropic(usage: Any) -> UsageReport:
@@ -298,7 +316,7 @@ def usage_from_any(usage: Any) -> UsageReport:
     """Recognize the shape of a usage object or dict and normalize it."""
     if type(usage) is dict:  # the common case first: an OpenAI-shaped dict
         prompt = usage.get("prompt_tokens")
-        if prompt is not None:
+        if prompt is not None or "completion_tokens" in usage:  # a piece may report only one of them
             return _openai_chat_dict(usage, prompt)
     elif usage is None:
         return UsageReport()
@@ -306,26 +324,57 @@ def usage_from_any(usage: Any) -> UsageReport:
         return usage
     if isinstance(usage, Usage):
         return UsageReport(**{name: getattr(usage, name) for name in FIELDS})
-    if isinstance(usage, str | bytes | int | float):
+    if isinstance(usage, str | bytes | int | float | list | tuple | set | frozenset):
         raise UsageTypeError(f"usage must be a usage object or dict, got {usage!r}")
     # The most common shape first (only OpenAI's has `prompt_tokens`).
     prompt = _get(usage, "prompt_tokens")
-    if prompt is not None:
+    if prompt is not None or _get(usage, "completion_tokens") is not None:
         return _openai_chat(usage, prompt)
     if _get(usage, "prompt_token_count") is not None or _get(usage, "candidates_token_count") is not None:
         return usage_from_gemini(usage)
     if _get(usage, "input_tokens_details") is not None:
         return usage_from_openai(usage)
-    if (
-        _get(usage, "cache_creation_input_tokens") is not None
-        or _get(usage, "cache_read_input_tokens") is not None
-        or _get(usage, "cache_creation") is not None
-    ):
+    if is_anthropic_usage(usage):
         return usage_from_anthropic(usage)
     if _get(usage, "input_token_details") is not None or _get(usage, "output_token_details") is not None:
         return usage_from_langchain(usage)
+    if _get(usage, "inputTokens") is not None or _get(usage, "outputTokens") is not None:
+        return _bedrock_converse(usage)
     # A bare {input_tokens, output_tokens}: no cache fields, so the raw/normalized distinction vanishes.
+    report = UsageReport(_int(_get(usage, "input_tokens")), _int(_get(usage, "output_tokens")))
+    if report.input_tokens is None and report.output_tokens is None and isinstance(usage, Mapping) and usage:
+        _warn_unknown_keys(usage)
+    return report
+
+
+def _bedrock_converse(usage: Any) -> UsageReport:
+    """AWS Bedrock Converse `usage` (camelCase): like Anthropic's, its `inputTokens` excludes the cache."""
+    raw_input = _int(_get(usage, "inputTokens"))
+    cache_read = _int(_get(usage, "cacheReadInputTokens"))
+    cache_write = _int(_get(usage, "cacheWriteInputTokens"))
     return UsageReport(
-        input_tokens=_int(_get(usage, "input_tokens")),
-        output_tokens=_int(_get(usage, "output_tokens")),
+        input_tokens=None if raw_input is None else raw_input + (cache_read or 0) + (cache_write or 0),
+        output_tokens=_int(_get(usage, "outputTokens")),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
+
+
+_KNOWN_KEYS = frozenset({"input_tokens", "output_tokens", "total_tokens", "prompt_tokens", "completion_tokens",
+                         "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+                         "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
+                         "input_token_details", "output_token_details", "input_tokens_details",
+                         "output_tokens_details", "prompt_token_count", "candidates_token_count"})
+_warned_keys: set[frozenset[str]] = set()
+
+
+def _warn_unknown_keys(usage: Mapping[Any, Any]) -> None:
+    """A usage dict none of whose keys tokenspy knows (a typo, another provider's shape): it reports
+    nothing, and the call's counts are estimated. Said once per set of keys, never silently."""
+    keys = frozenset(str(key) for key in usage)
+    if keys & _KNOWN_KEYS or keys in _warned_keys or len(_warned_keys) >= 64:
+        return
+    _warned_keys.add(keys)
+    warn_user(f"tokenspy: a usage report with no field tokenspy knows ({', '.join(sorted(keys))}); nothing was "
+              "taken from it, and the call's tokens are estimated. By hand, pass set_usage(input_tokens=..., "
+              "output_tokens=...).")

@@ -223,6 +223,29 @@ def test_retry_with_captured_prompts_requires_the_same_prompt(acme: None) -> Non
     assert (hint.kind, hint.saving_femto) == ("retry", 4_800 * MICRO)
 
 
+def test_captured_prompts_still_tell_retries_apart_once_capture_is_turned_off(acme: None) -> None:
+    config.capture_content = True
+    tracker = Tracker()
+    span = Span("extract", "function")
+    _call(tracker, "acme-large", span, input=2_000, output=100, end="stream broke",
+          prompt=[{"role": "user", "content": "invoice 1"}])
+    _call(tracker, "acme-large", span, input=2_000, output=100, prompt=[{"role": "user", "content": "invoice 2"}])
+    config.capture_content = False  # a later init(): the records keep what they captured
+    stats = tracker.stats()
+    assert compute_hints(stats) == []
+    # The hash tells the prompts apart; their text stays out of stats() with capture off.
+    failed, retry = stats["calls"]
+    assert "prompt" not in failed and "invoice" not in json.dumps(stats)
+    assert failed["prompt_hash"] != retry["prompt_hash"] and len(failed["prompt_hash"]) == 64
+
+
+def test_calls_without_a_captured_prompt_have_no_prompt_hash(acme: None) -> None:
+    tracker = Tracker()
+    _call(tracker, "acme-large", Span("extract", "function"), input=2_000, prompt="not captured")
+    [call] = tracker.stats()["calls"]
+    assert call["prompt_hash"] is None
+
+
 # -- the list --------------------------------------------------------------------------------------
 def test_hints_are_sorted_by_saving_and_limited() -> None:
     PRICES.set_price("gpt-4o", input=2.5, output=10)
