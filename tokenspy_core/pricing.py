@@ -273,5 +273,9 @@ class PriceBook:
             self._warned.add(model)
         message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
                    f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
-        logger.warning(message)
-        warn_user(message, logged=True)
+        # On the logger when something handles it (the app's logging, pytest's caplog); with no handler
+        # anywhere the record would reach stderr beside the warning: the same line twice.
+        logged = logger.hasHandlers()
+        if logged:
+            logger.warning(message)
+        warn_user(message, logged=logged)

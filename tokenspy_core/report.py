@@ -6,8 +6,6 @@ import json
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .pricing import FEMTO_PER_USD
-
 __all__ = ["fmt_cost", "render", "render_box"]
 
 _BAR_WIDTH = 16
@@ -15,9 +13,9 @@ _MIN_WIDTH = 52
 _MAX_ROWS = 60
 
 _UNICODE = {"tl": "╔", "tr": "╗", "bl": "╚", "br": "╝", "h": "═", "v": "║", "ml": "╠", "mr": "╣",
-            "bar": "█", "branch": "└─", "dot": "·"}
+            "bar": "█", "branch": "└─", "dot": "·", "more": "…"}
 _ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": "+", "mr": "+",
-          "bar": "#", "branch": "`-", "dot": "-"}
+          "bar": "#", "branch": "`-", "dot": "-", "more": "..."}
 
 
 def fmt_cost(cost_usd: float | None) -> str:
@@ -84,7 +82,7 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
         _rows(stats["tree"], 0, total_femto, g, body, root=True)
         if len(body) > _MAX_ROWS:
             hidden = len(body) - _MAX_ROWS
-            body = [*body[:_MAX_ROWS], (f"… {hidden} more rows (see tokenspy.stats()['tree'])", "", "")]
+            body = [*body[:_MAX_ROWS], (f"{g['more']} {hidden} more rows (see tokenspy.stats()['tree'])", "", "")]
     priced_rows = [r for r in body if r[1] or r[2]] or [("", "", "")]
     name_w = max(len(r[0]) for r in priced_rows)
     cost_w = max(len(r[1]) for r in priced_rows)
@@ -114,14 +112,14 @@ def _rows(node: dict[str, Any], depth: int, total: int, g: dict[str, str],
           out: list[tuple[str, str, str]], *, root: bool = False) -> None:
     indent = "  " * depth
     if root:
+        # The calls made outside every span: one more row, in its place by cost among the top spans.
+        rows: list[dict[str, Any]] = list(node["children"])
         if node["self_calls"]:
-            own = {k: v for k, v in node.items() if k != "children"}
-            own_cost = sum(m["cost_usd"] or 0 for m in node["models"].values())
-            femto = round(own_cost * FEMTO_PER_USD)
-            unpriced = all(m["cost_usd"] is None for m in node["models"].values())
-            out.append(("(unattributed)", "unpriced" if unpriced else fmt_cost(own_cost), _bar(femto, total, g)))
-            _models(own, indent + "  ", g, out)
-        for child in node["children"]:
+            rows.append({**node, "name": "(unattributed)", "children": [], "cost_femto": node["self_cost_femto"],
+                         "cost_usd": node["self_cost_usd"], "tokens": node["self_tokens"],
+                         "unpriced_calls": sum(m["unpriced_calls"] for m in node["models"].values())})
+            rows.sort(key=lambda c: (-(c["cost_femto"]), -c["tokens"], c["name"]))
+        for child in rows:
             _rows(child, 0, total, g, out)
         return
     out.append((f"{indent}{node['name']}", _cost_of(node), _bar(node["cost_femto"], total, g)))

@@ -78,7 +78,7 @@ class Span:
             self.sinks = parent.sinks
             self.budgets = parent.budgets
             self.tags = {**parent.tags, **tags} if tags else parent.tags
-        if sink is not None:
+        if sink is not None and sink not in self.sinks:  # a session entered again inside itself: counted once
             self.sinks = (*self.sinks, sink)
         if budget is not None:
             self.budgets = (*self.budgets, budget)

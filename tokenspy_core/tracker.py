@@ -125,7 +125,8 @@ class _Node:
             children.append(child_dict)
         children.sort(key=lambda c: (-(c["cost_femto"]), -c["tokens"], c["name"]))
         data = {"name": self.name, "kind": self.kind, **total.to_dict(), "cost_femto": total.cost,
-                "self_cost_usd": own.cost_usd, "self_tokens": own.total_tokens, "self_calls": own.calls,
+                "self_cost_usd": own.cost_usd, "self_cost_femto": own.cost, "self_tokens": own.total_tokens,
+                "self_calls": own.calls,
                 "models": {str(m): agg.to_dict() for m, agg in sorted(
                     self.models.items(), key=lambda kv: (-kv[1].cost, str(kv[0])))},
                 "children": children}

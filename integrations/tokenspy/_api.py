@@ -80,7 +80,16 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
         file.write(text + "\n")
         return None
     out = file if file is not None else sys.stdout
-    out.write(tracker.render("text", ascii=not _can_encode(out), hints=hints) + "\n")
+    if _can_encode(out):
+        out.write(tracker.render("text", hints=hints) + "\n")
+        return None
+    text = tracker.render("text", ascii=True, hints=hints) + "\n"
+    encoding = getattr(out, "encoding", None) or "ascii"
+    try:  # a span or model name the stream cannot print is written with "?" in its place
+        text = text.encode(encoding, "replace").decode(encoding)
+    except LookupError:
+        text = text.encode("ascii", "replace").decode("ascii")
+    out.write(text)
     return None
 
 
@@ -202,6 +211,8 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
             raise TypeError(f"{name} must be True or False, got {value!r}")
     if not isinstance(persist, bool | str | Path):
         raise TypeError(f"persist must be True, False or a database path, got {persist!r}")
+    if persist == "":  # likely an unset variable (os.environ.get("DB", "")): say so, never store nothing quietly
+        raise ValueError("persist must be True, False or a database path, got an empty path ''")
     if tags is not None and not isinstance(tags, Mapping):
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
     if max_records is not None:

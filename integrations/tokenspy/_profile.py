@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
+from contextvars import ContextVar
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, TypeVar, overload
@@ -214,6 +215,9 @@ class CallCount(int):
         return len(self._records)
 
 
+_Entry = tuple[Span, Any]  # a session's span and the `use_span` block that made it current
+
+
 class Session(TrackerView):
     """Exactly the LLM calls made inside the block, also while other tasks or threads run concurrently."""
 
@@ -228,22 +232,36 @@ class Session(TrackerView):
         self.name = name
         self.tracker = self._view = Tracker(max_records=max_records, name=name)
         self._options = (budget, on_exceeded, tags, parent)
-        self.span: Span | None = None
-        self._use: Any = None
+        self.span: Span | None = None  # the span of the latest entry
+        # One session object may be entered by several tasks at once, or again inside itself: each
+        # context leaves the entry it made. The list keeps the open entries for an exit made in
+        # another context than its enter (an async fixture's teardown).
+        self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar("tokenspy.session", default=())
+        self._open: list[_Entry] = []
 
     def _enter(self) -> Session:
         budget, on_exceeded, tags, parent = self._options
-        self.span = _new_span(self.name, "session", parent, budget, on_exceeded, tags, sink=self.tracker)
-        self._use = use_span(self.span)
-        self._use.__enter__()
+        span = self.span = _new_span(self.name, "session", parent, budget, on_exceeded, tags, sink=self.tracker)
+        use = use_span(span)
+        use.__enter__()
+        entry = (span, use)
+        self._entries.set((*self._entries.get(), entry))
+        self._open.append(entry)
         return self
 
     def _exit(self, exc: BaseException | None) -> None:
-        if self._use is not None:
-            self._use.__exit__(None, None, None)
-            self._use = None
-        if self.span is not None:
-            self.span.end(exc)
+        stack = self._entries.get()
+        entry = next((e for e in reversed(stack) if e in self._open), None) if stack else None
+        if entry is None:
+            if not self._open:
+                return
+            entry = self._open[-1]
+        else:
+            self._entries.set(stack[:stack.index(entry)])
+        self._open.remove(entry)
+        span, use = entry
+        use.__exit__(None, None, None)
+        span.end(exc)
 
     def __enter__(self) -> Session:
         return self._enter()

@@ -187,6 +187,17 @@ def test_attach_is_idempotent_per_path(db: Path) -> None:
     assert len(load_records(db)) == 1
 
 
+def test_init_with_an_empty_persist_path_is_an_error_not_off(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # persist=os.environ.get("APP_DB", "") with the variable unset: say so, do not quietly store nothing.
+    monkeypatch.chdir(tmp_path)
+    tokenspy.init(capture_content=True)
+    with pytest.raises(ValueError, match=r"^persist must be .* got an empty path ''$"):
+        tokenspy.init(persist="")
+    assert stores() == [] and config.capture_content is True  # the earlier setup is left whole
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_close_flushes_and_unsubscribes(db: Path) -> None:
     tokenspy.set_price("gpt-4o", input=2.5, output=10)
     store = attach_store(default_tracker(), db)

@@ -1,0 +1,67 @@
+"""The box report where it meets odd terminals, calls outside every span, and unpriced models."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import tokenspy
+
+
+def _lines() -> list[str]:
+    out = io.StringIO()
+    tokenspy.report(file=out, hints=False)
+    return out.getvalue().splitlines()
+
+
+def test_calls_outside_every_span_are_a_row_in_its_place_by_cost_with_the_unpriced_noted() -> None:
+    @tokenspy.profile
+    def expensive() -> None:
+        tokenspy.record("gpt-4o", input_tokens=100_000, output_tokens=1_000)
+
+    @tokenspy.profile
+    def cheap() -> None:
+        tokenspy.record("gpt-4o-mini", input_tokens=10, output_tokens=0)
+
+    expensive()
+    cheap()
+    tokenspy.record("gpt-4o", input_tokens=10, output_tokens=5)  # $0.000075, between the two spans
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenspy.record("unpriced-model-zz", input_tokens=10, output_tokens=5)
+    rows = [line.strip("║ ").split()[0] for line in _lines()[4:-1] if not line.strip("║ ").startswith("└─")]
+    assert rows == ["expensive", "(unattributed)", "cheap"]
+    unattributed = next(line for line in _lines() if "(unattributed)" in line)
+    assert "$0.000075 + 1 unpriced" in unattributed
+
+
+def test_an_ascii_only_stream_gets_the_ascii_box_and_names_it_cannot_print_replaced() -> None:
+    for i in range(70):  # past the box's row limit: the "more rows" line
+        with tokenspy.session(f"étape-{i}"):
+            tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii")
+    tokenspy.report(file=out, hints=False)
+    out.flush()
+    text = raw.getvalue().decode("ascii")
+    assert text.startswith("+=")
+    assert "... 150 more rows" in text  # 70 spans of 3 rows each (span, model, tokens), 60 shown
+    assert "?tape-" in text
+
+
+def test_an_unknown_model_prints_one_line_in_a_plain_script() -> None:
+    script = "import tokenspy; tokenspy.record('unknown-qq', input_tokens=1, output_tokens=1)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    said = [line for line in done.stderr.splitlines() if "no price known for model 'unknown-qq'" in line]
+    assert len(said) == 1, done.stderr
+
+
+def test_an_unknown_model_is_also_on_the_logger_when_logging_is_handled(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="tokenspy"), pytest.warns(UserWarning, match="unknown-rr"):
+        tokenspy.record("unknown-rr", input_tokens=1, output_tokens=1)
+    assert [r.getMessage() for r in caplog.records if "unknown-rr" in r.getMessage()]

@@ -1,0 +1,64 @@
+"""One `session` object entered by several tasks at once, or again inside itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+import tokenspy
+
+
+def _one_call() -> None:
+    tokenspy.record("gpt-4o", input_tokens=1, output_tokens=0)
+
+
+def test_a_session_shared_by_concurrent_tasks_counts_only_what_ran_inside_it() -> None:
+    shared = tokenspy.session("batch")
+    outside_paths: list[tuple[str, ...]] = []
+
+    async def worker(delay: float) -> None:
+        async with shared:
+            await asyncio.sleep(delay)
+            _one_call()
+        # After this task left the block, its calls are no longer the session's, whatever the others do.
+        await asyncio.sleep(0.02)
+        record = tokenspy.record("gpt-4o", input_tokens=100, output_tokens=0)
+        outside_paths.append(record.span_path)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(i * 0.005) for i in range(6)))
+
+    asyncio.run(main())
+    assert shared.calls == 6
+    assert shared.tokens == 6
+    assert outside_paths == [()] * 6
+    assert tokenspy.stats()["total_calls"] == 12
+
+
+def test_a_session_entered_again_inside_itself_counts_a_call_once() -> None:
+    s = tokenspy.session("again")
+    with s:
+        with s:
+            _one_call()
+        _one_call()
+    _one_call()  # after both exits: outside
+    assert s.calls == 2
+    assert s.tokens == 2
+    assert tokenspy.stats()["total_calls"] == 3
+    assert [r.span_path for r in tokenspy.calls()] == [("again", "again"), ("again",), ()]
+
+
+def test_a_session_exited_in_another_context_than_its_enter_still_ends() -> None:
+    s = tokenspy.session("fixture")
+
+    async def enter() -> None:
+        await s.__aenter__()
+
+    async def leave() -> None:
+        await s.__aexit__(None, None, None)
+
+    async def main() -> None:
+        await asyncio.create_task(enter())  # a task of its own: its context is not this one
+        await asyncio.create_task(leave())
+
+    asyncio.run(main())
+    assert s.span is not None and s.span.end_time is not None
