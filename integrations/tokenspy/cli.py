@@ -34,6 +34,8 @@ _GROUPS = ("function", "model", "tag", "day", "commit")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _OFF = ("", "0", "false")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+# What str.splitlines() breaks at: a span or tag name holding one would split a table row in two.
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 class CliError(Exception):
@@ -43,6 +45,21 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse prints usage + exits; we want one line
         raise CliError(message)
+
+
+class _Once(argparse.Action):
+    """An option that takes one value: given twice it is a usage error, not "the last one wins" (which
+    would report one of two databases and say nothing of the other)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, hint: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.hint = hint
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice: {parser.prog} takes one{self.hint}")
+        setattr(namespace, self.dest, values)
 
 
 # -- argument types --------------------------------------------------------------------------------
@@ -152,7 +169,12 @@ def _replay(records: Iterable[CallRecord]) -> Tracker:
 
 # -- output ------------------------------------------------------------------------------------------
 
+def _one_line(text: str) -> str:
+    return _LINE_BREAKS.sub(" ", text)
+
+
 def _align(rows: list[list[str]], right: set[int]) -> str:
+    rows = [[_one_line(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
@@ -397,7 +419,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 def _markdown(base: _Side, cur: _Side, rows: list[_Delta], flagged: set[int], what: str,
               threshold: float) -> str:
     def cell(text: str) -> str:
-        return text.replace("|", "\\|")
+        return _one_line(text).replace("|", "\\|")
 
     money = _money
 
@@ -431,14 +453,17 @@ def _build_parser() -> _Parser:
 
     def filters(p: argparse.ArgumentParser, *, db: bool = True) -> None:
         if db:
-            p.add_argument("--db", metavar="PATH",
+            p.add_argument("--db", metavar="PATH", action=_Once,
+                           hint=" (to compare two: tokenspy compare --db A --db B)",
                            help="the database (default: $TOKENSPY_DB or ~/.tokenspy/usage.db)")
         p.add_argument("--since", type=_since, metavar="WHEN",
                        help="only calls since 30m, 12h, 7d, 2w ago or a date")
 
     report = commands.add_parser("report", help="the cost tree, or a table by model, tag, day or commit")
     filters(report)
-    report.add_argument("--commit", help="only calls recorded at this git commit (a prefix is enough)")
+    report.add_argument("--commit", action=_Once,
+                        hint=" (to compare two: tokenspy compare --commit X --commit Y)",
+                        help="only calls recorded at this git commit (a prefix is enough)")
     report.add_argument("--by", choices=_GROUPS, default="function",
                         help="group by (default: function, the tree)")
     report.add_argument("--tag", metavar="KEY", help="with --by tag: group by this tag's value")
@@ -450,7 +475,7 @@ def _build_parser() -> _Parser:
 
     history = commands.add_parser("history", help="the most recent calls, one line each")
     filters(history)
-    history.add_argument("--commit", help="only calls recorded at this git commit")
+    history.add_argument("--commit", action=_Once, help="only calls recorded at this git commit")
     history.add_argument("--limit", "-n", type=_positive_int, default=20, help="how many calls (default: 20)")
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(run=_cmd_history)
@@ -468,7 +493,9 @@ def _build_parser() -> _Parser:
     filters(annotate, db=False)
     annotate.add_argument("--baseline", required=True, help="baseline database (or commit, with --db)")
     annotate.add_argument("--current", required=True, help="current database (or commit, with --db)")
-    annotate.add_argument("--db", metavar="PATH", help="compare two commits of this database")
+    annotate.add_argument("--db", metavar="PATH", action=_Once,
+                          hint=" (two databases: --baseline A.db --current B.db)",
+                          help="compare two commits of this database")
     annotate.add_argument("--threshold", type=_percent, default=10.0,
                           help="warn above this rise (default: 10%%)")
     annotate.add_argument("--min-delta", type=_usd, default=0.0, metavar="USD",

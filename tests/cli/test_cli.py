@@ -234,6 +234,10 @@ def bad_inputs(dbs: Any, tmp_path: Path) -> list[list[object]]:
         ["report", "--db", both, "--by", "model", "--tag", "user"],
         ["report", "--db", both, "--output", tmp_path / "no" / "such" / "dir.txt"],
         ["history", "--db", both, "--limit", "0"],
+        ["report", "--db", both, "--db", both],  # one database: never silently the last of two
+        ["history", "--db", both, "--db", both],
+        ["report", "--db", both, "--commit", "a" * 40, "--commit", "b" * 40],
+        ["annotate", "--db", both, "--db", both, "--baseline", "a" * 40, "--current", "b" * 40],
         ["compare", "--db", both],
         ["compare", "--db", both, "--commit", "a" * 40, "--commit", "ffff"],
         ["annotate", "--baseline", both],
@@ -261,6 +265,13 @@ def test_error_messages_say_what_is_wrong(dbs: Any, capsys: pytest.CaptureFixtur
     (tmp_path / "notes.txt").write_text("hello")
     _, _, err = run(capsys, "history", "--db", tmp_path / "notes.txt")
     assert "is not a tokenspy database" in err
+
+
+def test_a_repeated_db_names_the_command_that_compares_two(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "report", "--db", dbs.base, "--db", dbs.current, "--by", "model")
+    assert (status, out) == (2, "")
+    assert err == ("tokenspy: error: --db given twice: tokenspy report takes one "
+                   "(to compare two: tokenspy compare --db A --db B)\n")
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,3 +319,31 @@ def test_report_of_calls_priced_by_set_price_does_not_warn_they_were_unpriced(tm
                           capture_output=True, text=True, check=True)
     assert "$0.0312" in done.stdout and "my-finetune" in done.stdout
     assert "no price" not in done.stderr, done.stderr
+
+
+def test_tables_keep_one_row_per_span_whose_name_has_a_line_break(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A newline would split a Markdown table row (the job summary) or a text table row in two.
+    tokenspy.set_price("gpt-4o", input=2.5, output=10)
+    for name, tokens in (("a.db", 100), ("b.db", 1000)):
+        db = store.attach_store(default_tracker(), tmp_path / name)
+        for span in ("x\n::error::pwn", "a|b", "r\r\nq"):
+            with tokenspy.session(span):
+                tokenspy.record("gpt-4o", input_tokens=tokens, output_tokens=0)
+        db.close()
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    status, out, _ = run(capsys, "annotate", "--baseline", tmp_path / "a.db", "--current", tmp_path / "b.db")
+    assert status == 0
+    assert "::warning title=tokenspy cost regression::span x%0A::error::pwn: $0.0003 → $0.0025" in out
+    rows = [line for line in summary.read_text().splitlines() if line.startswith("| ⚠️ |")]
+    assert rows == ["| ⚠️ | a\\|b | $0.0003 | $0.0025 | +$0.0023 | +900.0% |",
+                    "| ⚠️ | r q | $0.0003 | $0.0025 | +$0.0023 | +900.0% |",
+                    "| ⚠️ | x ::error::pwn | $0.0003 | $0.0025 | +$0.0023 | +900.0% |"]
+    assert not any(line.startswith("::") for line in summary.read_text().splitlines())
+    status, out, _ = run(capsys, "compare", "--db", tmp_path / "a.db", "--db", tmp_path / "b.db")
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 5  # header, three spans, total
+    assert [re.split(r"\s{2,}", line)[0] for line in lines[1:]] == ["a|b", "r q", "x ::error::pwn", "total"]
+    status, out, _ = run(capsys, "history", "--db", tmp_path / "b.db")
+    assert status == 0 and len(out.splitlines()) == 3 and "x ::error::pwn" in out
