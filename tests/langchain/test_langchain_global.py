@@ -7,6 +7,7 @@ import sys
 import threading
 
 import httpx
+import pytest
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tracers import context as lc_context
 from lc_helpers import from_log, openai_chat
@@ -87,3 +88,9 @@ def test_the_configure_hook_is_registered_once() -> None:
     tokenspy.set_handler(None)
     hooks: list[object] = [hook[0] for hook in lc_context._configure_hooks]
     assert hooks.count(_global._slot) == 1
+
+
+@pytest.mark.parametrize("bad", ["x", 5, object()])
+def test_a_tracker_that_is_not_one_is_refused_naming_it(bad: object) -> None:
+    with pytest.raises(TypeError, match="tracker"):
+        TokenSpyHandler(tracker=bad)  # type: ignore[arg-type]

@@ -76,6 +76,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
 
     def __init__(self, tracker: Tracker | None = None) -> None:
         super().__init__()
+        if tracker is not None and not isinstance(tracker, Tracker):
+            raise TypeError(f"tracker must be a tokenspy Tracker, got {type(tracker).__name__}")
         self._tracker = tracker
         # The handler's own view: every record it produced, whichever tracker it feeds.
         self._view = tracker if tracker is not None else Tracker(name="langchain")
