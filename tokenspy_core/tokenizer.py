@@ -17,6 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from .usage import field_of
+
 if TYPE_CHECKING:
     import tiktoken
 
@@ -137,22 +139,32 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Mapping):
-        for key in ("text", "content", "input_text", "output"):
-            value = content.get(key)
-            if isinstance(value, str):
-                return value
-            if key in ("content", "output") and value is not None:  # a tool result's own blocks
-                return _content_text(value)
-        kind = content.get("type")
-        if kind == "tool_use":  # an Anthropic tool call in the history
-            return f"{content.get('name') or ''}{_json(content.get('input') or {})}"
-        if kind == "function_call":  # a Responses API tool call in the input
-            return f"{content.get('name') or ''}{_json(content.get('arguments') or '')}"
-        return ""
+        return _block_text(content)
+    # An SDK's own content block or item (anthropic's `TextBlock`/`ToolUseBlock`, a Responses
+    # `function_call`), put back in the history as the SDK returned it: a pydantic model, which
+    # iterates over its (field, value) pairs, so it is read by its fields, as its dict would be.
+    if isinstance(getattr(content, "type", None), str):
+        return _block_text(content)
     if isinstance(content, Iterable):
         return "".join(_content_text(part) for part in content)
     text = getattr(content, "text", None)
     return text if isinstance(text, str) else ""
+
+
+def _block_text(block: Any) -> str:
+    """A content block's billed text, the block a dict or an object with the same fields."""
+    for key in ("text", "content", "input_text", "output"):
+        value = field_of(block, key)
+        if isinstance(value, str):
+            return value
+        if key in ("content", "output") and value is not None:  # a tool result's own blocks
+            return _content_text(value)
+    kind = field_of(block, "type")
+    if kind == "tool_use":  # an Anthropic tool call in the history
+        return f"{field_of(block, 'name') or ''}{_json(field_of(block, 'input') or {})}"
+    if kind == "function_call":  # a Responses API tool call in the input
+        return f"{field_of(block, 'name') or ''}{_json(field_of(block, 'arguments') or '')}"
+    return ""
 
 
 def _tool_calls_text(calls: Any) -> str:
@@ -174,6 +186,9 @@ def _tool_calls_text(calls: Any) -> str:
     return "".join(parts)
 
 
+_ABSENT = object()
+
+
 def _message_parts(message: Any) -> tuple[str, str]:
     if isinstance(message, str):
         return "", message
@@ -182,8 +197,12 @@ def _message_parts(message: Any) -> tuple[str, str]:
         text = _content_text(message.get("content") if "content" in message else message)
         calls = message.get("tool_calls")
         return str(message.get("role") or ""), text + _tool_calls_text(calls) if calls else text
+    content = getattr(message, "content", _ABSENT)
+    if content is _ABSENT and isinstance(getattr(message, "type", None), str):
+        # A Responses API item object (`function_call`): its own content, as its dict is.
+        return str(getattr(message, "role", None) or ""), _content_text(message)
     role = getattr(message, "role", None) or getattr(message, "type", None) or ""
-    text = _content_text(getattr(message, "content", None))
+    text = _content_text(None if content is _ABSENT else content)
     calls = getattr(message, "tool_calls", None)
     return str(role), text + _tool_calls_text(calls) if calls else text
 

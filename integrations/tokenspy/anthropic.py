@@ -15,6 +15,7 @@ leaves out is unknown, not 0) and normalizes the merged raw usage each time: Ant
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,7 +87,13 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     return _Messages(call, options, stream)
 
 
+# Content blocks in which the model calls a tool: a name, then its input streamed as `input_json_delta`.
+_TOOL_USE = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
 def _text_of(body: Any) -> str:
+    """The generated text (and tool calls), for estimating output tokens when usage is missing: the
+    same text a stream of this message delivers (a tool call's name, then its input as JSON)."""
     parts = []
     for block in _get(body, "content") or ():
         kind = _get(block, "type")
@@ -94,9 +101,18 @@ def _text_of(body: Any) -> str:
             parts.append(str(_get(block, "text") or ""))
         elif kind == "thinking":
             parts.append(str(_get(block, "thinking") or ""))
-        elif kind == "tool_use":
-            parts.append(f"{_get(block, 'name') or ''}{_get(block, 'input') or ''}")
+        elif kind in _TOOL_USE:
+            parts.append(str(_get(block, "name") or ""))
+            parts.append(_input_json(_get(block, "input")))
     return "".join(parts)
+
+
+def _input_json(value: Any) -> str:
+    # Streamed, a tool's input arrives as JSON with the default separators (`{"city": "Paris"}`): the
+    # same text here, so a message is estimated alike, streamed or not.
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 # content_block_delta types -> the attribute holding their generated text
@@ -153,12 +169,20 @@ class _Messages(Plan):
             # message_start is the event the consumer waits for (its time to first token): its
             # usage is accounted once the consumer has it, with the next event or at the end.
             self._pending = message.usage
+        elif kind == "content_block_start":
+            # A tool call's name comes only here, before its input's deltas: generated output.
+            block = event.content_block
+            if getattr(block, "type", None) in _TOOL_USE:
+                self.call.add_text(getattr(block, "name", None) or "")
         elif kind == "message_stop":
             self.complete = True
         return False
 
     def first_output(self, event: Any) -> bool:
-        return bool(_get(event, "type") == "content_block_delta")  # `on_item` marks the first token at any
+        # As `on_item` marks the first token: at any content_block_delta, and at a tool call's start.
+        kind = _get(event, "type")
+        return kind == "content_block_delta" or (
+            kind == "content_block_start" and _get(_get(event, "content_block"), "type") in _TOOL_USE)
 
     def settle(self) -> None:
         usage = self._pending

@@ -218,7 +218,10 @@ def _text_of(body: Any) -> str:
     for item in _get(body, "output") or ():
         for part in _get(item, "content") or ():
             parts.append(str(_get(part, "text") or ""))
-        parts.append(str(_get(item, "arguments") or ""))
+        kind = _get(item, "type")
+        if kind in _TOOL_CALL_ITEMS:  # its name, then its arguments, as a stream sends them
+            parts.append(str(_get(item, "name") or ""))
+        parts.append(str(_get(item, "input" if kind == "custom_tool_call" else "arguments") or ""))
     return "".join(parts)
 
 
@@ -323,6 +326,9 @@ _TEXT_DELTAS = frozenset({
     "response.custom_tool_call_input.delta",
 })
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Output items in which the model calls a tool: named in `response.output_item.added`, their arguments
+# (a custom tool's input) streamed as deltas after it.
+_TOOL_CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
 
 
 class _ResponsesEvents(_Request):
@@ -332,6 +338,10 @@ class _ResponsesEvents(_Request):
         kind = event.type
         if kind in _TEXT_DELTAS:
             self.call.add_text(event.delta)
+        elif kind == "response.output_item.added":
+            item = event.item
+            if getattr(item, "type", None) in _TOOL_CALL_ITEMS:  # the name is generated output, sent only here
+                self.call.add_text(getattr(item, "name", None) or "")
         elif kind in _FINAL or kind == "response.created":
             response = event.response
             self.call.set_model(response.model)
@@ -348,7 +358,9 @@ class _ResponsesEvents(_Request):
         return False
 
     def first_output(self, event: Any) -> bool:
-        return _get(event, "type") in _TEXT_DELTAS
+        kind = _get(event, "type")
+        return kind in _TEXT_DELTAS or (
+            kind == "response.output_item.added" and _get(_get(event, "item"), "type") in _TOOL_CALL_ITEMS)
 
 
 # -- background responses -------------------------------------------------------------------------
