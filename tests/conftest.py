@@ -33,4 +33,5 @@ def _fresh_tracker() -> Iterator[None]:
     if observe is not None:
         observe.uninstrument_sdks()
     _instrument._done = False
+    _instrument._wanted = False
     _instrument.set_enabled(True)

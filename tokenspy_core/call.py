@@ -327,6 +327,14 @@ class Call:
         if self._ttft is None:
             self._ttft = self._clock() - self._started
 
+    def restart_clock(self) -> None:
+        """The request is only being sent now (a stream a framework handed back unread, sent at its first
+        read): latency, time to first token and `started_at` count from here, not from the start event.
+        A no-op once output has arrived or the call ended."""
+        if self._ttft is None and self.status == "active":
+            self._started = self._clock()
+            self._started_wall = time.time()
+
     def text_appender(self) -> Callable[[str], None]:
         """`add_text` for an adapter's per-chunk loop, to call when the first text arrives (it is the
         first token): a function that keeps one non-empty delta, with nothing else to check per chunk.
@@ -601,7 +609,13 @@ class Call:
         if self.cache_hit:
             cost: int | None = 0
         else:
-            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, True, self.speed)
+            requested = self.request_model
+            other = requested is not None and requested != model
+            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, not other, self.speed)
+            if rates is None and other:
+                # A served name no price source knows (a gateway's alias, a fake's fixed name): the model
+                # asked for is the best known price; warned under its name if it has none either.
+                rates = self.tracker.prices.rates_for(requested, self.provider, self.service_tier, True, self.speed)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
         tags: Mapping[str, Any] = config.tags

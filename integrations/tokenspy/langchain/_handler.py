@@ -192,12 +192,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
             self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, metadata,
-                              kwargs)
+                              kwargs, operation="text_completion")
         except Exception as exc:
             _internal_error("langchain on_llm_start", exc)
 
     def _start_model(self, serialized: Any, prompt: Any, run_id: UUID, parent_run_id: UUID | None,
-                     metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> None:
+                     metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any], operation: str = "chat") -> None:
         params = kwargs.get("invocation_params") or _NO_PARAMS
         name = kwargs.get("name")  # set only when the model run itself was given a run_name
         run = self._runs.start(run_id, parent_run_id, name=name, kind="step" if name else None,
@@ -214,7 +214,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         try:
             call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
                         prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
-                        parent=run.attach, sinks=self._sinks, tools=params.get("tools") or params.get("functions"))
+                        parent=run.attach, sinks=self._sinks, tools=params.get("tools") or params.get("functions"),
+                        operation=operation)
         except BaseException as exc:  # BudgetExceededError: the model call will not be sent
             self._end(run_id, exc)
             raise
