@@ -52,6 +52,8 @@ _NO_REPORT = UsageReport()
 # Called with every new Call at the end of its __init__, in the context that started it (the
 # OpenTelemetry exporter keeps the OTel context there). Empty: one truthiness test per call.
 call_listeners: list[Callable[[Call], None]] = []
+# Calls made `activate(alongside=...)`: second records of one provider call (see `Call.activate`).
+_echoes: WeakSet[Call] = WeakSet()
 
 
 @dataclass(slots=True)
@@ -451,6 +453,7 @@ class Call:
         """
         if alongside is not None:
             MergedCall._also[alongside] = (*MergedCall._also.get(alongside, ()), self)
+            _echoes.add(self)
             return
         active = _active.get()
         # A call that ended in another context (LangChain ends `agenerate`'s runs in tasks of their own) is
@@ -549,6 +552,10 @@ class Call:
         self.record = record
         self.tracker.add(record)
         span = self.span
+        if _echoes and self in _echoes:
+            # Another record of a provider call `alongside` records: its own tracker and views get it,
+            # while the spans' sinks (sessions) and budgets already have that call once.
+            span = None
         sinks = (*span.sinks, *self._extra_sinks) if span is not None else self._extra_sinks
         for sink in sinks:
             # `guarded("sink")` inlined (per record, per sink).

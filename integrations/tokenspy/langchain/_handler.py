@@ -352,7 +352,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         last_id, _, last = self._last
         if last_id is run_id or (last is not None and last.root == run_id.int):
             self._last = _NO_RUN  # hold no finished run
-        run = self._runs.end(run_id, error, release=_release_leftover)
+        run = self._runs.end(run_id, error, release=_release_leftover, outlives=_in_flight)
         if run is not None:
             if run.owner_key is not None:
                 _forget_model_run(run)
@@ -464,6 +464,14 @@ def _release_leftover(run: Run) -> None:
         _forget_model_run(run)
     if run.entered is not None:
         _leave(run, run.entered, ended_here=False)
+
+
+def _in_flight(run: Run) -> bool:
+    """A model run whose request is still in flight when its root ends: no chunk has come (a stream
+    cut short has), so it is not an abandoned stream but a call running in a task that outlived its
+    tool or graph. It ends with its own callback, with the provider's usage."""
+    call = run.call
+    return call is not None and call.status == "active" and run.parts is None and not run.batched
 
 
 def _end_run_at_exit(run: Run) -> None:

@@ -143,10 +143,13 @@ class RunTree:
         return run
 
     def end(self, run_id: UUID, error: BaseException | None = None,
-            release: Callable[[Run], None] | None = None) -> Run | None:
+            release: Callable[[Run], None] | None = None,
+            outlives: Callable[[Run], bool] | None = None) -> Run | None:
         """Forget a run and end its span; ending a root also ends what is still open under it.
 
         `release(run)` is called for each run still open under an ending root, before its span ends.
+        A run for which `outlives(run)` is true stays open instead, as a root of its own: it still runs
+        (a request in flight in a task that outlived the root), and ends with its own callback.
         """
         key = run_id.int
         with self._lock:
@@ -157,7 +160,14 @@ class RunTree:
             if run.root == key:
                 children = run.children
                 if children:
-                    leftovers = [r for r in map(self._runs.pop, children, [None] * len(children)) if r is not None]
+                    for child in children:
+                        left = self._runs.get(child)
+                        if left is None:
+                            continue
+                        if outlives is not None and outlives(left):
+                            left.root = child
+                        else:
+                            leftovers.append(self._runs.pop(child))
                     run.children = None
             else:
                 root = self._runs.get(run.root)
