@@ -37,9 +37,10 @@ def chat_and_stream(llm: object) -> None:
 
 def test_callbacks_and_dispatcher_together_record_each_call_once(fp: FakeProvider,
                                                                  global_handler: TokenSpyHandler) -> None:
-    # The handler is in the LLM's callback manager twice over (explicitly, and as set_handler's
-    # global proxy) and on the dispatcher: three listeners, one record per call.
-    llm = openai_llm(fp, handlers=[global_handler])
+    # The handler is in the LLM's callback manager twice over (explicitly, and as the forwarder
+    # set_handler put in Settings.callback_manager) and on the dispatcher: three listeners, one record
+    # per call.
+    llm = openai_llm(fp, handlers=[global_handler, *Settings.callback_manager.handlers])
     assert len(llm.callback_manager.handlers) == 2
     chat_and_stream(llm)
     openai_embedding(fp, callback_manager=CallbackManager([global_handler])).get_text_embedding("Paris")
@@ -114,16 +115,17 @@ def test_set_handler_registers_for_new_objects_and_none_undoes_it(fp: FakeProvid
     Settings.callback_manager = CallbackManager([])
     handler = TokenSpyHandler()
     tokenspy.set_handler(handler)
-    proxy = llama_index.core.global_handler
-    assert proxy is not None and proxy in Settings.callback_manager.handlers
+    assert llama_index.core.global_handler is None  # it would hide Settings' handlers
+    [proxy] = Settings.callback_manager.handlers
     llm = openai_llm(fp)
-    assert proxy in llm.callback_manager.handlers
-    # An explicit handler of ours beside the global one is fine (LlamaIndex refuses two of one type).
-    CallbackManager([TokenSpyHandler()])
+    assert llm.callback_manager.handlers == [proxy]
+    # An explicit handler of ours beside the forwarder is fine.
+    openai_llm(fp, handlers=[TokenSpyHandler(), proxy])
+    copied = copy.deepcopy(llm)  # a copy of the handler list, which set_handler(None) cannot reach
     tokenspy.set_handler(None)
-    assert llama_index.core.global_handler is None
-    assert proxy not in Settings.callback_manager.handlers
-    llm.chat(QUESTION)  # built while installed: its manager still lists the proxy, now inert
+    assert Settings.callback_manager.handlers == llm.callback_manager.handlers == []
+    assert copied.callback_manager.handlers == [proxy]
+    copied.chat(QUESTION)  # the proxy it still lists is inert
     assert tokenspy.calls() == []
 
 

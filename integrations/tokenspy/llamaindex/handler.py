@@ -11,15 +11,19 @@ dispatcher is the primary source; the callback path
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, ClassVar
 
-from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core import Settings
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.span import active_span_id
 
 from tokenspy_core import Call, Span, Tracker, default_tracker
-from tokenspy_core._guard import guard
+from tokenspy_core._guard import guard, guarded
 
+from .. import _instrument
 from .._api import TrackerView
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
@@ -55,6 +59,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         self._view = tracker if tracker is not None else Tracker(name="llamaindex")
         self._sinks: tuple[Tracker, ...] = () if tracker is not None else (self._view,)
         TAP.install()
+        # Like a profile or session (and the LangChain handler), a handler lets the SDK layer see the
+        # calls it tracks, so a call is recorded alike whether or not a session opened earlier in the
+        # process: the provider's exact usage merges into the record (llama-index-llms-openai never asks
+        # for stream usage; embeddings drop it). `tokenspy.init(auto_instrument=False)` turns that off.
+        with guarded("llamaindex auto-instrument"):
+            _instrument.auto_instrument()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TokenSpyHandler:
         # A component deep-copied with its callback manager keeps reporting to the same handler
@@ -141,45 +151,66 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
     # -- tokenspy.set_handler protocol -------------------------------------------------------------
     def _install_global(self) -> None:
         """Register for every LlamaIndex call: the dispatcher (objects built before included), and
-        the callback path of objects built from now on (`global_handler` / `Settings`)."""
+        the callback path of objects built from now on, through `Settings.callback_manager`.
+
+        Not as `llama_index.core.global_handler`: `CallbackManager([])` (every component's default)
+        takes `Settings`' handlers only if it is still empty after adding the global handler, so one
+        installed there would cut the user's `Settings` handlers off every component built afterwards.
+        """
         TokenSpyHandler._uninstall_global()
         TAP.install()
+        with _Installed.lock:
+            _Installed.proxy = _GlobalCallbacks(self)
+            if Settings._callback_manager is None:  # the private field: the property would create one
+                # The one LlamaIndex makes at first use anyway; `set_handler(None)` puts None back.
+                created = Settings.callback_manager
+                _Installed.created = (created, list(created.handlers))
         TAP.global_owner = self
-        proxy = _GlobalCallbacks(self)
-        _Installed.proxy = proxy
-        import llama_index.core as li
-        from llama_index.core import Settings
-
-        # Only if free: replacing a user's global handler (wandb, langfuse, ...) would break theirs.
-        if li.global_handler is None:
-            li.global_handler = proxy
-        manager = Settings._callback_manager  # the private field: the property would create one
-        if manager is not None and proxy not in manager.handlers:
-            manager.add_handler(proxy)
+        follow_settings()
 
     @classmethod
     def _uninstall_global(cls) -> None:
         TAP.global_owner = None
-        proxy = _Installed.proxy
-        _Installed.proxy = None
+        with _Installed.lock:
+            proxy, created, managers = _Installed.proxy, _Installed.created, list(_Installed.managers)
+            _Installed.proxy = _Installed.created = None
+            _Installed.managers.clear()
+            TAP.settings_manager = None
         if proxy is None:
             return
-        proxy.active = False  # objects built meanwhile keep the proxy in their managers: make it inert
-        import llama_index.core as li
-        from llama_index.core import Settings
+        proxy.active = False  # objects that copied their manager's list keep the proxy: make it inert
+        for manager in managers:
+            if proxy in manager.handlers:
+                manager.remove_handler(proxy)
+        if created is not None:
+            manager, handlers = created
+            if Settings._callback_manager is manager and manager.handlers == handlers:
+                Settings._callback_manager = None  # as it was (unless the user added handlers to it)
 
-        if li.global_handler is proxy:
-            li.global_handler = None
+
+def follow_settings() -> None:
+    """Put `set_handler`'s forwarder in the current `Settings.callback_manager`, once per manager.
+
+    Components built from it share its handler list (`CallbackManager([])`) or the manager itself
+    (query engines), so the forwarder reaches them too, and comes after the user's own handlers.
+    Called again (`Tap.span_enter`) when the user assigns another manager while installed: the
+    components built from that one then carry it as well, also if built before that call.
+    """
+    with _Installed.lock:
+        proxy = _Installed.proxy
         manager = Settings._callback_manager
-        if manager is not None and proxy in manager.handlers:
-            manager.remove_handler(proxy)
+        TAP.settings_manager = manager
+        if proxy is None or manager is None or proxy in manager.handlers:
+            return
+        manager.add_handler(proxy)
+        _Installed.managers.add(manager)
 
 
 class _GlobalCallbacks(BaseCallbackHandler):
     """What `set_handler` puts in callback managers: forwards to the handler while installed.
 
-    A distinct type on purpose: LlamaIndex refuses two handlers of the same type in one manager,
-    which would break users who also pass a `TokenSpyHandler` explicitly.
+    Not the handler itself: a component may have copied its manager's handler list (a deep copy, a
+    manager built from another's handlers), where `set_handler(None)` cannot remove it; it goes inert.
     """
 
     def __init__(self, handler: TokenSpyHandler) -> None:
@@ -209,7 +240,13 @@ class _GlobalCallbacks(BaseCallbackHandler):
 
 
 class _Installed:
-    proxy: _GlobalCallbacks | None = None
+    """What `set_handler` changed, for `set_handler(None)` to undo exactly."""
+
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    proxy: ClassVar[_GlobalCallbacks | None] = None
+    # The `Settings.callback_manager` set_handler created (there was none), with its handlers then.
+    created: ClassVar[tuple[CallbackManager, list[BaseCallbackHandler]] | None] = None
+    managers: ClassVar[weakref.WeakSet[CallbackManager]] = weakref.WeakSet()  # every manager the proxy was put in
 
 
 def handler_of(candidate: Any) -> TokenSpyHandler | None:
@@ -222,3 +259,4 @@ def handler_of(candidate: Any) -> TokenSpyHandler | None:
 
 
 TAP.handler_of = handler_of
+TAP.follow_settings = follow_settings

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llama_index.core import Settings
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler, NullEventHandler
 from llama_index.core.instrumentation.events.embedding import (
@@ -169,6 +170,10 @@ class Tap:
         self._refused: dict[str, BudgetExceededError] = {}
         self.global_owner: TokenSpyHandler | None = None
         self.handler_of: Callable[[Any], TokenSpyHandler | None] | None = None
+        # While `set_handler` is in force: the `Settings.callback_manager` its forwarder was put in, and
+        # what puts it in another one the user assigns (`handler.follow_settings`).
+        self.settings_manager: Any = None
+        self.follow_settings: Callable[[], None] | None = None
         self.internal_errors: list[BaseException] = []
         self._event_handler = _EventHandler()
         self._event_handler._tap = self
@@ -255,6 +260,11 @@ class Tap:
     # -- spans --------------------------------------------------------------------------------------
     def span_enter(self, id_: str, instance: Any, parent_id: str | None, tags: dict[str, Any] | None,
                    arguments: dict[str, Any] | None = None) -> None:
+        if (self.global_owner is not None and Settings._callback_manager is not self.settings_manager
+                and self.follow_settings is not None):
+            # Assigned after `set_handler`: components built from it (before this span included) share
+            # its handler list, so putting the forwarder in now reaches them before their callbacks fire.
+            self.follow_settings()
         parent = self._open.get(parent_id) if parent_id else None
         if parent is not None:
             anchor = _deepest(parent.anchor)

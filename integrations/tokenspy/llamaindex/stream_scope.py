@@ -1,5 +1,6 @@
 """A streamed LlamaIndex LLM call is the active call (the one the SDK layer merges into) only while its
-stream sends its request: from the first read until the first chunk.
+stream sends its request: from the first read until the first chunk. Its clock (latency, time to first
+token) also starts at that first read, when the request is sent.
 
 LlamaIndex fires a stream's start event when `stream_chat`/`astream_chat` (or `stream_complete`, ...)
 hands the generator back, but the provider request is sent only at its first read, after any code
@@ -49,6 +50,8 @@ class _FirstRead:
     def _activate(self) -> None:
         call = self.call
         if not call.ended:  # ended unread (the handlers uninstalled): would hide the caller's active call
+            # The request goes out now: the time the caller held the generator unread is not latency.
+            call.restart_clock()
             call.activate()
 
     def __iter__(self) -> Iterator[Any]:
