@@ -332,8 +332,9 @@ class Call:
     def restart_clock(self) -> None:
         """The request is only being sent now (a stream a framework handed back unread, sent at its first
         read): latency, time to first token and `started_at` count from here, not from the start event.
-        A no-op once output has arrived or the call ended."""
-        if self._ttft is None and self.status == "active":
+        A no-op once output has arrived, once an inner layer's request joined the call (it was sent
+        before), or after the call ended."""
+        if self._ttft is None and not self._claimed and self.status == "active":
             self._started = self._clock()
             self._started_wall = time.time()
 
@@ -733,6 +734,12 @@ class MergedCall:
         pass
 
     def set_response_text(self, text: str | Callable[[], str] | None) -> None:
+        pass
+
+    def activate(self, *, alongside: Call | None = None, batch: bool = False) -> None:
+        pass  # the outer call stays the active one: the requests under this view are its
+
+    def deactivate(self) -> None:
         pass
 
     def set_prompt(self, prompt: Any) -> None:

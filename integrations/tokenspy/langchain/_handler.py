@@ -29,7 +29,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.at_exit import end_open_at_exit
-from tokenspy_core.call import config
+from tokenspy_core.call import MergedCall, active_call, config
 from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
 
 from .. import _instrument
@@ -211,6 +211,14 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if _owners.setdefault(key, self) is not self:
             return  # another TokenSpyHandler feeding the same tracker records this run
         run.owner_key = key
+        if kwargs.get("batch_size", 1) == 1:
+            outer = active_call()
+            if outer is not None and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int):
+                # A model called inside another model's call (a wrapper or router model, another
+                # framework's adapter for LangChain models): one provider call, the outer call's record.
+                # The outer stays active, so the SDK layer underneath merges into it too.
+                run.call = MergedCall(outer)  # type: ignore[assignment]
+                return
         try:
             call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
                         prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall, Span, UsageReport, usage_from_any
+from tokenspy_core.call import active_call
 
 from . import payloads
 
@@ -315,6 +316,11 @@ def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, inst
     else:
         prompt = payloads.completion_prompt(prompt, model_dict)
         framed = isinstance(prompt, list)
+    outer = active_call()
+    if outer is not None and outer not in MergedCall._batch:
+        # Called inside another framework's model call (a LangChain model whose `_generate` runs a
+        # LlamaIndex LLM): one provider call, the outer call's record; the SDK layer below merges there too.
+        return LLMCall(MergedCall(outer), model, framed)
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
                      provider=payloads.provider_of(model_dict, instance), prompt=prompt,
                      tools=payloads.tools_of(extra), streamed=streamed)

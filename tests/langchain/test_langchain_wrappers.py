@@ -1,0 +1,109 @@
+"""A model that calls another model (a router or wrapper model): one provider call, one record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from lc_helpers import from_log, openai_chat
+
+import tokenspy
+from tokenspy.langchain import TokenSpyHandler
+from tokenspy.testing import FakeProvider
+
+
+class Router(BaseChatModel):
+    """Delegates to another chat model, handing it its callbacks (or not)."""
+
+    inner: Any
+    child_callbacks: bool = True
+
+    @property
+    def _llm_type(self) -> str:
+        return "router"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        config: Any = {"callbacks": run_manager.handlers} if self.child_callbacks and run_manager else {}
+        return ChatResult(generations=[ChatGeneration(message=self.inner.invoke(messages, config))])
+
+
+@pytest.mark.parametrize("child_callbacks", [True, False])
+@pytest.mark.parametrize("layers", ["langchain_only", "with_sdk_layer"], indirect=True)
+def test_a_router_model_and_the_model_it_calls_make_one_record(
+        fp: FakeProvider, handler: TokenSpyHandler, layers: str, child_callbacks: bool) -> None:
+    router = Router(inner=openai_chat(fp, stream_usage=True), child_callbacks=child_callbacks)
+    tokenspy.set_handler(handler)
+    with tokenspy.session("req") as s:
+        router.invoke("hi")
+    (entry,) = fp.requests
+    (record,) = tokenspy.calls()
+    assert from_log(entry).matches(record)
+    assert record.usage_source == "provider"
+    assert s.calls == 1
+    assert handler.open_runs == 0
+
+
+def test_a_llamaindex_llm_run_inside_a_langchain_model_is_one_record(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai import OpenAI as LlamaOpenAI
+
+    from tokenspy.llamaindex import TokenSpyHandler as LlamaHandler
+
+    inner = LlamaOpenAI(model="gpt-4o", api_base=fp.openai_base_url, api_key="sk-x", max_retries=0)
+
+    class Wrapped(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "llamaindex-wrapper"
+
+        def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                      run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+            answer = inner.chat([ChatMessage(role="user", content=str(m.content)) for m in messages])
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(str(answer.message.content)))])
+
+    tokenspy.set_handler(LlamaHandler())
+    tokenspy.set_handler(handler)
+    with tokenspy.session("req") as s:
+        Wrapped().invoke("hi")
+    (entry,) = fp.requests
+    (record,) = tokenspy.calls()
+    assert from_log(entry).matches(record)
+    assert s.calls == 1
+
+
+def test_a_langchain_model_run_inside_a_llamaindex_llm_is_one_record(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    from tokenspy.llamaindex import TokenSpyHandler as LlamaHandler
+
+    chat = openai_chat(fp, stream_usage=True)
+
+    class LangChainBacked(CustomLLM):  # what llama-index-llms-langchain's LangChainLLM does
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="gpt-4o")
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            return CompletionResponse(text=str(chat.invoke(prompt).content))
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    tokenspy.set_handler(LlamaHandler())
+    tokenspy.set_handler(handler)
+    with tokenspy.session("req") as s:
+        LangChainBacked().complete("hi")
+    (entry,) = fp.requests
+    (record,) = tokenspy.calls()
+    assert from_log(entry).matches(record)
+    assert s.calls == 1
