@@ -107,3 +107,31 @@ def test_a_langchain_model_run_inside_a_llamaindex_llm_is_one_record(
     (record,) = tokenspy.calls()
     assert from_log(entry).matches(record)
     assert s.calls == 1
+
+
+def test_a_llamaindex_llm_called_in_a_langgraph_node_is_under_the_node(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    from langchain_core.messages import AIMessage as Message
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai import OpenAI as LlamaOpenAI
+
+    from tokenspy.llamaindex import TokenSpyHandler as LlamaHandler
+
+    llama = LlamaOpenAI(model="gpt-4o-mini", api_base=fp.openai_base_url, api_key="sk-x", max_retries=0)
+
+    def research(state: MessagesState) -> dict[str, list[Message]]:
+        answer = llama.chat([ChatMessage(role="user", content="hi")])
+        return {"messages": [Message(str(answer.message.content))]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("research", research)
+    graph.add_edge(START, "research")
+    graph.add_edge("research", END)
+    tokenspy.set_handler(LlamaHandler())
+    tokenspy.set_handler(handler)
+    with tokenspy.session("req"):
+        graph.compile().invoke({"messages": [("human", "x")]})
+    (record,) = tokenspy.calls()
+    assert record.span_path == ("req", "LangGraph", "research")
+    assert from_log(fp.requests[0]).matches(record)

@@ -49,7 +49,7 @@ from pydantic import PrivateAttr
 from tokenspy_core import BudgetExceededError, Call, Span, active_call, current_span
 from tokenspy_core._guard import guarded, log_internal_error
 from tokenspy_core.at_exit import before_exit_flush
-from tokenspy_core.spans import enter_span, exit_span
+from tokenspy_core.spans import enter_span, exit_span, user_span_parent
 
 from . import payloads
 from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
@@ -278,7 +278,9 @@ class Tap:
                 anchor = _deepest(anchor)
                 enclosing = self._llm.get(parent_id or "")
             else:
-                anchor, owner, enclosing = current_span(), None, None
+                # A root LlamaIndex span attaches where a user's span would: under the framework level
+                # whose code runs here (a LangGraph node calling a query engine), else the current span.
+                anchor, owner, enclosing = user_span_parent(), None, None
             # A root of its own for bookkeeping (a late child's parent's root may be gone already).
             root = id_
         if enclosing is None:
@@ -497,7 +499,7 @@ class Tap:
             try:
                 state = start_llm(owner, model_dict, instance, prompt=prompt, extra=extra, chat=chat,
                                   streamed=payloads.is_stream_method(span_id),
-                                  parent=info.anchor if info is not None else current_span(),
+                                  parent=info.anchor if info is not None else user_span_parent(),
                                   enforce_budget=info is not None and info.legacy)
             except BudgetExceededError as refusal:
                 # Raised from here LlamaIndex would swallow it; the callback handler that runs
