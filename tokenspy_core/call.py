@@ -54,6 +54,8 @@ _NO_REPORT = UsageReport()
 call_listeners: list[Callable[[Call], None]] = []
 # Calls made `activate(alongside=...)`: second records of one provider call (see `Call.activate`).
 _echoes: WeakSet[Call] = WeakSet()
+# Calls an inner framework model call merged into (see `Call.adopt_inner`).
+_adopted: WeakSet[Call] = WeakSet()
 
 
 @dataclass(slots=True)
@@ -483,6 +485,22 @@ class Call:
             self._claimed = True
             return True
 
+    def adopt_inner(self) -> bool:
+        """A model call of another framework layer starting inside this one (a wrapper model's inner
+        model): the first becomes this call's record (True), once; a later one is a provider call of its
+        own. Separate from `claim`, which the SDK request underneath then takes."""
+        with _end_lock:
+            if self.status != "active" or self in _adopted:
+                return False
+            _adopted.add(self)
+            return True
+
+    def has_inner(self) -> bool:
+        """An inner framework model call merged into this one (`adopt_inner`): the provider call's usage
+        and model are the inner layer's, not what the outer layer's result repeats (a router's answer is
+        its last model's, which may be another provider call)."""
+        return self in _adopted
+
     def release(self) -> None:
         """Undo `claim`: the inner layer's request failed before anything was billed."""
         with _end_lock:
@@ -738,6 +756,9 @@ class MergedCall:
 
     def activate(self, *, alongside: Call | None = None, batch: bool = False) -> None:
         pass  # the outer call stays the active one: the requests under this view are its
+
+    def has_inner(self) -> bool:
+        return False
 
     def deactivate(self) -> None:
         pass

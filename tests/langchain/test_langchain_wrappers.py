@@ -135,3 +135,27 @@ def test_a_llamaindex_llm_called_in_a_langgraph_node_is_under_the_node(
     (record,) = tokenspy.calls()
     assert record.span_path == ("req", "LangGraph", "research")
     assert from_log(fp.requests[0]).matches(record)
+
+
+@pytest.mark.parametrize("layers", ["langchain_only", "with_sdk_layer"], indirect=True)
+def test_a_router_calling_two_models_records_each_provider_call_once(
+        fp: FakeProvider, handler: TokenSpyHandler, layers: str) -> None:
+    classifier, target = openai_chat(fp, model="gpt-4o-mini", stream_usage=True), openai_chat(fp, stream_usage=True)
+
+    class TwoStep(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "router"
+
+        def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                      run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+            classifier.invoke("classify: " + str(messages[-1].content))
+            return ChatResult(generations=[ChatGeneration(message=target.invoke(messages))])
+
+    tokenspy.set_handler(handler)
+    TwoStep().invoke("What is the capital of France?")
+    records = sorted(tokenspy.calls(), key=lambda r: r.id)
+    assert len(records) == len(fp.requests) == 2
+    for entry, record in zip(fp.requests, records, strict=True):
+        assert from_log(entry).matches(record), (entry, record)
+    assert handler.open_runs == 0

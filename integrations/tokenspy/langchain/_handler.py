@@ -29,7 +29,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from tokenspy_core import Call, Tracker, default_tracker
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.at_exit import end_open_at_exit
-from tokenspy_core.call import MergedCall, active_call, config
+from tokenspy_core.call import MergedCall, _adopted, active_call, config
 from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
 
 from .. import _instrument
@@ -213,10 +213,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         run.owner_key = key
         if kwargs.get("batch_size", 1) == 1:
             outer = active_call()
-            if outer is not None and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int):
+            if (outer is not None and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int)
+                    and outer.adopt_inner()):
                 # A model called inside another model's call (a wrapper or router model, another
                 # framework's adapter for LangChain models): one provider call, the outer call's record.
-                # The outer stays active, so the SDK layer underneath merges into it too.
+                # The outer stays active, so the SDK layer underneath merges into it too. Only the first
+                # such model: a wrapper's second model call is a provider call of its own.
                 run.call = MergedCall(outer)  # type: ignore[assignment]
                 return
         try:
@@ -360,7 +362,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         last_id, _, last = self._last
         if last_id is run_id or (last is not None and last.root == run_id.int):
             self._last = _NO_RUN  # hold no finished run
-        run = self._runs.end(run_id, error, release=_release_leftover, outlives=_in_flight)
+        # A root that failed or was cancelled takes its model runs in flight with it (LangChain reports
+        # none of their ends when it cancels them); one that returned may leave a task running one.
+        run = self._runs.end(run_id, error, release=_release_leftover, outlives=_in_flight if error is None else None)
         if run is not None:
             if run.owner_key is not None:
                 _forget_model_run(run)
@@ -578,6 +582,8 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
 
 
 def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
+    if _adopted and call.has_inner():
+        return  # a wrapper model: its first inner model's numbers are this record's (`Call.adopt_inner`)
     generation = ex.result_message(response)
     message = getattr(generation, "message", None)
     usage_metadata = getattr(message, "usage_metadata", None)  # read once: cache check and usage

@@ -169,6 +169,8 @@ class LLMCall:
 
     def _read(self, response: Any) -> None:
         call = self.call
+        if isinstance(call, Call) and call.has_inner():
+            return  # a wrapper LLM: its first inner model's numbers are this record's (`Call.adopt_inner`)
         usage = payloads.usage_of(response)
         if usage is not None:
             call.set_usage(usage)
@@ -317,9 +319,10 @@ def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, inst
         prompt = payloads.completion_prompt(prompt, model_dict)
         framed = isinstance(prompt, list)
     outer = active_call()
-    if outer is not None and outer not in MergedCall._batch:
+    if outer is not None and outer not in MergedCall._batch and outer.adopt_inner():
         # Called inside another framework's model call (a LangChain model whose `_generate` runs a
         # LlamaIndex LLM): one provider call, the outer call's record; the SDK layer below merges there too.
+        # Only the first: a wrapper's second model call is a provider call of its own.
         return LLMCall(MergedCall(outer), model, framed)
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
                      provider=payloads.provider_of(model_dict, instance), prompt=prompt,
