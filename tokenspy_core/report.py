@@ -6,7 +6,7 @@ import json
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-__all__ = ["fmt_cost", "render", "render_box"]
+__all__ = ["BOX_GLYPHS", "fmt_cost", "render", "render_box"]
 
 _BAR_WIDTH = 16
 _MIN_WIDTH = 52
@@ -14,6 +14,8 @@ _MAX_ROWS = 60
 
 _UNICODE = {"tl": "╔", "tr": "╗", "bl": "╚", "br": "╝", "h": "═", "v": "║", "ml": "╠", "mr": "╣",
             "bar": "█", "branch": "└─", "dot": "·", "more": "…"}
+# Every glyph the Unicode box draws: a stream that cannot encode one of them gets the ASCII box.
+BOX_GLYPHS = "".join(_UNICODE.values())
 _ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": "+", "mr": "+",
           "bar": "#", "branch": "`-", "dot": "-", "more": "..."}
 
@@ -83,12 +85,13 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
         if len(body) > _MAX_ROWS:
             hidden = len(body) - _MAX_ROWS
             body = [*body[:_MAX_ROWS], (f"{g['more']} {hidden} more rows (see tokenspy.stats()['tree'])", "", "")]
+    body = [(_one_line(r[0]), r[1], r[2]) for r in body]
     priced_rows = [r for r in body if r[1] or r[2]] or [("", "", "")]
     name_w = max(len(r[0]) for r in priced_rows)
     cost_w = max(len(r[1]) for r in priced_rows)
     lines = [f"{r[0].ljust(name_w)}  {r[1].rjust(cost_w)}  {r[2]}".rstrip() if r[1] or r[2] else r[0]
              for r in body]
-    footer = [f"{dot} {h}" for h in hints or []]
+    footer = [_one_line(f"{dot} {h}") for h in hints or []]
     width = max(_MIN_WIDTH, *(len(s) for s in header + lines + footer)) + 4
     out = [g["tl"] + g["h"] * (width) + g["tr"]]
     out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in header]
@@ -100,6 +103,11 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
         out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in footer]
     out.append(g["bl"] + g["h"] * width + g["br"])
     return "\n".join(out)
+
+
+def _one_line(text: str) -> str:
+    """A span name with a line break in it stays on its row."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
 
 
 def _bar(femto: int, total: int, g: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker
 from tokenspy_core import start_call as _core_start_call
+from tokenspy_core.report import BOX_GLYPHS
 from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit
 
 from . import _instrument
@@ -29,7 +30,7 @@ def calls() -> list[CallRecord]:
     return default_tracker().calls()
 
 
-def _can_encode(stream: TextIO, sample: str = "╔█└─·") -> bool:
+def _can_encode(stream: TextIO, sample: str = BOX_GLYPHS) -> bool:
     encoding = getattr(stream, "encoding", None)
     if encoding is None:  # an in-memory text stream holds any character
         return True
@@ -80,15 +81,13 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
         file.write(text + "\n")
         return None
     out = file if file is not None else sys.stdout
-    if _can_encode(out):
-        out.write(tracker.render("text", hints=hints) + "\n")
-        return None
-    text = tracker.render("text", ascii=True, hints=hints) + "\n"
-    encoding = getattr(out, "encoding", None) or "ascii"
-    try:  # a span or model name the stream cannot print is written with "?" in its place
-        text = text.encode(encoding, "replace").decode(encoding)
-    except LookupError:
-        text = text.encode("ascii", "replace").decode("ascii")
+    text = tracker.render("text", ascii=not _can_encode(out), hints=hints) + "\n"
+    encoding = getattr(out, "encoding", None)
+    if encoding is not None:
+        try:  # a span or model name the stream cannot print is written with "?" in its place
+            text = text.encode(encoding, "replace").decode(encoding)
+        except LookupError:
+            text = text.encode("ascii", "replace").decode("ascii")
     out.write(text)
     return None
 

@@ -65,3 +65,25 @@ def test_an_unknown_model_is_also_on_the_logger_when_logging_is_handled(caplog: 
     with caplog.at_level(logging.WARNING, logger="tokenspy"), pytest.warns(UserWarning, match="unknown-rr"):
         tokenspy.record("unknown-rr", input_tokens=1, output_tokens=1)
     assert [r.getMessage() for r in caplog.records if "unknown-rr" in r.getMessage()]
+
+
+@pytest.mark.parametrize("encoding", ["cp437", "cp866", "koi8_r"])
+def test_a_stream_that_draws_the_box_but_not_every_glyph_or_name_still_gets_the_report(encoding: str) -> None:
+    for i in range(25):  # 75 rows: the "more rows" line
+        with tokenspy.session(f"résumé 日本 {i}"):
+            tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding=encoding)
+    tokenspy.report(file=out, hints=False)
+    out.flush()
+    text = raw.getvalue().decode(encoding)
+    assert "more rows" in text  # the "…" it cannot encode: "..." or another form, never an exception
+    assert "?? 0" in text  # the name's characters it cannot print, replaced
+
+
+def test_a_line_break_in_a_span_name_keeps_the_box_closed() -> None:
+    with tokenspy.session("line1\nline2\r\nline3"):
+        tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+    lines = _lines()
+    assert len({len(line) for line in lines}) == 1
+    assert any("line1 line2 line3" in line for line in lines)
