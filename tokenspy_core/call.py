@@ -318,12 +318,12 @@ class Call:
     # -- what layers feed in -------------------------------------------------------------------
     def add_text(self, delta: str) -> None:
         """Streamed output text as the consumer receives it (kept only until the end)."""
+        if delta.__class__ is not str and delta is not None and not isinstance(delta, str):
+            # Joined and tokenized only at the end: a bad delta would lose the whole record there.
+            raise TypeError(f"add_text() takes str, got {type(delta).__name__}")
         if self._ttft is None:
             self._ttft = self._clock() - self._started
         if delta and self.status == "active":
-            if delta.__class__ is not str and not isinstance(delta, str):
-                # Joined and tokenized only at the end: a bad delta would lose the whole record there.
-                raise TypeError(f"add_text() takes str, got {type(delta).__name__}")
             self._parts.append(delta)
 
     def mark_first_token(self) -> None:

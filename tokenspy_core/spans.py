@@ -80,7 +80,7 @@ class Span:
             self.tags = {**parent.tags, **tags} if tags else parent.tags
         if sink is not None and sink not in self.sinks:  # a session entered again inside itself: counted once
             self.sinks = (*self.sinks, sink)
-        if budget is not None:
+        if budget is not None and budget not in self.budgets:  # a session's, entered again inside itself
             self.budgets = (*self.budgets, budget)
         for on_start, _ in span_listeners:
             with guarded("span listener"):

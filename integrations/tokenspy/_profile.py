@@ -11,7 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, TypeVar, overload
 
-from tokenspy_core import Budget, CallRecord, Span, Tracker, use_span
+from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
 from tokenspy_core.call import CURRENT
 from tokenspy_core.pricing import exact_amount
 from tokenspy_core.report import fmt_cost
@@ -38,10 +38,11 @@ def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> D
     return budget
 
 
-def _new_span(name: str, kind: str, parent: Any, budget_usd: Decimal | Fraction | None, on_exceeded: OnExceeded,
-              tags: Mapping[str, Any] | None, sink: Tracker | None = None) -> Span:
+def _new_span(name: str, kind: str, parent: Any, budget_usd: Decimal | Fraction | Budget | None,
+              on_exceeded: OnExceeded, tags: Mapping[str, Any] | None, sink: Tracker | None = None) -> Span:
     _instrument.auto_instrument()
-    budget = Budget(name, budget_usd, on_exceeded) if budget_usd is not None else None
+    budget = (budget_usd if isinstance(budget_usd, Budget) or budget_usd is None
+              else Budget(name, budget_usd, on_exceeded))
     parent_span = user_span_parent() if parent is CURRENT else parent
     return Span(name, kind, parent_span, sink=sink, budget=budget, tags=tags)
 
@@ -215,7 +216,7 @@ class CallCount(int):
         return len(self._records)
 
 
-_Entry = tuple[Span, Any]  # a session's span and the `use_span` block that made it current
+_Entry = tuple[Span, Any]  # a session's span and the `use_span` block that made it current (None: re-entered)
 
 
 class Session(TrackerView):
@@ -226,7 +227,9 @@ class Session(TrackerView):
                  parent: Span | None = CURRENT, max_records: int | None = None) -> None:
         if not isinstance(name, str):
             raise TypeError(f"session name must be a string, got {type(name).__name__}")
-        budget = _check_options(name, budget_usd, on_exceeded, tags)
+        amount = _check_options(name, budget_usd, on_exceeded, tags)
+        # One budget per session object, whichever tasks enter it and how often: `s.cost` is its spend.
+        budget = None if amount is None else Budget(name, amount, on_exceeded)
         if parent is not CURRENT and parent is not None and not isinstance(parent, Span):
             raise TypeError(f"parent must be a tokenspy span, got {type(parent).__name__}")
         self.name = name
@@ -240,12 +243,17 @@ class Session(TrackerView):
         self._open: list[_Entry] = []
 
     def _enter(self) -> Session:
-        budget, on_exceeded, tags, parent = self._options
-        span = self.span = _new_span(self.name, "session", parent, budget, on_exceeded, tags, sink=self.tracker)
-        use = use_span(span)
-        use.__enter__()
-        entry = (span, use)
-        self._entries.set((*self._entries.get(), entry))
+        stack = self._entries.get()
+        if stack and stack[-1][0] is current_span():
+            # Entered again inside its own block: the same level, not a session under itself.
+            entry: _Entry = (stack[-1][0], None)
+        else:
+            budget, on_exceeded, tags, parent = self._options
+            span = self.span = _new_span(self.name, "session", parent, budget, on_exceeded, tags, sink=self.tracker)
+            use = use_span(span)
+            use.__enter__()
+            entry = (span, use)
+        self._entries.set((*stack, entry))
         self._open.append(entry)
         return self
 
@@ -260,8 +268,9 @@ class Session(TrackerView):
             self._entries.set(stack[:stack.index(entry)])
         self._open.remove(entry)
         span, use = entry
-        use.__exit__(None, None, None)
-        span.end(exc)
+        if use is not None:  # else an entry inside its own block, which the outer one ends
+            use.__exit__(None, None, None)
+            span.end(exc)
 
     def __enter__(self) -> Session:
         return self._enter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import tokenspy
 
 
@@ -44,7 +46,7 @@ def test_a_session_entered_again_inside_itself_counts_a_call_once() -> None:
     assert s.calls == 2
     assert s.tokens == 2
     assert tokenspy.stats()["total_calls"] == 3
-    assert [r.span_path for r in tokenspy.calls()] == [("again", "again"), ("again",), ()]
+    assert [r.span_path for r in tokenspy.calls()] == [("again",), ("again",), ()]  # one level, not two
 
 
 def test_a_session_exited_in_another_context_than_its_enter_still_ends() -> None:
@@ -62,3 +64,28 @@ def test_a_session_exited_in_another_context_than_its_enter_still_ends() -> None
 
     asyncio.run(main())
     assert s.span is not None and s.span.end_time is not None
+
+
+def test_a_session_budget_is_the_session_objects_across_its_entries() -> None:
+    shared = tokenspy.session("budget", budget_usd=0.0003, on_exceeded="raise")
+    refused = 0
+
+    async def worker() -> None:
+        nonlocal refused
+        async with shared:
+            for _ in range(4):
+                await asyncio.sleep(0)
+                try:
+                    tokenspy.record("gpt-4o", input_tokens=0, output_tokens=10)  # $0.0001 each
+                except tokenspy.BudgetExceededError:
+                    refused += 1
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(3)))
+
+    with pytest.warns(UserWarning, match="'budget' spent"):
+        asyncio.run(main())
+    # Three calls spend exactly the budget (allowed), the fourth crosses it (spent), every later one is refused.
+    assert shared.calls == 4
+    assert refused == 8
+    assert shared.cost == pytest.approx(0.0004)

@@ -134,3 +134,12 @@ def test_a_bedrock_converse_usage_adds_its_cache_to_the_input() -> None:
     assert record is not None
     assert (record.input_tokens, record.cached_input_tokens, record.output_tokens) == (110, 100, 5)
     assert record.usage_source == "provider"
+
+
+def test_a_refused_add_text_is_no_first_token() -> None:
+    call = tokenspy.start_call("gpt-4o")
+    with pytest.raises(TypeError, match="add_text"):
+        call.add_text(5)  # type: ignore[arg-type]
+    call.set_usage(input_tokens=1, output_tokens=0)
+    record = call.finish()
+    assert record is not None and record.ttft_s is None
