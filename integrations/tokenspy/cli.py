@@ -24,9 +24,11 @@ from typing import Any, NoReturn
 
 from tokenspy_core import CallRecord, Tracker
 from tokenspy_core.pricing import FEMTO_PER_USD, usd
-from tokenspy_core.report import fmt_cost
+from tokenspy_core.report import BOX_GLYPHS, fmt_cost
 from tokenspy_core.store import SPAN_SEPARATOR, StoreError, iter_records, resolve_path
 from tokenspy_core.tracker import UNATTRIBUTED, Aggregate
+
+from ._api import _can_encode
 
 __all__ = ["CliError", "main"]
 
@@ -36,6 +38,25 @@ _OFF = ("", "0", "false")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 # What str.splitlines() breaks at: a span or tag name holding one would split a table row in two.
 _LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Glyphs:
+    """The non-ASCII characters of the CLI's own text, or their ASCII stand-ins."""
+
+    ascii: bool
+    arrow: str
+    plus_minus: str
+    dot: str
+    warning: str
+
+
+_UNICODE_GLYPHS = _Glyphs(False, "→", "±", "·", "⚠️")
+_ASCII_GLYPHS = _Glyphs(True, "->", "+-", "-", "!")
+# One check for every command: a stdout that cannot encode any of these (a Windows console redirected
+# to a file is cp1252) gets ASCII throughout, so no command fails and none mixes the two.
+_GLYPH_SAMPLE = BOX_GLYPHS + "".join(
+    (_UNICODE_GLYPHS.arrow, _UNICODE_GLYPHS.plus_minus, _UNICODE_GLYPHS.dot, _UNICODE_GLYPHS.warning))
 
 
 class CliError(Exception):
@@ -204,9 +225,32 @@ def _flags(agg: Aggregate) -> str:
     return ", ".join(flags)
 
 
-def _emit(text: str, output: str | None) -> None:
+def _write(text: str, *, html: bool = False) -> None:
+    """Text to stdout; a character it cannot encode (in a span, model or tag name) becomes "?" rather
+    than failing the command."""
+    out = sys.stdout
+    encoding = getattr(out, "encoding", None)
+    if encoding is None:  # an in-memory text stream holds any character
+        out.write(text)
+        return
+    buffer = getattr(out, "buffer", None)
+    if html and buffer is not None and not _can_encode(out, text):
+        # The page declares UTF-8 (and names in its <script> data cannot be character references):
+        # its bytes are exact whatever the console's encoding; the reader is a file or a browser.
+        out.flush()
+        buffer.write(text.encode("utf-8"))
+        buffer.flush()
+        return
+    try:
+        text = text.encode(encoding, "replace").decode(encoding)
+    except LookupError:
+        text = text.encode("ascii", "replace").decode("ascii")
+    out.write(text)
+
+
+def _emit(text: str, output: str | None, *, html: bool = False) -> None:
     if output is None:
-        sys.stdout.write(text + "\n")
+        _write(text + "\n", html=html)
         return
     try:
         Path(output).write_text(text + "\n", encoding="utf-8")
@@ -224,11 +268,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise CliError("--format html shows the cost tree: use it with --by function")
         from tokenspy_core.html_report import render_html  # the HTML page is optional weight: lazy
 
-        _emit(render_html(_replay(records).stats(), hints=args.hints), args.output)
+        _emit(render_html(_replay(records).stats(), hints=args.hints), args.output, html=True)
     elif args.by == "function" and args.format in ("text", "json"):
-        from ._api import _can_encode
-
-        ascii = args.ascii or (args.output is None and not _can_encode(sys.stdout))
+        ascii = args.ascii or (args.output is None and args.glyphs.ascii)
         _emit(_replay(records).render(args.format, ascii=ascii, hints=args.hints), args.output)
     else:
         _emit(_grouped(records, args), args.output)
@@ -277,7 +319,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         if r.status == "failed":
             flags.append(f"error: {' '.join(r.error.split())}" if r.error else "error")  # one line per call
         rows.append([datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M:%S"), _span(r),
-                     r.model or "(no model)", f"{r.input_tokens:,} → {r.output_tokens:,} tok",
+                     r.model or "(no model)", f"{r.input_tokens:,} {args.glyphs.arrow} {r.output_tokens:,} tok",
                      fmt_cost(r.cost_usd), f"{r.latency_s * 1000:,.0f} ms", ", ".join(flags)])
     _emit(_align(rows, right={3, 4, 5}), None)
     return 0
@@ -342,9 +384,9 @@ def _money(femto: int) -> str:
     return fmt_cost(femto / FEMTO_PER_USD)
 
 
-def _signed(femto: int) -> str:
+def _signed(femto: int, glyphs: _Glyphs) -> str:
     text = fmt_cost(abs(femto) / FEMTO_PER_USD)
-    return "±$0" if femto == 0 else ("+" if femto > 0 else "-") + text
+    return f"{glyphs.plus_minus}$0" if femto == 0 else ("+" if femto > 0 else "-") + text
 
 
 def _pct_text(d: _Delta) -> str:
@@ -372,10 +414,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                           "total": item(total)}, indent=2), None)
         return 0
     what = "span" if args.by == "function" else args.by
-    table = [[what, f"A: {a.label}", f"B: {b.label}", "delta", "change", "calls A → B"]]
+    arrow = args.glyphs.arrow
+    table = [[what, f"A: {a.label}", f"B: {b.label}", "delta", "change", f"calls A {arrow} B"]]
     for d in [*rows, total]:
         table.append([d.key, _money(d.a.cost), _money(d.b.cost),
-                      _signed(d.femto), _pct_text(d), f"{d.a.calls:,} → {d.b.calls:,}"])
+                      _signed(d.femto, args.glyphs), _pct_text(d), f"{d.a.calls:,} {arrow} {d.b.calls:,}"])
     text = _align(table, right={1, 2, 3, 4, 5})
     unpriced = a.total.unpriced_calls + b.total.unpriced_calls
     if unpriced:
@@ -399,12 +442,13 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
                  if d.femto > 0 and d.femto >= min_femto and (d.pct is None or d.pct > args.threshold)]
     what = "span" if args.by == "function" else args.by
     for d in regressed:
-        message = (f"{what} {d.key}: {_money(d.a.cost)} → {_money(d.b.cost)} "
+        message = (f"{what} {d.key}: {_money(d.a.cost)} {args.glyphs.arrow} {_money(d.b.cost)} "
                    f"({_pct_text(d)}, threshold +{args.threshold:g}%)")
-        print(f"::warning title=tokenspy cost regression::{_escape_data(message)}")
-    markdown = _markdown(base, cur, rows, set(map(id, regressed)), what, args.threshold)
+        _write(f"::warning title=tokenspy cost regression::{_escape_data(message)}\n")
+    flagged = set(map(id, regressed))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
+    if summary:  # a UTF-8 file GitHub renders: Unicode whatever stdout can encode
+        markdown = _markdown(base, cur, rows, flagged, what, args.threshold, _UNICODE_GLYPHS)
         try:
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(markdown + "\n")
@@ -412,28 +456,28 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
             raise CliError(f"cannot append to $GITHUB_STEP_SUMMARY ({summary}): "
                            f"{exc.strerror or exc}") from None
     else:
-        print(markdown)
+        _write(_markdown(base, cur, rows, flagged, what, args.threshold, args.glyphs) + "\n")
     return 1 if regressed and args.fail_on_regression else 0
 
 
 def _markdown(base: _Side, cur: _Side, rows: list[_Delta], flagged: set[int], what: str,
-              threshold: float) -> str:
+              threshold: float, glyphs: _Glyphs) -> str:
     def cell(text: str) -> str:
         return _one_line(text).replace("|", "\\|")
 
     money = _money
 
     lines = ["## tokenspy: LLM cost vs baseline", "",
-             f"Baseline **{cell(base.label)}** ({base.total.calls:,} calls, {money(base.total.cost)}) · "
-             f"current **{cell(cur.label)}** ({cur.total.calls:,} calls, {money(cur.total.cost)}) · "
+             f"Baseline **{cell(base.label)}** ({base.total.calls:,} calls, {money(base.total.cost)}) {glyphs.dot} "
+             f"current **{cell(cur.label)}** ({cur.total.calls:,} calls, {money(cur.total.cost)}) {glyphs.dot} "
              f"threshold +{threshold:g}% per {what}", "",
              f"| | {what} | baseline | current | delta | change |", "|---|---|---:|---:|---:|---:|"]
     for d in rows:
-        mark = "⚠️" if id(d) in flagged else ""
-        lines.append(f"| {mark} | {cell(d.key)} | {money(d.a.cost)} | {money(d.b.cost)} | {_signed(d.femto)} "
+        mark = glyphs.warning if id(d) in flagged else ""
+        lines.append(f"| {mark} | {cell(d.key)} | {money(d.a.cost)} | {money(d.b.cost)} | {_signed(d.femto, glyphs)} "
                      f"| {_pct_text(d)} |")
     total = _Delta("total", base.total, cur.total)
-    lines.append(f"| | **total** | {money(total.a.cost)} | {money(total.b.cost)} | {_signed(total.femto)} "
+    lines.append(f"| | **total** | {money(total.a.cost)} | {money(total.b.cost)} | {_signed(total.femto, glyphs)} "
                  f"| {_pct_text(total)} |")
     n = len(flagged)
     lines += ["", f"**{n} {what}{'s' if n != 1 else ''}** above the +{threshold:g}% threshold." if n
@@ -516,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError("choose a command: report, history, compare or annotate (see tokenspy --help)")
         if getattr(args, "tag", None) and args.by != "tag":
             raise CliError("--tag KEY only applies to --by tag")
+        args.glyphs = _UNICODE_GLYPHS if _can_encode(sys.stdout, _GLYPH_SAMPLE) else _ASCII_GLYPHS
         status: int = args.run(args)
         return status
     except CliError as exc:
