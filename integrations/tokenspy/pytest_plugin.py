@@ -151,7 +151,11 @@ class _Row:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         del data["cost_femto"]
-        return {**data, "cost_usd": self.cost_usd, "cost_usd_exact": str(usd(self.cost_femto))}
+        cost = self.cost_usd
+        # Plain notation to the femto-dollar for every amount (str() of a Decimal writes "5.00000000E-7"
+        # and "0E-15"), and null with cost_usd: the sum of no known price is not $0.
+        exact = None if cost is None else format(usd(self.cost_femto), "f")
+        return {**data, "cost_usd": cost, "cost_usd_exact": exact}
 
 
 def _total(rows: list[_Row]) -> _Row:
