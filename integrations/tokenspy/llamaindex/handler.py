@@ -11,8 +11,10 @@ dispatcher is the primary source; the callback path
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
+from types import FrameType
 from typing import Any, ClassVar
 
 from llama_index.core import Settings
@@ -30,7 +32,7 @@ from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
 from .instrumentation import TAP
 from .legacy import LEGACY
 
-__all__ = ["TokenSpyHandler", "handler_of"]
+__all__ = ["TokenSpyHandler", "forwards", "handler_of"]
 
 _TRACKED = (CBEventType.LLM, CBEventType.EMBEDDING)  # the callback events that are calls
 
@@ -96,42 +98,26 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         pass
 
     @guard("llamaindex callback start")
-    def _start(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:
+    def _start(self, event_type: CBEventType, payload: dict[str, Any], event_id: str,
+               forwarded_by: FrameType | None = None) -> None:
+        """`forwarded_by`: the frame that called `set_handler`'s forwarder, which passed the event on."""
         span_id = active_span_id.get()
         refusal = TAP.take_refusal(span_id)
         if refusal is not None:
             raise refusal  # the budget is spent: the request is not sent
-        if TAP.tracks(span_id) or not LEGACY.claim(event_id):
+        if TAP.tracks(span_id):
+            return
+        owner = self if forwarded_by is None else _forwarded_owner(self, span_id, forwarded_by)
+        if owner is None or not LEGACY.claim(event_id):
             return
         model_dict = payload.get(EventPayload.SERIALIZED)
         try:
-            state = (self._start_embedding(span_id, model_dict) if event_type == CBEventType.EMBEDDING
-                     else self._start_llm(span_id, model_dict, payload))
+            state = (_start_embedding(owner, span_id, model_dict) if event_type == CBEventType.EMBEDDING
+                     else _start_llm(owner, span_id, model_dict, payload))
         except BaseException:
             LEGACY.release(event_id)
             raise
         LEGACY.put(event_id, state, model_dict)
-
-    def _start_embedding(self, span_id: str | None, model_dict: Any) -> EmbeddingCall:
-        folded = LEGACY.open_embedding(span_id)
-        if folded is not None:
-            folded.add_batch()  # an async batch call: its batches are sent together
-            return folded
-        state = EmbeddingCall(self, payloads.model_of(model_dict), payloads.provider_of(model_dict),
-                              TAP.anchor(span_id), True)
-        LEGACY.remember_embedding(span_id, state)
-        return state
-
-    def _start_llm(self, span_id: str | None, model_dict: Any, payload: dict[str, Any]) -> LLMCall:
-        messages = payload.get(EventPayload.MESSAGES)
-        outer = LEGACY.enclosing(model_dict)
-        if outer is not None:
-            return nested_llm(outer, model_dict, None, messages)
-        chat = messages is not None
-        return start_llm(self, model_dict, None, prompt=messages if chat else payload.get(EventPayload.PROMPT),
-                         extra=payload.get(EventPayload.ADDITIONAL_KWARGS), chat=chat,
-                         streamed=payloads.is_stream_method(span_id), parent=TAP.anchor(span_id),
-                         enforce_budget=True)
 
     @guard("llamaindex callback end")
     def _end(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:
@@ -188,6 +174,45 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                 Settings._callback_manager = None  # as it was (unless the user added handlers to it)
 
 
+def _start_embedding(owner: TokenSpyHandler, span_id: str | None, model_dict: Any) -> EmbeddingCall:
+    folded = LEGACY.open_embedding(span_id)
+    if folded is not None:
+        folded.add_batch()  # an async batch call: its batches are sent together
+        return folded
+    state = EmbeddingCall(owner, payloads.model_of(model_dict), payloads.provider_of(model_dict),
+                          TAP.anchor(span_id), True)
+    LEGACY.remember_embedding(span_id, state)
+    return state
+
+
+def _start_llm(owner: TokenSpyHandler, span_id: str | None, model_dict: Any, payload: dict[str, Any]) -> LLMCall:
+    messages = payload.get(EventPayload.MESSAGES)
+    outer = LEGACY.enclosing(model_dict)
+    if outer is not None:
+        return nested_llm(outer, model_dict, None, messages)
+    chat = messages is not None
+    return start_llm(owner, model_dict, None, prompt=messages if chat else payload.get(EventPayload.PROMPT),
+                     extra=payload.get(EventPayload.ADDITIONAL_KWARGS), chat=chat,
+                     streamed=payloads.is_stream_method(span_id), parent=TAP.anchor(span_id),
+                     enforce_budget=True)
+
+
+def _forwarded_owner(installed: TokenSpyHandler, span_id: str | None, caller: FrameType) -> TokenSpyHandler | None:
+    """Who records a call only the callback path saw, when `set_handler`'s forwarder passes it on.
+
+    The owner rule of the dispatcher path (`instrumentation._owner_on`), with the forwarder last: a
+    `TokenSpyHandler` on the manager sending the event (None: that one records it, before or after the
+    forwarder in the same loop), else the handler of the nearest enclosing component the dispatcher
+    knows, else the `set_handler` handler.
+    """
+    # Events carry no reference to their manager; `caller` is its `CallbackManager.on_event_start`,
+    # looping over its handlers. Anything else (a forwarder called by hand): no manager to consult.
+    manager = caller.f_locals.get("self")
+    if isinstance(manager, CallbackManager) and any(isinstance(h, TokenSpyHandler) for h in manager.handlers):
+        return None
+    return TAP.owner_of(span_id) or installed
+
+
 def follow_settings() -> None:
     """Put `set_handler`'s forwarder in the current `Settings.callback_manager`, once per manager.
 
@@ -209,6 +234,10 @@ def follow_settings() -> None:
 class _GlobalCallbacks(BaseCallbackHandler):
     """What `set_handler` puts in callback managers: forwards to the handler while installed.
 
+    It owns no call: a `TokenSpyHandler` on the same manager or on an enclosing component comes first
+    (`_forwarded_owner`, `instrumentation._owner_on`); it lets that manager's callbacks raise a budget
+    refusal into the caller.
+
     Not the handler itself: a component may have copied its manager's handler list (a deep copy, a
     manager built from another's handlers), where `set_handler(None)` cannot remove it; it goes inert.
     """
@@ -223,8 +252,9 @@ class _GlobalCallbacks(BaseCallbackHandler):
 
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                        event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
-        if self.active:
-            self.handler.on_event_start(event_type, payload, event_id, parent_id, **kwargs)
+        if self.active and event_type in _TRACKED and event_id:
+            # The caller's frame tells which manager sends the event: a handler of ours in it owns the call.
+            self.handler._start(event_type, payload or {}, event_id, sys._getframe(1))
         return event_id
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
@@ -250,13 +280,15 @@ class _Installed:
 
 
 def handler_of(candidate: Any) -> TokenSpyHandler | None:
-    """The tokenspy handler behind a callback-manager entry, if it is one (and still installed)."""
-    if isinstance(candidate, TokenSpyHandler):
-        return candidate
-    if isinstance(candidate, _GlobalCallbacks) and candidate.active:
-        return candidate.handler
-    return None
+    """The callback-manager entry if it is a `TokenSpyHandler` (`set_handler`'s forwarder is not one)."""
+    return candidate if isinstance(candidate, TokenSpyHandler) else None
+
+
+def forwards(candidate: Any) -> bool:
+    """Whether a callback-manager entry is `set_handler`'s forwarder, still installed."""
+    return isinstance(candidate, _GlobalCallbacks) and candidate.active
 
 
 TAP.handler_of = handler_of
+TAP.forwards = forwards
 TAP.follow_settings = follow_settings

@@ -3,8 +3,9 @@
 This is the primary source of LLM and embedding calls. It reaches objects built before any
 registration, sees every streamed chunk (so an abandoned stream keeps the text it consumed), and
 its spans give the attribution tree. One process-wide `Tap` serves every `TokenSpyHandler`: each
-call is routed to one handler, found on the callback manager of the LLM or of an enclosing
-component (query engine, chat engine, ...), else the handler installed with `tokenspy.set_handler`.
+call is routed to one handler: the first `TokenSpyHandler` on the callback manager of the LLM or of
+the nearest enclosing component that has one (query engine, chat engine, ...), else the handler
+installed with `tokenspy.set_handler` (whose forwarder in a callback manager is not one: `_owner_on`).
 While installed, the two handlers stand in for the root dispatcher's no-op placeholders
 (`_swap_in`/`_swap_out`), so a streamed token costs LlamaIndex no extra handler call.
 
@@ -72,7 +73,9 @@ class _Open:
     anchor: Span | None  # where calls and child spans attach (our span, or the nearest one above)
     own: Span | None  # the tokenspy span opened for it, if it is a meaningful one
     owner: TokenSpyHandler | None  # a handler on this component's callback manager, or inherited
-    legacy: bool  # this component's own callback manager has a tokenspy handler: callbacks follow
+    # This component's own callback manager reaches tokenspy (a handler, or set_handler's forwarder):
+    # callbacks follow.
+    legacy: bool
     role: Role
     root: str
     enclosing: LLMCall | None  # the LLM call this span runs inside (a CustomLLM's chat -> complete)
@@ -89,22 +92,32 @@ class _Open:
             self.own.end(error)
 
 
-def _owner_on(instance: Any) -> TokenSpyHandler | None:
-    """The first tokenspy handler on the component's callback manager (`set_handler`'s proxy counts)."""
-    handler_of = TAP.handler_of
-    if handler_of is None:  # set when handler.py is imported, which any TokenSpyHandler implies
-        return None
+def _owner_on(instance: Any) -> tuple[TokenSpyHandler | None, bool]:
+    """The first `TokenSpyHandler` on the component's callback manager, and whether that manager
+    reaches tokenspy at all (such a handler, or `set_handler`'s forwarder still installed): its
+    callbacks then follow the dispatcher's events, and can raise a budget refusal into the caller.
+
+    The forwarder owns nothing: it stands for the `set_handler` handler, the last resort
+    (`Tap._owner`). Components built from `Settings` carry it (they share its handler list), so
+    counting it would let it beat a handler the user gave an enclosing component (a query engine's),
+    and split one query's records between two handlers.
+    """
+    handler_of, forwards = TAP.handler_of, TAP.forwards
+    if handler_of is None or forwards is None:  # set when handler.py is imported: any TokenSpyHandler
+        return None, False
     try:
         handlers = getattr(payloads.get(instance, "callback_manager"), "handlers", None)
     except Exception:  # a property that raises on some component: it simply has none
-        return None
+        return None, False
     if not isinstance(handlers, list):
-        return None
+        return None, False
+    follows = False
     for candidate in handlers:
         handler = handler_of(candidate)
         if handler is not None:
-            return handler
-    return None
+            return handler, True
+        follows = follows or forwards(candidate)
+    return None, follows
 
 
 def _swap_in(handlers: list[Any], placeholder_type: type, ours: Any) -> Any:
@@ -169,7 +182,10 @@ class Tap:
         self._completions: set[str] = set()
         self._refused: dict[str, BudgetExceededError] = {}
         self.global_owner: TokenSpyHandler | None = None
+        # What a callback-manager entry is (`handler.handler_of`, `handler.forwards`): a handler of ours,
+        # or `set_handler`'s forwarder.
         self.handler_of: Callable[[Any], TokenSpyHandler | None] | None = None
+        self.forwards: Callable[[Any], bool] | None = None
         # While `set_handler` is in force: the `Settings.callback_manager` its forwarder was put in, and
         # what puts it in another one the user assigns (`handler.follow_settings`).
         self.settings_manager: Any = None
@@ -234,6 +250,13 @@ class Tap:
         with self._lock:
             return self._refused.pop(span_id, None)
 
+    def owner_of(self, span_id: str | None) -> TokenSpyHandler | None:
+        """The handler the open span's calls belong to by the component rule (`_owner_on`, inherited
+        from enclosing components), not counting `set_handler`'s; None if there is none or the span is
+        unknown here."""
+        info = self._open.get(span_id) if span_id else None
+        return info.owner if info is not None else None
+
     def anchor(self, span_id: str | None) -> Span | None:
         info = self._open.get(span_id) if span_id else None
         return info.anchor if info is not None else current_span()
@@ -288,14 +311,14 @@ class Tap:
         role = classify(id_, instance, tags)
         if parent is not None and parent.agents and isinstance(role, tuple) and role[1] == "step":
             anchor = self._agent_turn(parent, agent_named(arguments)) or anchor
-        here = _owner_on(instance) if instance is not None else None
+        here, legacy = _owner_on(instance) if instance is not None else (None, False)
         own = None
         if isinstance(role, tuple):
             name, kind = role
             # A span named like its parent (FunctionTool.__call__ -> call, recursion) adds no level.
             if anchor is None or anchor.name != name or anchor.kind != kind:
                 own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
-        info = _Open(own or anchor, own, here or owner, here is not None, role, root, enclosing,
+        info = _Open(own or anchor, own, here or owner, legacy, role, root, enclosing,
                      instance if role == "llm" or role == "embedding" else None)
         if own is not None and own.kind == "agent":
             info.agents = runs_agents(instance)  # its own span is the run's (`classify`)
