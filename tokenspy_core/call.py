@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from weakref import WeakKeyDictionary, WeakSet
 
 from ._guard import _passthrough, log_internal_error
-from .pricing import FEMTO_PER_USD, usd
+from .pricing import FEMTO_PER_USD, ModelRates, usd
 from .spans import Sink, Span
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
@@ -56,6 +56,10 @@ call_listeners: list[Callable[[Call], None]] = []
 _echoes: WeakSet[Call] = WeakSet()
 # Calls an inner framework model call merged into (see `Call.adopt_inner`).
 _adopted: WeakSet[Call] = WeakSet()
+# Whether either set was ever used: a bool test per call where a WeakSet's own (Python) truth test costs
+# more than the check it guards.
+any_echo = False
+any_adopted = False
 
 
 @dataclass(slots=True)
@@ -456,6 +460,8 @@ class Call:
         """
         if alongside is not None:
             MergedCall._also[alongside] = (*MergedCall._also.get(alongside, ()), self)
+            global any_echo
+            any_echo = True
             _echoes.add(self)
             return
         active = _active.get()
@@ -492,6 +498,8 @@ class Call:
         with _end_lock:
             if self.status != "active" or self in _adopted:
                 return False
+            global any_adopted
+            any_adopted = True
             _adopted.add(self)
             return True
 
@@ -571,7 +579,7 @@ class Call:
         self.record = record
         self.tracker.add(record)
         span = self.span
-        if _echoes and self in _echoes:
+        if any_echo and self in _echoes:
             # Another record of a provider call `alongside` records: its own tracker and views get it,
             # while the spans' sinks (sessions) and budgets already have that call once.
             span = None
@@ -588,6 +596,14 @@ class Call:
             for budget in span.budgets:
                 budget.add(record.cost_femto)
         return record
+
+    def _unknown_price(self, model: str | None) -> ModelRates | None:
+        """No price for `model`: a served name no price source knows (a gateway's alias, a fake's fixed
+        name) is priced as the model asked for; warned, once, under the name that has none."""
+        prices, requested = self.tracker.prices, self.request_model
+        if requested is not None and requested != model:
+            return prices.rates_for(requested, self.provider, self.service_tier, True, self.speed)
+        return prices.rates_for(model, self.provider, self.service_tier, True, self.speed)
 
     def _build(self, status: Status, error: str | None) -> CallRecord:
         # The call's latency ends here, before tokenspy's own work (estimates, the first price lookup).
@@ -635,13 +651,9 @@ class Call:
         if self.cache_hit:
             cost: int | None = 0
         else:
-            requested = self.request_model
-            other = requested is not None and requested != model
-            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, not other, self.speed)
-            if rates is None and other:
-                # A served name no price source knows (a gateway's alias, a fake's fixed name): the model
-                # asked for is the best known price; warned under its name if it has none either.
-                rates = self.tracker.prices.rates_for(requested, self.provider, self.service_tier, True, self.speed)
+            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, False, self.speed)
+            if rates is None:
+                rates = self._unknown_price(model)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
         tags: Mapping[str, Any] = config.tags

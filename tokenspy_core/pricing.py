@@ -213,16 +213,13 @@ class PriceBook:
             return None
         key = (model, provider, service_tier, speed)
         try:
-            return self._cache[key]
+            rates = self._cache[key]
         except KeyError:
-            pass
-        rates = self._override(model) or self._lookup(model, provider, service_tier, speed)
-        if rates is None and not warn:
-            return None  # not cached: a call's own lookup of it still warns
-        with self._lock:
-            self._cache[key] = rates
-        if rates is None:
-            self._warn_unpriced(model)
+            rates = self._override(model) or self._lookup(model, provider, service_tier, speed)
+            with self._lock:
+                self._cache[key] = rates
+        if rates is None and warn:
+            self._warn_unpriced(model)  # once per model: the first lookup that prices a call says it
         return rates
 
     def _override(self, model: str) -> ModelRates | None:
@@ -265,6 +262,8 @@ class PriceBook:
         return self._snapshot
 
     def _warn_unpriced(self, model: str) -> None:
+        if model in self._warned:  # every later call of an unpriced model: no lock
+            return
         if sys.is_finalizing():  # a stream dropped at interpreter shutdown: genai-prices cannot be imported
             return
         with self._lock:

@@ -27,9 +27,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenspy_core import Call, Tracker, default_tracker
+from tokenspy_core import call as core_call
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.at_exit import end_open_at_exit
-from tokenspy_core.call import MergedCall, _adopted, active_call, config
+from tokenspy_core.call import MergedCall, _active, config
 from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
 
 from .. import _instrument
@@ -211,16 +212,16 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if _owners.setdefault(key, self) is not self:
             return  # another TokenSpyHandler feeding the same tracker records this run
         run.owner_key = key
-        if kwargs.get("batch_size", 1) == 1:
-            outer = active_call()
-            if (outer is not None and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int)
-                    and outer.adopt_inner()):
-                # A model called inside another model's call (a wrapper or router model, another
-                # framework's adapter for LangChain models): one provider call, the outer call's record.
-                # The outer stays active, so the SDK layer underneath merges into it too. Only the first
-                # such model: a wrapper's second model call is a provider call of its own.
-                run.call = MergedCall(outer)  # type: ignore[assignment]
-                return
+        outer = _active.get()
+        if (outer is not None and outer.status == "active" and kwargs.get("batch_size", 1) == 1
+                and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int)
+                and outer.adopt_inner()):
+            # A model called inside another model's call (a wrapper or router model, another framework's
+            # adapter for LangChain models): one provider call, the outer call's record. The outer stays
+            # active, so the SDK layer underneath merges into it too. Only the first such model: a
+            # wrapper's second model call is a provider call of its own.
+            run.call = MergedCall(outer)  # type: ignore[assignment]
+            return
         try:
             call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
                         prompt=prompt, streamed=bool(params.get("stream") or params.get("streaming")),
@@ -582,7 +583,7 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
 
 
 def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
-    if _adopted and call.has_inner():
+    if core_call.any_adopted and call.has_inner():
         return  # a wrapper model: its first inner model's numbers are this record's (`Call.adopt_inner`)
     generation = ex.result_message(response)
     message = getattr(generation, "message", None)
