@@ -198,7 +198,10 @@ class StreamTracker(CloseHook):
 
     def errored(self, exc: BaseException) -> None:
         self._settle()
-        end_on_exception(self.call, exc)
+        if self.complete and _is_cancellation(exc):
+            _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
+        else:
+            end_on_exception(self.call, exc)
 
     def stopped(self) -> None:
         """The consumer stopped, closed the stream or dropped it."""

@@ -302,3 +302,46 @@ def test_background_responses_pending_are_bounded_the_oldest_given_up_as_estimat
     client.responses.retrieve(ids[2])
     assert len(tokenspy.calls()) == 2
     _assert_exact_background(tokenspy.calls()[1])
+
+
+# -- a cancellation after the provider's final usage ----------------------------------------------------
+
+def _chunk(data: dict[str, Any]) -> bytes:
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-2024-08-06"}
+    return f"data: {json.dumps({**base, **data})}\n\n".encode()
+
+
+async def test_a_stream_cancelled_after_its_final_usage_is_finished_not_partial() -> None:
+    tokenspy.set_price("gpt-4o", input=1, output=2)
+    hanging = asyncio.Event()
+
+    class UsageThenHang(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            yield _chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Paris"},
+                                       "finish_reason": None}]})
+            yield _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            yield _chunk({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}})
+            hanging.set()
+            await asyncio.sleep(10)  # the provider is slow to close the stream
+            yield b"data: [DONE]\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=UsageThenHang())
+
+    client = _async_openai(handler, max_retries=0)
+
+    async def consume() -> None:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(consume())
+    await hanging.wait()
+    await asyncio.sleep(0.05)  # the consumer has the usage chunk and waits for the next
+    task.cancel()  # a request timeout, a client gone
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = only_record()
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "provider")
+    assert (record.input_tokens, record.output_tokens) == (11, 3)
+    assert record.cost_usd == pytest.approx((11 * 1 + 3 * 2) / 1e6)
