@@ -30,7 +30,7 @@ from weakref import WeakKeyDictionary, WeakSet
 
 from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, ModelRates, usd
-from .spans import Sink, Span
+from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
 from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, is_anthropic_usage, usage_from_any
@@ -278,6 +278,8 @@ class Call:
                  sinks: Iterable[Sink] = (), operation: str = "chat",
                  tags: Mapping[str, Any] | None = None, tools: Any = None) -> None:
         span = _current_span.get() if parent is CURRENT else parent
+        if span is not None and span._ended and parent is CURRENT:
+            span = past_ended_sessions(span)
         if span is not None:
             for budget in span.budgets:
                 budget.check()

@@ -147,7 +147,19 @@ def inner_span(current: Span | None, outer: Span | None) -> Span | None:
 
 
 def current_span() -> Span | None:
-    return _current.get()
+    span = _current.get()
+    return span if span is None or not span._ended else past_ended_sessions(span)
+
+
+def past_ended_sessions(span: Span | None) -> Span | None:
+    """`span`, or its nearest ancestor that is not a session whose block has exited. A session entered
+    in an async generator sets the consuming task's context; when the generator is abandoned and
+    finalized in another task, nothing can restore that context: its later calls are not the session's.
+    (Other ended spans stay where they are: a framework may run a stream's lazy work under the ended
+    level that produced it.)"""
+    while span is not None and span._ended and span.kind == "session":
+        span = span.parent
+    return span
 
 
 # Framework adapters register here how to find, for the levels they do not make current (a LangGraph
@@ -159,7 +171,7 @@ def user_span_parent() -> Span | None:
     """The parent of a span a user opens here (a `profile`, a `session`): the framework level whose code
     is running if it is below the current span (what that code spends is the level's too), else the
     current span."""
-    current = _current.get()
+    current = current_span()
     for find in enclosing_levels:
         with guarded("enclosing level"):
             level = find()

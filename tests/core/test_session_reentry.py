@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -89,3 +90,29 @@ def test_a_session_budget_is_the_session_objects_across_its_entries() -> None:
     assert shared.calls == 4
     assert refused == 8
     assert shared.cost == pytest.approx(0.0004)
+
+
+def test_a_session_in_an_abandoned_async_generator_is_not_the_consumers_span_afterwards() -> None:
+    import gc
+
+    holder: dict[str, tokenspy.Session] = {}
+
+    async def relay() -> AsyncIterator[int]:
+        with tokenspy.session("sse") as s:
+            holder["s"] = s
+            _one_call()
+            for i in range(3):
+                yield i
+
+    async def main() -> tuple[str, ...]:
+        gen = relay()
+        async for _ in gen:
+            break  # the client went away: the generator is dropped without aclose()
+        del gen
+        gc.collect()  # the loop's finalizer closes it, in a task of its own
+        await asyncio.sleep(0.05)
+        assert tokenspy.current_span() is None
+        return tokenspy.record("gpt-4o", input_tokens=1, output_tokens=0).span_path
+
+    assert asyncio.run(main()) == ()
+    assert holder["s"].calls == 1
