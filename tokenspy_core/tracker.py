@@ -259,7 +259,7 @@ class Tracker(Sink):
         tree["name"] = "(root)"
         return {
             "total_cost_usd": total.cost_usd,  # None when every call was unpriced, as per model
-            "total_cost_usd_exact": None if total.cost_usd is None else str(usd(total.cost)),
+            "total_cost_usd_exact": None if total.cost_usd is None else format(usd(total.cost), "f"),
             "total_tokens": total.total_tokens,
             "input_tokens": total.input_tokens,
             "output_tokens": total.output_tokens,

@@ -422,7 +422,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     text = _align(table, right={1, 2, 3, 4, 5})
     unpriced = a.total.unpriced_calls + b.total.unpriced_calls
     if unpriced:
-        text += f"\n({unpriced} unpriced calls count as $0 here: tokenspy.set_price(...) them)"
+        calls = "call counts" if unpriced == 1 else "calls count"
+        text += f"\n({unpriced} unpriced {calls} as $0 here: tokenspy.set_price(...) them)"
     _emit(text, None)
     return 0
 

@@ -87,3 +87,8 @@ def test_a_line_break_in_a_span_name_keeps_the_box_closed() -> None:
     lines = _lines()
     assert len({len(line) for line in lines}) == 1
     assert any("line1 line2 line3" in line for line in lines)
+
+
+def test_the_exact_total_is_plain_decimal_text() -> None:
+    tokenspy.record("gpt-4o-mini", input_tokens=1, output_tokens=0)  # $0.15 per million: 1.5e-7
+    assert tokenspy.stats()["total_cost_usd_exact"] == "0.000000150000000"
