@@ -85,18 +85,20 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
                 try:
                     to_send: Any = None
                     to_throw: BaseException | None = None
+                    here: Span | None = span  # the body's current span: a session it opened stays current
                     while True:
-                        with use_span(span):
+                        with use_span(here):
                             try:
                                 item = await (agen.athrow(to_throw) if to_throw is not None
                                               else agen.asend(to_send))
                             except StopAsyncIteration:
                                 return
+                            here = current_span()
                         to_throw = None
                         try:
                             to_send = yield item
                         except GeneratorExit:
-                            with use_span(span):
+                            with use_span(here):
                                 await agen.aclose()
                             raise
                         except BaseException as exc:
@@ -118,17 +120,19 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
                 try:
                     to_send: Any = None
                     to_throw: BaseException | None = None
+                    here: Span | None = span  # the body's current span: a session it opened stays current
                     while True:
-                        with use_span(span):
+                        with use_span(here):
                             try:
                                 item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
                             except StopIteration as stop:
                                 return stop.value
+                            here = current_span()
                         to_throw = None
                         try:
                             to_send = yield item
                         except GeneratorExit:
-                            with use_span(span):
+                            with use_span(here):
                                 gen.close()
                             raise
                         except BaseException as exc:
@@ -259,14 +263,19 @@ class Session(TrackerView):
 
     def _exit(self, exc: BaseException | None) -> None:
         stack = self._entries.get()
-        entry = next((e for e in reversed(stack) if e in self._open), None) if stack else None
-        if entry is None:
+        # The innermost entry this context made (by identity: re-entries are equal tuples).
+        at = next((i for i in range(len(stack) - 1, -1, -1) if any(e is stack[i] for e in self._open)), None)
+        if at is None:
             if not self._open:
                 return
             entry = self._open[-1]
         else:
-            self._entries.set(stack[:stack.index(entry)])
-        self._open.remove(entry)
+            entry = stack[at]
+            self._entries.set(stack[:at])
+        for i, e in enumerate(self._open):  # in place: other tasks append to it meanwhile
+            if e is entry:
+                del self._open[i]
+                break
         span, use = entry
         if use is not None:  # else an entry inside its own block, which the outer one ends
             use.__exit__(None, None, None)
