@@ -190,10 +190,20 @@ def _cost_at(rates: ModelRates, group: _Group) -> int:
     return replace(r, cache_write=max(r.cache_write, r.cache_write_1h)).cost(u)
 
 
+def _priced_name(g: _Group, prices: PriceBook) -> str:
+    """The name the group's calls were priced by: the served model, or the model asked for when no price
+    source knows the served name (a gateway's alias), as `Call` prices them."""
+    if prices.rates_for(g.model, g.provider, warn=False) is None:
+        requested = next((r.get("request_model") for r in g.records if r.get("request_model")), None)
+        if requested:
+            return str(requested)
+    return g.model
+
+
 def _downgrade_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
     hints = []
     for g in groups:
-        cheaper = CHEAPER_MODEL.get(_family_name(g.model))
+        cheaper = CHEAPER_MODEL.get(_family_name(_priced_name(g, prices)))
         if cheaper is None:
             continue
         rates = prices.rates_for(cheaper, g.provider, warn=False)
@@ -216,7 +226,7 @@ def _cache_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
                 or u.cached_input_tokens / u.input_tokens >= MAX_CACHED_SHARE
                 or uncached * CACHEABLE_PERCENT < MIN_PREFIX_TOKENS * 100 * n):
             continue
-        rates = prices.rates_for(g.model, g.provider, warn=False)
+        rates = prices.rates_for(_priced_name(g, prices), g.provider, warn=False)
         if rates is None:
             continue
         # Base rates: a long-context tier scales every rate up, and with it the saving.
@@ -237,7 +247,10 @@ def _record_rates(r: dict[str, Any], prices: PriceBook) -> ModelRates | None:
     # An unpriced record was looked up (and warned about) when it was made: do not ask again.
     if r.get("cost_femto") is None or not r.get("model"):
         return None
-    return prices.rates_for(r["model"], r.get("provider"), warn=False)
+    rates = prices.rates_for(r["model"], r.get("provider"), warn=False)
+    if rates is None and r.get("request_model"):  # a served name no price source knows: priced as asked
+        rates = prices.rates_for(r["request_model"], r.get("provider"), warn=False)
+    return rates
 
 
 def _by_span_model(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -297,9 +297,22 @@ def _row(record: CallRecord, capture: bool, pid: int, host: str) -> tuple[Any, .
         SPAN_SEPARATOR.join(record.span_path), _tuple_json(record.span_path), _tuple_json(record.span_kinds),
         record.latency_s, record.ttft_s, _encode(dict(tags)) if tags else "{}",
         None if commit is None else str(commit), pid, host,
-        _encode(record.prompt) if capture and record.prompt is not None else None,
-        record.response if capture else None,
+        _content(record.prompt, _encode) if capture and record.prompt is not None else None,
+        _content(record.response, str) if capture and record.response is not None else None,
     )
+
+
+def _content(value: Any, encode: Callable[[Any], str]) -> str | None:
+    """A captured prompt or response as SQLite text. One it cannot hold (a dict with int and str keys,
+    a lone surrogate) is stored as near as it can be, never failing the batch of rows it is written in."""
+    try:
+        text = encode(value)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(value, default=str, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return None
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _record(row: tuple[Any, ...]) -> CallRecord:

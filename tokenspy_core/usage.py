@@ -340,9 +340,12 @@ def usage_from_any(usage: Any) -> UsageReport:
         return usage_from_langchain(usage)
     if _get(usage, "inputTokens") is not None or _get(usage, "outputTokens") is not None:
         return _bedrock_converse(usage)
-    # A bare {input_tokens, output_tokens}: no cache fields, so the raw/normalized distinction vanishes.
-    report = UsageReport(_int(_get(usage, "input_tokens")), _int(_get(usage, "output_tokens")))
-    if report.input_tokens is None and report.output_tokens is None and isinstance(usage, Mapping) and usage:
+    # A bare {input_tokens, output_tokens}: no cache fields, so the raw/normalized distinction vanishes; with
+    # tokenspy's own subset names (a normalized report written as a dict), those too.
+    report = UsageReport(_int(_get(usage, "input_tokens")), _int(_get(usage, "output_tokens")),
+                         _int(_get(usage, "cached_input_tokens")), _int(_get(usage, "cache_write_tokens")),
+                         _int(_get(usage, "reasoning_tokens")), _int(_get(usage, "cache_write_1h_tokens")))
+    if report.is_empty() and isinstance(usage, Mapping) and usage:
         _warn_unknown_keys(usage)
     return report
 
@@ -364,7 +367,8 @@ _KNOWN_KEYS = frozenset({"input_tokens", "output_tokens", "total_tokens", "promp
                          "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
                          "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
                          "input_token_details", "output_token_details", "input_tokens_details",
-                         "output_tokens_details", "prompt_token_count", "candidates_token_count"})
+                         "output_tokens_details", "prompt_token_count", "candidates_token_count",
+                         "prompt_tokens_details", "completion_tokens_details", "inputTokens", "outputTokens"})
 _warned_keys: set[frozenset[str]] = set()
 
 

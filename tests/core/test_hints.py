@@ -292,3 +292,18 @@ def test_report_lists_hints_under_the_tree_unless_turned_off() -> None:
     assert data["hints"] == [{"kind": "downgrade", "span": "answer", "model": "gpt-4o", "saving_usd": 0.00235,
                               "saving_femto": 2350 * MICRO, "text": data["hints"][0]["text"]}]
     assert "hints" not in json.loads(tracker.render("json", hints=False))
+
+
+def test_a_gateway_alias_priced_as_the_model_asked_for_gets_that_models_hints() -> None:
+    PRICES.set_price("gpt-4o", input=2.5, output=10, cached_input=1.25)
+    PRICES.set_price("gpt-4o-mini", input=0.15, output=0.6, cached_input=0.075)
+    tracker = Tracker()
+    span = Span("answer", "function")
+    for _ in range(2):
+        call = Call(tracker, "gpt-4o", parent=span, streamed=True)
+        call.set_model("corp-gateway-gpt4o-prod")  # a served name no price source knows
+        call.set_usage(input_tokens=1200, output_tokens=300)
+        call.finish()
+    [hint] = compute_hints(tracker.stats())
+    # gpt-4o: 2 x (1200*2.5 + 300*10) = 12000 µ$; gpt-4o-mini: 2 x (1200*0.15 + 300*0.6) = 720 µ$
+    assert (hint.kind, hint.model, hint.saving_femto) == ("downgrade", "corp-gateway-gpt4o-prod", 11280 * MICRO)

@@ -276,3 +276,19 @@ def test_track_git_tags_records_with_the_commit(tmp_path: Path, monkeypatch: pyt
         assert conn.execute("SELECT git_commit, tags FROM calls").fetchone() == (
             sha, f'{{"git_commit": "{sha}", "user": "ann"}}')
     assert config.tags["git_commit"] == sha
+
+
+@pytest.mark.parametrize("odd_prompt", [{"k": "v", 1: "an int key"}, "a lone surrogate \ud800 here"],
+                         ids=["mixed-keys", "surrogate"])
+def test_a_prompt_the_database_cannot_hold_as_is_loses_no_row(db: Path, odd_prompt: Any) -> None:
+    tokenspy.init(persist=str(db), capture_content=True)
+    tokenspy.set_price("gpt-4o", input=1, output=1)
+    for prompt in ["first", odd_prompt, "last"]:
+        call = tokenspy.start_call("gpt-4o", prompt=prompt)
+        call.set_usage(input_tokens=1, output_tokens=1)
+        call.finish()
+    for store in stores():
+        store.flush()
+    rows = load_records(db)
+    assert len(rows) == 3
+    assert [r.prompt for r in rows][0::2] == ["first", "last"]
