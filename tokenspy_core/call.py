@@ -498,7 +498,10 @@ class Call:
         model): the first becomes this call's record (True), once; a later one is a provider call of its
         own. Separate from `claim`, which the SDK request underneath then takes."""
         with _end_lock:
-            if self.status != "active" or self in _adopted:
+            # Not once its own request went out (an SDK request claimed it) or its answer began: a model
+            # call starting then is another provider call (a judge run from a callback, a model called
+            # while a stream is read).
+            if self.status != "active" or self._claimed or self._ttft is not None or self in _adopted:
                 return False
             global any_adopted
             any_adopted = True

@@ -60,3 +60,4 @@ def test_two_handlers_on_two_trackers_count_a_call_once_in_the_session_and_its_b
         with pytest.raises(tokenspy.BudgetExceededError):
             model.invoke("hi", {"callbacks": [shared, tenant]})
     assert budgeted.calls == 2 and len(fp.requests) == 3
+

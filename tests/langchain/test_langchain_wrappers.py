@@ -159,3 +159,26 @@ def test_a_router_calling_two_models_records_each_provider_call_once(
     for entry, record in zip(fp.requests, records, strict=True):
         assert from_log(entry).matches(record), (entry, record)
     assert handler.open_runs == 0
+
+
+def test_a_judge_model_called_from_a_callbacks_on_llm_end_is_its_own_record(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    main, judge = openai_chat(fp, stream_usage=True), openai_chat(fp, model="gpt-4o-mini")
+
+    class Judge(BaseCallbackHandler):
+        busy = False
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            if not self.busy:  # the judge's own end comes here too
+                self.busy = True
+                judge.invoke("Rate this answer: " + response.generations[0][0].text)
+
+    tokenspy.set_handler(handler)  # after the user's handler: it runs once the judge has run
+    main.invoke("What is the capital of France?", config={"callbacks": [Judge()]})
+    records = sorted(tokenspy.calls(), key=lambda r: r.id)
+    assert [r.request_model for r in records] == ["gpt-4o", "gpt-4o-mini"]
+    by_model = {e["model"]: e for e in fp.requests}
+    for record in records:
+        assert from_log(by_model[str(record.request_model)]).matches(record)

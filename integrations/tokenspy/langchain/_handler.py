@@ -480,9 +480,10 @@ def _release_leftover(run: Run) -> None:
 
 
 def _in_flight(run: Run) -> bool:
-    """A model run whose request is still in flight when its root ends: no chunk has come (a stream
-    cut short has), so it is not an abandoned stream but a call running in a task that outlived its
-    tool or graph. It ends with its own callback, with the provider's usage."""
+    """A model run whose request is still in flight when its root ends without error: no chunk has come
+    (a stream cut short has: LangChain may end the root of an abandoned chain stream before the model
+    run), so it is a call running in a task that outlived its tool or graph. It ends with its own
+    callback, with the provider's usage."""
     call = run.call
     return call is not None and call.status == "active" and run.parts is None and not run.batched
 
