@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -116,3 +116,31 @@ def test_a_session_in_an_abandoned_async_generator_is_not_the_consumers_span_aft
 
     assert asyncio.run(main()) == ()
     assert holder["s"].calls == 1
+
+
+def test_a_session_entered_three_times_inside_itself_keeps_every_call() -> None:
+    s = tokenspy.session("deep")
+    with s:
+        with s:
+            with s:
+                tokenspy.record("gpt-4o", input_tokens=1, output_tokens=0)
+            tokenspy.record("gpt-4o", input_tokens=10, output_tokens=0)
+        tokenspy.record("gpt-4o", input_tokens=100, output_tokens=0)
+    assert (s.calls, s.tokens) == (3, 111)
+    assert [r.span_path for r in tokenspy.calls()] == [("deep",)] * 3
+
+
+def test_a_session_opened_in_a_profiled_generator_gets_the_calls_after_its_yields() -> None:
+    holder: dict[str, tokenspy.Session] = {}
+
+    @tokenspy.profile
+    def pages() -> Iterator[int]:
+        with tokenspy.session("g") as s:
+            holder["s"] = s
+            for i in range(3):
+                tokenspy.record("gpt-4o", input_tokens=10**i, output_tokens=0)
+                yield i
+
+    assert list(pages()) == [0, 1, 2]
+    assert holder["s"].tokens == 111
+    assert [r.span_path for r in tokenspy.calls()] == [("pages", "g")] * 3
