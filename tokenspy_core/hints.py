@@ -278,13 +278,16 @@ def _partial_hints(records: list[dict[str, Any]], prices: PriceBook) -> list[Hin
 
 
 def _retried(group: list[dict[str, Any]], keys: list[str | None], i: int) -> bool:
-    """Whether `group[i]` (failed) is followed by the same request soon after it ended."""
+    """Whether `group[i]` (failed) is followed by the same request soon after it ended: same span path and
+    model, same tags (two concurrent requests tagged apart, as `session(name, tags={"request_id": ...})`
+    does, are not one retried), and the same prompt when both were captured."""
     end = group[i]["started_at"] + group[i]["latency_s"]
     for j in range(i + 1, len(group)):
         gap = group[j]["started_at"] - end
         if gap > RETRY_WINDOW_S:
             return False
-        if gap >= -_CLOCK_SLACK_S and (keys[i] is None or keys[j] is None or keys[i] == keys[j]):
+        if (gap >= -_CLOCK_SLACK_S and (keys[i] is None or keys[j] is None or keys[i] == keys[j])
+                and (group[i].get("tags") or {}) == (group[j].get("tags") or {})):
             return True
     return False
 

@@ -307,3 +307,16 @@ def test_a_gateway_alias_priced_as_the_model_asked_for_gets_that_models_hints() 
     [hint] = compute_hints(tracker.stats())
     # gpt-4o: 2 x (1200*2.5 + 300*10) = 12000 µ$; gpt-4o-mini: 2 x (1200*0.15 + 300*0.6) = 720 µ$
     assert (hint.kind, hint.model, hint.saving_femto) == ("downgrade", "corp-gateway-gpt4o-prod", 11280 * MICRO)
+
+
+def test_a_failure_in_one_tagged_request_is_not_retried_by_another_requests_call() -> None:
+    PRICES.set_price("acme-large", input=2, output=8)
+    tracker = Tracker()
+    for rid, end in (("r1", "boom"), ("r2", "finish")):
+        span = Span("request", "session", tags={"request_id": rid})
+        _call(tracker, "acme-large", span, input=100, output=10, end=end)
+    assert _kind(compute_hints(tracker.stats()), "retry") == []
+    again = Span("request", "session", tags={"request_id": "r1"})
+    _call(tracker, "acme-large", again, input=100, output=10)  # r1's own retry
+    [hint] = _kind(compute_hints(tracker.stats()), "retry")
+    assert hint.span == "request"
