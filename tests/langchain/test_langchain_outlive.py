@@ -61,3 +61,22 @@ def test_two_handlers_on_two_trackers_count_a_call_once_in_the_session_and_its_b
             model.invoke("hi", {"callbacks": [shared, tenant]})
     assert budgeted.calls == 2 and len(fp.requests) == 3
 
+
+
+TOOLS = [{"type": "function", "function": {"name": "search_docs", "description": "Search the docs.", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+
+
+@pytest.mark.parametrize("layers", ["langchain_only", "with_sdk_layer"], indirect=True)
+def test_a_tool_call_stream_failing_midway_counts_the_tool_call_received(
+        fp: FakeProvider, handler: TokenSpyHandler, layers: str) -> None:
+    from tokenspy_core.tokenizer import count_tokens
+
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=fp.openai_base_url, api_key=KEY, max_retries=0, streaming=True,
+                       stream_usage=True, default_headers={"x-fake-flags": "midstream"}).bind_tools(TOOLS)
+    with pytest.raises(Exception, match="fake"):
+        model.invoke("Can I get a refund?", config={"callbacks": [handler]})
+    (record,) = handler.calls()
+    assert (record.status, record.partial) == ("failed", True)
+    # The fake sent the tool's name and the first half of its arguments before the error.
+    assert record.output_tokens == count_tokens('search_docs{"query":', "gpt-4o-mini")

@@ -293,6 +293,22 @@ def service_tier(message: Any) -> str | None:
     return value if value.__class__ is str else None
 
 
+def chunk_tool_text(chunk: Any) -> str:
+    """A streamed chunk's tool-call deltas as text (name, then the raw arguments), for the estimate of a
+    stream cut short: a tool-call chunk's token is empty."""
+    calls = getattr(getattr(chunk, "message", None), "tool_call_chunks", None)
+    if not calls:
+        return ""
+    text = ""
+    for call in calls:
+        name, args = _get(call, "name"), _get(call, "args")
+        if isinstance(name, str):
+            text += name
+        if isinstance(args, str):
+            text += args
+    return text
+
+
 def message_text(generation: Any) -> str:
     """A whole answer as text, for an estimate: its content plus tool-call names and arguments."""
     message = _get(generation, "message")

@@ -256,9 +256,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # brings the whole message, usage included). Anything else takes the path below. Every keyword
         # LangChain passes is named: binding one into **kwargs costs more than this whole body.
         last_id, append, _ = self._last
-        if last_id is run_id and token.__class__ is str:
+        if last_id is run_id and token.__class__ is str and token:
             append(token)
-        else:
+        else:  # an empty token may be a tool-call delta: its name and arguments are output too
             self._new_token(token, chunk, run_id)
 
     def _new_token(self, token: Any, chunk: Any, run_id: UUID) -> None:
@@ -284,7 +284,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             if run is None or run.call is None:
                 return
             if token.__class__ is str:
-                append(token)
+                append(token or ex.chunk_tool_text(chunk))
             elif token:
                 append(ex.content_text(token))  # content blocks (Anthropic)
         except Exception as exc:
