@@ -106,6 +106,26 @@ def _encoding_name(model: str | None) -> str:
     return name if name in _ENCODINGS else _DEFAULT_ENCODING
 
 
+def tokenizer_model(served: str | None, requested: str | None) -> str | None:
+    """The model name to pick an encoding by: the served one, unless tiktoken knows only the requested
+    one (a gateway's alias serving gpt-4: counted with gpt-4's encoding, as it is priced by its name)."""
+    if requested and served != requested and _known(requested) and not _known(served):
+        return requested
+    return served or requested
+
+
+def _known(model: str | None) -> bool:
+    if not model:
+        return False
+    try:
+        from tiktoken.model import encoding_name_for_model
+
+        encoding_name_for_model(model.rsplit("/", 1)[-1])
+    except (KeyError, ImportError):
+        return False
+    return True
+
+
 def encoding_for_model(model: str | None) -> tiktoken.Encoding:
     """The encoding tiktoken assigns to `model`; o200k_base for models it does not know."""
     return _load(_encoding_name(model))
@@ -196,15 +216,27 @@ def _message_parts(message: Any) -> tuple[str, str]:
         # Responses API items (function_call, function_call_output) are their own content.
         text = _content_text(message.get("content") if "content" in message else message)
         calls = message.get("tool_calls")
-        return str(message.get("role") or ""), text + _tool_calls_text(calls) if calls else text
+        role = message.get("role") or _item_role(message.get("type"))
+        return str(role or ""), text + _tool_calls_text(calls) if calls else text
     content = getattr(message, "content", _ABSENT)
-    if content is _ABSENT and isinstance(getattr(message, "type", None), str):
+    kind = getattr(message, "type", None)
+    if content is _ABSENT and isinstance(kind, str):
         # A Responses API item object (`function_call`): its own content, as its dict is.
-        return str(getattr(message, "role", None) or ""), _content_text(message)
+        return str(getattr(message, "role", None) or _item_role(kind)), _content_text(message)
     role = getattr(message, "role", None) or getattr(message, "type", None) or ""
     text = _content_text(None if content is _ABSENT else content)
     calls = getattr(message, "tool_calls", None)
     return str(role), text + _tool_calls_text(calls) if calls else text
+
+
+def _item_role(kind: Any) -> str:
+    """The role a role-less Responses input item stands for, as the same history in chat messages: a
+    tool's output is a tool message, a function call (or a reasoning item) an assistant one."""
+    if not isinstance(kind, str):
+        return ""
+    if kind.endswith("_output"):
+        return "tool"
+    return "assistant" if kind.endswith("_call") or kind == "reasoning" else ""
 
 
 # LangChain message types, as the roles a provider is sent.

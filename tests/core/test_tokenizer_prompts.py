@@ -64,9 +64,16 @@ def test_sdk_block_objects_in_the_history_count_as_their_dicts() -> None:
 
 
 def test_a_responses_item_object_in_the_input_counts_as_its_dict() -> None:
-    # `input += response.output`: a function_call item is a message of its own, with no role or content.
+    # `input += response.output`: a function_call item is a message of its own with no role or content,
+    # counted as the assistant message carrying the same call in a chat history.
     items = [{"role": "user", "content": "Weather in Paris?"}, FUNCTION_CALL]
     as_dicts = [items[0], FUNCTION_CALL.model_dump(exclude_none=True)]
     expected = 3 * 2 + 3 + count_tokens("user", "gpt-4o") + count_tokens("Weather in Paris?", "gpt-4o") + count_tokens(
-        'get_weather{"city": "Paris"}', "gpt-4o")
-    assert count_prompt_tokens(items, "gpt-4o") == count_prompt_tokens(as_dicts, "gpt-4o") == expected == 22
+        "assistant", "gpt-4o") + count_tokens('get_weather{"city": "Paris"}', "gpt-4o")
+    assert count_prompt_tokens(items, "gpt-4o") == count_prompt_tokens(as_dicts, "gpt-4o") == expected == 23
+
+
+def test_a_responses_function_call_output_counts_as_a_tool_message() -> None:
+    item = {"type": "function_call_output", "call_id": "fc_1", "output": '{"temp": 21}'}
+    as_chat = {"role": "tool", "content": '{"temp": 21}'}
+    assert count_prompt_tokens([item], "gpt-4o") == count_prompt_tokens([as_chat], "gpt-4o")
