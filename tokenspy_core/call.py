@@ -32,7 +32,7 @@ from ._guard import _passthrough, log_internal_error
 from .pricing import FEMTO_PER_USD, ModelRates, usd
 from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
-from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt
+from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt, tokenizer_model
 from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, is_anthropic_usage, usage_from_any
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ _NO_REPORT = UsageReport()
 # Called with every new Call at the end of its __init__, in the context that started it (the
 # OpenTelemetry exporter keeps the OTel context there). Empty: one truthiness test per call.
 call_listeners: list[Callable[[Call], None]] = []
+# Providers whose reported input excludes cache reads and writes (their usage, given in pieces as plain
+# dicts, adds the cache fields reported before to a later piece's input).
+_CACHE_EXCLUSIVE_INPUT = frozenset({"anthropic", "bedrock", "aws.bedrock", "aws_bedrock"})
 # Calls made `activate(alongside=...)`: second records of one provider call (see `Call.activate`).
 _echoes: WeakSet[Call] = WeakSet()
 # Calls an inner framework model call merged into (see `Call.adopt_inner`).
@@ -386,9 +389,10 @@ class Call:
             else:
                 if (report.input_tokens is not None and usage is not None
                         and (report.cached_input_tokens is None or report.cache_write_tokens is None)
-                        and (is_anthropic_usage(usage) or (self.provider == "anthropic" and type(usage) is dict))):
-                    # Anthropic's input excludes the cache: a piece that repeats it without the cache
-                    # fields (a message_delta) adds the cache reads and writes reported before it.
+                        and (is_anthropic_usage(usage) or (type(usage) is dict and (
+                            "inputTokens" in usage or self.provider in _CACHE_EXCLUSIVE_INPUT)))):
+                    # Anthropic's (and Bedrock's) input excludes the cache: a piece that repeats it without
+                    # the cache fields (a message_delta) adds the cache reads and writes reported before it.
                     if report.cached_input_tokens is None:
                         report.input_tokens += current.cached_input_tokens or 0
                     if report.cache_write_tokens is None:
@@ -625,10 +629,11 @@ class Call:
         response_started = status == "failed" and (self._ttft is not None or not rep.is_empty())
         if input_tokens is None or output_tokens is None:  # not the common case: the provider reported both
             billed = status != "failed" or response_started
+            counted_as = tokenizer_model(model, self.request_model)
             if input_tokens is None:
                 # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
-                input_tokens = (count_prompt_tokens(self._prompt, model) + count_tool_tokens(self._tools, model)
-                                if billed else 0)
+                input_tokens = (count_prompt_tokens(self._prompt, counted_as)
+                                + count_tool_tokens(self._tools, counted_as) if billed else 0)
                 # Never below the subsets the provider did report (cache reads and writes are input).
                 input_tokens = max(input_tokens, (rep.cached_input_tokens or 0) + (rep.cache_write_tokens or 0))
                 if billed:
@@ -641,7 +646,7 @@ class Call:
                     final = self._final_text
                     text = final() if callable(final) else final
                 # Reasoning is billed as output but never streamed as text: a reported count adds to it.
-                output_tokens = count_tokens(text or "", model) + (rep.reasoning_tokens or 0)
+                output_tokens = count_tokens(text or "", counted_as) + (rep.reasoning_tokens or 0)
                 if billed:
                     estimated = (*estimated, "output_tokens")
             source: UsageSource = ("provider" if not estimated

@@ -143,3 +143,30 @@ def test_a_refused_add_text_is_no_first_token() -> None:
     call.set_usage(input_tokens=1, output_tokens=0)
     record = call.finish()
     assert record is not None and record.ttft_s is None
+
+
+@pytest.mark.parametrize("first, then", [
+    ({"inputTokens": 50, "outputTokens": 1, "cacheReadInputTokens": 30, "cacheWriteInputTokens": 20},
+     {"inputTokens": 50, "outputTokens": 15}),
+    ({"input_tokens": 50, "output_tokens": 1, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 20},
+     {"input_tokens": 50, "output_tokens": 15}),
+], ids=["camelCase", "snake_case"])
+def test_bedrock_pieces_keep_the_cache_in_the_input(first: dict[str, int], then: dict[str, int]) -> None:
+    call = tokenspy.start_call("claude-3-5-sonnet-20241022", provider="bedrock")
+    call.set_usage(first)
+    call.set_usage(then)
+    record = call.finish()
+    assert record is not None
+    assert (record.input_tokens, record.cached_input_tokens, record.cache_write_tokens, record.output_tokens) == (
+        100, 30, 20, 15)
+
+
+def test_an_estimate_behind_a_gateway_alias_counts_with_the_requested_models_encoding() -> None:
+    tokenspy.set_price("gpt-4", input=30, output=60)
+    text = "Tokenizers differ: cl100k_base and o200k_base split this sentence differently, naïvely."
+    call = tokenspy.start_call("gpt-4")
+    call.set_model("gw-alias")  # a served name tiktoken does not know
+    call.add_text(text)
+    record = call.abort()
+    assert record is not None
+    assert record.output_tokens == count_tokens(text, "gpt-4") != count_tokens(text, "gpt-4o")
