@@ -5,6 +5,9 @@ the core lifecycle. A nested call (a CustomLLM's `chat` running its own `complet
 `MergedCall` view of the outer one: the usage and model of its end response still count, its ends
 do not, so one model invocation stays one record. Of the streamed text, the innermost calls' counts:
 it is what the provider sent (a wrapper may re-serialize it, e.g. a `StructuredLLM`).
+
+Another LLM's call inside a call (a wrapper's model) merges only if it is the first one there
+(`inner_llm`): a wrapper calling its model twice (a draft, then a refine) made two provider calls.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from . import payloads
 if TYPE_CHECKING:
     from .handler import TokenSpyHandler
 
-__all__ = ["EmbeddingCall", "LLMCall", "ends_as_abort", "nested_llm", "open_call", "start_llm"]
+__all__ = ["EmbeddingCall", "LLMCall", "ends_as_abort", "inner_llm", "nested_llm", "open_call", "start_llm"]
+
+# Taking the one place a wrapper's model call has in its record (`inner_llm`): the inner calls of a
+# wrapper running them in threads of its own (`asyncio.to_thread`) may start together.
+_take_lock = threading.Lock()
 
 
 def ends_as_abort(exc: BaseException | None) -> bool:
@@ -53,13 +60,18 @@ def open_call(owner: TokenSpyHandler, model: str | None, *, parent: Span | None,
 class LLMCall:
     """An LLM call: `chunk()` per streamed response, then `end()` or `error()`."""
 
-    __slots__ = ("call", "finalizer", "framed", "inner", "keeps_text", "model", "own", "parent", "plain",
-                 "started", "text")
+    __slots__ = ("answers", "call", "finalizer", "first", "framed", "ident", "inner", "keeps_text", "model",
+                 "own", "parent", "plain", "started", "text")
 
     def __init__(self, call: Call | MergedCall, model: str | None, framed: bool = False,
-                 parent: LLMCall | None = None) -> None:
+                 parent: LLMCall | None = None, ident: int | None = None) -> None:
         self.call = call
         self.model = model
+        self.ident = ident  # id() of the LLM making it, while it runs: its own methods nest as one call
+        # Another LLM's call merged into this one (`inner_llm`): the provider call it stands for.
+        self.first: LLMCall | None = None
+        # Merged as that provider call: its response text is the record's (the wrapper's own is not).
+        self.answers = False
         # A completion sent as chat messages (as is a call merged into one): a chat it makes inside it
         # tells the messages actually sent (`adopt`).
         self.framed = framed
@@ -182,6 +194,10 @@ class LLMCall:
             self._lend_model()
         if not self.nested:  # a merged call's text is the outer call's
             call.set_response_text(payloads.response_text(response))
+        elif self.answers and isinstance(call, MergedCall):
+            # The record's provider call: what an output estimate counts (the wrapper's `_read` skips
+            # its own answer, which may be a later model call's).
+            call.outer.set_response_text(payloads.response_text(response))
 
     def error(self, exc: BaseException | None) -> None:
         answered = self._answered()
@@ -232,6 +248,17 @@ class LLMCall:
         if self.finalizer is not None:
             self.finalizer.detach()
             self.finalizer = None
+
+    def root(self) -> LLMCall:
+        state = self
+        while state.parent is not None:
+            state = state.parent
+        return state
+
+    def unbilled(self) -> bool:
+        """A merged call that failed before any usage was reported (a 429, a connection error)."""
+        call = self.call
+        return isinstance(call, MergedCall) and call.status == "failed" and not call.reported
 
     def _lend_model(self) -> None:
         # A wrapper LLM ("unknown" model) around a real one: price the outer call by the inner model.
@@ -318,16 +345,19 @@ def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, inst
     else:
         prompt = payloads.completion_prompt(prompt, model_dict)
         framed = isinstance(prompt, list)
+    operation = payloads.operation_of(chat, model_dict)
+    ident = id(instance) if instance is not None else None
     outer = active_call()
     if outer is not None and outer not in MergedCall._batch and outer.adopt_inner():
         # Called inside another framework's model call (a LangChain model whose `_generate` runs a
         # LlamaIndex LLM): one provider call, the outer call's record; the SDK layer below merges there too.
         # Only the first: a wrapper's second model call is a provider call of its own.
-        return LLMCall(MergedCall(outer), model, framed)
+        outer.operation = operation  # the layer nearer the provider knows which endpoint it called
+        return LLMCall(MergedCall(outer), model, framed, ident=ident)
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
                      provider=payloads.provider_of(model_dict, instance), prompt=prompt,
-                     tools=payloads.tools_of(extra), streamed=streamed)
-    return LLMCall(call, model, framed)
+                     tools=payloads.tools_of(extra), streamed=streamed, operation=operation)
+    return LLMCall(call, model, framed, ident=ident)
 
 
 def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: Any,
@@ -337,12 +367,41 @@ def nested_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: A
         outer.adopt(payloads.prompt_of_messages(messages))
     outer_call = outer.call
     target = outer_call.outer if isinstance(outer_call, MergedCall) else outer_call
-    state = LLMCall(MergedCall(target), payloads.model_of(model_dict, instance), outer.framed, outer)
+    state = LLMCall(MergedCall(target), payloads.model_of(model_dict, instance), outer.framed, outer,
+                    id(instance) if instance is not None else None)
     state.keeps_text = messages is not None  # a chat: its chunks always reach it
-    root = outer
-    while root.parent is not None:
-        root = root.parent
+    root = outer.root()
     if root.inner is None:
         root.inner = []
     root.inner.append(state)
+    return state
+
+
+def inner_llm(outer: LLMCall, model_dict: Mapping[str, Any] | None, instance: Any, messages: Any,
+              operation: str) -> LLMCall | None:
+    """A call starting inside `outer` (the dispatcher's span tree tells): merged into it, or None if it
+    is a provider call of its own.
+
+    The LLM's own method (a CustomLLM's `chat` running its `complete`, `astream_chat` its
+    `stream_chat`) is the same invocation: merged. Another LLM's call (a wrapper's model, a
+    `StructuredLLM`'s) is the provider call `outer` stands for only if it is the first one inside
+    `outer`, or the one before failed with nothing billed (a fallback): a later one (a draft, then a
+    refine) is a provider call of its own, and the record keeps the first one's numbers
+    (`Call.adopt_inner`, as a LangChain model inside the record would).
+    """
+    if instance is not None and id(instance) == outer.ident:
+        return nested_llm(outer, model_dict, instance, messages)
+    root = outer.root()
+    with _take_lock:
+        taken = outer.first
+        if taken is not None and not taken.unbilled():
+            return None
+        if (taken is None and isinstance(root.call, Call) and not any(s.answers for s in root.inner or ())
+                and not root.call.adopt_inner()):
+            return None  # another framework's model (a LangChain one) is this record's provider call
+        state = nested_llm(outer, model_dict, instance, messages)
+        state.answers = True
+        outer.first = state
+    if isinstance(state.call, MergedCall):
+        state.call.outer.operation = operation  # the endpoint it called is the record's
     return state

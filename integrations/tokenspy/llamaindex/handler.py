@@ -142,15 +142,29 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         Not as `llama_index.core.global_handler`: `CallbackManager([])` (every component's default)
         takes `Settings`' handlers only if it is still empty after adding the global handler, so one
         installed there would cut the user's `Settings` handlers off every component built afterwards.
+
+        Installed again (the same handler, another one, or after `set_handler(None)`), the one forwarder
+        is pointed at this handler and put back where it was: components built meanwhile share those
+        handler lists (or copied one), and a spent budget must still refuse their calls.
         """
-        TokenSpyHandler._uninstall_global()
         TAP.install()
         with _Installed.lock:
-            _Installed.proxy = _GlobalCallbacks(self)
+            proxy = _Installed.proxy
+            if proxy is None:
+                proxy = _Installed.proxy = _GlobalCallbacks()
+            proxy.handler = self
             if Settings._callback_manager is None:  # the private field: the property would create one
-                # The one LlamaIndex makes at first use anyway; `set_handler(None)` puts None back.
-                created = Settings.callback_manager
-                _Installed.created = (created, list(created.handlers))
+                created = _Installed.created
+                if created is not None and created[0].handlers == created[1]:
+                    # The one an earlier install created, which `set_handler(None)` took off `Settings`.
+                    Settings._callback_manager = created[0]
+                else:
+                    # The one LlamaIndex makes at first use anyway; `set_handler(None)` puts None back.
+                    manager = Settings.callback_manager
+                    _Installed.created = (manager, list(manager.handlers))
+            for manager in list(_Installed.managers):
+                if proxy not in manager.handlers:
+                    manager.add_handler(proxy)
         TAP.global_owner = self
         follow_settings()
 
@@ -159,12 +173,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         TAP.global_owner = None
         with _Installed.lock:
             proxy, created, managers = _Installed.proxy, _Installed.created, list(_Installed.managers)
-            _Installed.proxy = _Installed.created = None
-            _Installed.managers.clear()
             TAP.settings_manager = None
-        if proxy is None:
-            return
-        proxy.active = False  # objects that copied their manager's list keep the proxy: make it inert
+            if proxy is None or proxy.handler is None:
+                return
+            # A list no known manager holds any more (a component's, whose manager was replaced; a
+            # copy) keeps the proxy: inert until the next install.
+            proxy.handler = None
         for manager in managers:
             if proxy in manager.handlers:
                 manager.remove_handler(proxy)
@@ -225,7 +239,7 @@ def follow_settings() -> None:
         proxy = _Installed.proxy
         manager = Settings._callback_manager
         TAP.settings_manager = manager
-        if proxy is None or manager is None or proxy in manager.handlers:
+        if proxy is None or proxy.handler is None or manager is None or proxy in manager.handlers:
             return
         manager.add_handler(proxy)
         _Installed.managers.add(manager)
@@ -239,28 +253,30 @@ class _GlobalCallbacks(BaseCallbackHandler):
     refusal into the caller.
 
     Not the handler itself: a component may have copied its manager's handler list (a deep copy, a
-    manager built from another's handlers), where `set_handler(None)` cannot remove it; it goes inert.
+    manager built from another's handlers), where `set_handler(None)` cannot remove it; it goes inert,
+    and forwards again to the handler of the next `set_handler` (one forwarder per process).
     """
 
-    def __init__(self, handler: TokenSpyHandler) -> None:
+    def __init__(self) -> None:
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
-        self.handler = handler
-        self.active = True
+        self.handler: TokenSpyHandler | None = None  # None: not installed
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _GlobalCallbacks:
         return self
 
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                        event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
-        if self.active and event_type in _TRACKED and event_id:
+        handler = self.handler
+        if handler is not None and event_type in _TRACKED and event_id:
             # The caller's frame tells which manager sends the event: a handler of ours in it owns the call.
-            self.handler._start(event_type, payload or {}, event_id, sys._getframe(1))
+            handler._start(event_type, payload or {}, event_id, sys._getframe(1))
         return event_id
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                      event_id: str = "", **kwargs: Any) -> None:
-        if self.active:
-            self.handler.on_event_end(event_type, payload, event_id, **kwargs)
+        handler = self.handler
+        if handler is not None:
+            handler.on_event_end(event_type, payload, event_id, **kwargs)
 
     def start_trace(self, trace_id: str | None = None) -> None:
         pass
@@ -270,13 +286,15 @@ class _GlobalCallbacks(BaseCallbackHandler):
 
 
 class _Installed:
-    """What `set_handler` changed, for `set_handler(None)` to undo exactly."""
+    """What `set_handler` changed, for `set_handler(None)` to undo exactly and a later install to redo."""
 
     lock: ClassVar[threading.Lock] = threading.Lock()
-    proxy: ClassVar[_GlobalCallbacks | None] = None
-    # The `Settings.callback_manager` set_handler created (there was none), with its handlers then.
+    proxy: ClassVar[_GlobalCallbacks | None] = None  # made at the first install, inert while uninstalled
+    # The `Settings.callback_manager` set_handler created (there was none), with its handlers then. Kept
+    # after `set_handler(None)` puts None back: a later install makes it `Settings`' manager again.
     created: ClassVar[tuple[CallbackManager, list[BaseCallbackHandler]] | None] = None
-    managers: ClassVar[weakref.WeakSet[CallbackManager]] = weakref.WeakSet()  # every manager the proxy was put in
+    # Every manager the forwarder was put in, across installs: each install puts it back there.
+    managers: ClassVar[weakref.WeakSet[CallbackManager]] = weakref.WeakSet()
 
 
 def handler_of(candidate: Any) -> TokenSpyHandler | None:
@@ -286,7 +304,7 @@ def handler_of(candidate: Any) -> TokenSpyHandler | None:
 
 def forwards(candidate: Any) -> bool:
     """Whether a callback-manager entry is `set_handler`'s forwarder, still installed."""
-    return isinstance(candidate, _GlobalCallbacks) and candidate.active
+    return isinstance(candidate, _GlobalCallbacks) and candidate.handler is not None
 
 
 TAP.handler_of = handler_of

@@ -53,7 +53,7 @@ from tokenspy_core.at_exit import before_exit_flush
 from tokenspy_core.spans import enter_span, exit_span, user_span_parent
 
 from . import payloads
-from .calls import EmbeddingCall, LLMCall, nested_llm, start_llm
+from .calls import EmbeddingCall, LLMCall, inner_llm, start_llm
 from .spans import Role, agent_named, classify, keep_parent_for_stream, runs_agents
 from .stream_scope import activate_on_first_read
 
@@ -513,9 +513,12 @@ class Tap:
             return
         info = self._open.get(span_id)
         instance = info.instance if info is not None else None
+        state: LLMCall | None = None
         if info is not None and info.enclosing is not None and not info.enclosing.ended:
-            state = nested_llm(info.enclosing, model_dict, instance, prompt if chat else None)
-        else:
+            # None: a wrapper's later model call, a provider call of its own.
+            state = inner_llm(info.enclosing, model_dict, instance, prompt if chat else None,
+                              payloads.operation_of(chat, model_dict))
+        if state is None:
             owner = self._owner(info)
             if owner is None:
                 return

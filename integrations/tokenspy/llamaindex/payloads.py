@@ -21,6 +21,7 @@ __all__ = [
     "get",
     "is_stream_method",
     "model_of",
+    "operation_of",
     "prompt_of_messages",
     "provider_of",
     "reasoning_delta",
@@ -190,9 +191,21 @@ def completion_prompt(prompt: Any, model_dict: Mapping[str, Any] | None) -> Any:
     estimate falls short by it. The system prompt is not sent on this path, so it is not added; an
     LLM whose completion runs its own `chat` has that chat's messages put in (`LLMCall.adopt`).
     """
-    if isinstance(prompt, str) and _get(model_dict, "is_chat_model") is True:
+    if isinstance(prompt, str) and _is_chat_model(model_dict):
         return [{"role": "user", "content": prompt}]
     return prompt
+
+
+def operation_of(chat: bool, model_dict: Mapping[str, Any] | None) -> str:
+    """"chat", or "text_completion" for a completion call a completion model serves (llama-index-llms-openai
+    sends it to `/completions`, which the SDK layer names so too)."""
+    return "chat" if chat or _is_chat_model(model_dict) else "text_completion"
+
+
+def _is_chat_model(model_dict: Mapping[str, Any] | None) -> bool:
+    """The LLM's `metadata.is_chat_model` (a start event's `model_dict` is the LLM's metadata): what
+    llama-index-llms-openai routes a completion call by (`OpenAI._use_chat_completions`)."""
+    return _get(model_dict, "is_chat_model") is True
 
 
 def tools_of(extra: Any) -> Any:
