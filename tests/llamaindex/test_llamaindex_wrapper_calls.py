@@ -110,6 +110,8 @@ def run(method: str, wrapper: Refine) -> None:
         list(wrapper.stream_complete(PROMPT))
     elif method == "chat":
         wrapper.chat(question)
+    elif method == "achat":  # the CustomLLM's own achat runs its acomplete
+        asyncio.run(wrapper.achat(question))
     else:  # the CustomLLM's own chat runs its stream_complete: the model calls are one level deeper
         list(wrapper.stream_chat(question))
 
@@ -117,7 +119,7 @@ def run(method: str, wrapper: Refine) -> None:
 @pytest.mark.parametrize("layers", ["llamaindex", "llamaindex + sdk"])
 @pytest.mark.parametrize(("method", "wrapper"), [
     ("complete", Refine), ("acomplete", Refine), ("stream_complete", Refine), ("chat", RefineChat),
-    ("stream_chat", Refine),
+    ("stream_chat", Refine), ("chat", Refine), ("achat", Refine),
 ])
 def test_a_wrapper_calling_its_model_twice_makes_two_records_of_their_own_usage(
         fp: FakeProvider, global_handler: TokenSpyHandler, method: str, wrapper: type[Refine], layers: str) -> None:

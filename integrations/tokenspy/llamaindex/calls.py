@@ -183,6 +183,10 @@ class LLMCall:
         call = self.call
         if isinstance(call, Call) and call.has_inner():
             return  # a wrapper LLM: its first inner model's numbers are this record's (`Call.adopt_inner`)
+        if isinstance(call, MergedCall) and not self.answers and call.outer.has_inner():
+            # The wrapper's own method run inside it (its `chat` over its `complete`): its answer is the
+            # wrapper's, which may be a later model call's; the record has its first model call's numbers.
+            return
         usage = payloads.usage_of(response)
         if usage is not None:
             call.set_usage(usage)
@@ -353,7 +357,9 @@ def start_llm(owner: TokenSpyHandler, model_dict: Mapping[str, Any] | None, inst
         # LlamaIndex LLM): one provider call, the outer call's record; the SDK layer below merges there too.
         # Only the first: a wrapper's second model call is a provider call of its own.
         outer.operation = operation  # the layer nearer the provider knows which endpoint it called
-        return LLMCall(MergedCall(outer), model, framed, ident=ident)
+        state = LLMCall(MergedCall(outer), model, framed, ident=ident)
+        state.answers = True  # the outer record's provider call: its numbers are the record's
+        return state
     call = open_call(owner, model, parent=parent, enforce_budget=enforce_budget,
                      provider=payloads.provider_of(model_dict, instance), prompt=prompt,
                      tools=payloads.tools_of(extra), streamed=streamed, operation=operation)
