@@ -397,6 +397,17 @@ class Call:
                         report.input_tokens += current.cached_input_tokens or 0
                     if report.cache_write_tokens is None:
                         report.input_tokens += current.cache_write_tokens or 0
+                elif (report.input_tokens is None and current.input_tokens is not None
+                        and (report.cached_input_tokens is not None or report.cache_write_tokens is not None)
+                        and (is_anthropic_usage(usage) or (type(usage) is dict and (
+                            "cacheReadInputTokens" in usage or "cacheWriteInputTokens" in usage
+                            or self.provider in _CACHE_EXCLUSIVE_INPUT)))):
+                    # A piece with only the cache counts: the input already reported excluded them.
+                    report.input_tokens = (current.input_tokens
+                                           + (report.cached_input_tokens or 0) - (current.cached_input_tokens or 0)
+                                           if report.cached_input_tokens is not None else current.input_tokens)
+                    if report.cache_write_tokens is not None:
+                        report.input_tokens += report.cache_write_tokens - (current.cache_write_tokens or 0)
                 current.update(report)
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error

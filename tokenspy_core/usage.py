@@ -338,7 +338,7 @@ def usage_from_any(usage: Any) -> UsageReport:
         return usage_from_anthropic(usage)
     if _get(usage, "input_token_details") is not None or _get(usage, "output_token_details") is not None:
         return usage_from_langchain(usage)
-    if _get(usage, "inputTokens") is not None or _get(usage, "outputTokens") is not None:
+    if any(_get(usage, key) is not None for key in _BEDROCK_KEYS):
         return _bedrock_converse(usage)
     # A bare {input_tokens, output_tokens}: no cache fields, so the raw/normalized distinction vanishes; with
     # tokenspy's own subset names (a normalized report written as a dict), those too.
@@ -348,6 +348,9 @@ def usage_from_any(usage: Any) -> UsageReport:
     if report.is_empty() and isinstance(usage, Mapping) and usage:
         _warn_unknown_keys(usage)
     return report
+
+
+_BEDROCK_KEYS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
 
 
 def _bedrock_converse(usage: Any) -> UsageReport:
@@ -368,7 +371,7 @@ _KNOWN_KEYS = frozenset({"input_tokens", "output_tokens", "total_tokens", "promp
                          "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
                          "input_token_details", "output_token_details", "input_tokens_details",
                          "output_tokens_details", "prompt_token_count", "candidates_token_count",
-                         "prompt_tokens_details", "completion_tokens_details", "inputTokens", "outputTokens"})
+                         "prompt_tokens_details", "completion_tokens_details", "totalTokens", *_BEDROCK_KEYS})
 _warned_keys: set[frozenset[str]] = set()
 
 

@@ -170,3 +170,19 @@ def test_an_estimate_behind_a_gateway_alias_counts_with_the_requested_models_enc
     record = call.abort()
     assert record is not None
     assert record.output_tokens == count_tokens(text, "gpt-4") != count_tokens(text, "gpt-4o")
+
+
+@pytest.mark.parametrize("pieces", [
+    [{"inputTokens": 100, "outputTokens": 50}, {"cacheReadInputTokens": 1000, "cacheWriteInputTokens": 200}],
+    [{"cacheReadInputTokens": 1000, "cacheWriteInputTokens": 200}, {"inputTokens": 100, "outputTokens": 50}],
+], ids=["cache-last", "cache-first"])
+def test_a_bedrock_piece_with_only_the_cache_counts_adds_them_to_the_input(pieces: list[dict[str, int]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every key is a known one: no warning
+        call = tokenspy.start_call("claude-3-5-sonnet-20241022", provider="bedrock")
+        for piece in pieces:
+            call.set_usage(piece)
+        record = call.finish()
+    assert record is not None
+    assert (record.input_tokens, record.cached_input_tokens, record.cache_write_tokens, record.output_tokens) == (
+        1300, 1000, 200, 50)
