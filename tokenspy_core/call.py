@@ -33,7 +33,15 @@ from .pricing import FEMTO_PER_USD, ModelRates, usd
 from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt, tokenizer_model
-from .usage import Usage, UsageReport, UsageTypeError, UsageValueError, is_anthropic_usage, usage_from_any
+from .usage import (
+    Usage,
+    UsageReport,
+    UsageTypeError,
+    UsageValueError,
+    input_excludes_cache,
+    rebase_excluded_cache,
+    usage_from_any,
+)
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -52,8 +60,8 @@ _NO_REPORT = UsageReport()
 # Called with every new Call at the end of its __init__, in the context that started it (the
 # OpenTelemetry exporter keeps the OTel context there). Empty: one truthiness test per call.
 call_listeners: list[Callable[[Call], None]] = []
-# Providers whose reported input excludes cache reads and writes (their usage, given in pieces as plain
-# dicts, adds the cache fields reported before to a later piece's input).
+# Providers whose reported input excludes cache reads and writes: a plain dict of theirs, given in pieces,
+# is merged as their own shapes are (`usage.rebase_excluded_cache`).
 _CACHE_EXCLUSIVE_INPUT = frozenset({"anthropic", "bedrock", "aws.bedrock", "aws_bedrock"})
 # Calls made `activate(alongside=...)`: second records of one provider call (see `Call.activate`).
 _echoes: WeakSet[Call] = WeakSet()
@@ -387,27 +395,9 @@ class Call:
             if current is None:
                 self._report = report  # a fresh report, ours to keep
             else:
-                if (report.input_tokens is not None and usage is not None
-                        and (report.cached_input_tokens is None or report.cache_write_tokens is None)
-                        and (is_anthropic_usage(usage) or (type(usage) is dict and (
-                            "inputTokens" in usage or self.provider in _CACHE_EXCLUSIVE_INPUT)))):
-                    # Anthropic's (and Bedrock's) input excludes the cache: a piece that repeats it without
-                    # the cache fields (a message_delta) adds the cache reads and writes reported before it.
-                    if report.cached_input_tokens is None:
-                        report.input_tokens += current.cached_input_tokens or 0
-                    if report.cache_write_tokens is None:
-                        report.input_tokens += current.cache_write_tokens or 0
-                elif (report.input_tokens is None and current.input_tokens is not None
-                        and (report.cached_input_tokens is not None or report.cache_write_tokens is not None)
-                        and (is_anthropic_usage(usage) or (type(usage) is dict and (
-                            "cacheReadInputTokens" in usage or "cacheWriteInputTokens" in usage
-                            or self.provider in _CACHE_EXCLUSIVE_INPUT)))):
-                    # A piece with only the cache counts: the input already reported excluded them.
-                    report.input_tokens = (current.input_tokens
-                                           + (report.cached_input_tokens or 0) - (current.cached_input_tokens or 0)
-                                           if report.cached_input_tokens is not None else current.input_tokens)
-                    if report.cache_write_tokens is not None:
-                        report.input_tokens += report.cache_write_tokens - (current.cache_write_tokens or 0)
+                if usage is not None and (input_excludes_cache(usage) or (
+                        type(usage) is dict and self.provider in _CACHE_EXCLUSIVE_INPUT)):
+                    rebase_excluded_cache(current, report)  # reported in pieces: the cache stays in the input
                 current.update(report)
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error
@@ -618,12 +608,11 @@ class Call:
         return record
 
     def _unknown_price(self, model: str | None) -> ModelRates | None:
-        """No price for `model`: a served name no price source knows (a gateway's alias, a fake's fixed
-        name) is priced as the model asked for; warned, once, under the name that has none."""
-        prices, requested = self.tracker.prices, self.request_model
-        if requested is not None and requested != model:
-            return prices.rates_for(requested, self.provider, self.service_tier, True, self.speed)
-        return prices.rates_for(model, self.provider, self.service_tier, True, self.speed)
+        """No price for `model`: priced by `PriceBook.priced_name`; warned, once, under the name that has
+        none."""
+        prices, provider, tier, speed = self.tracker.prices, self.provider, self.service_tier, self.speed
+        return prices.rates_for(prices.priced_name(model, self.request_model, provider, tier, speed), provider,
+                                tier, True, speed)
 
     def _build(self, status: Status, error: str | None) -> CallRecord:
         # The call's latency ends here, before tokenspy's own work (estimates, the first price lookup).

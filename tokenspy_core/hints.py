@@ -191,13 +191,9 @@ def _cost_at(rates: ModelRates, group: _Group) -> int:
 
 
 def _priced_name(g: _Group, prices: PriceBook) -> str:
-    """The name the group's calls were priced by: the served model, or the model asked for when no price
-    source knows the served name (a gateway's alias), as `Call` prices them."""
-    if prices.rates_for(g.model, g.provider, warn=False) is None:
-        requested = next((r.get("request_model") for r in g.records if r.get("request_model")), None)
-        if requested:
-            return str(requested)
-    return g.model
+    """The name the group's calls were priced by (`PriceBook.priced_name`)."""
+    requested = next((r.get("request_model") for r in g.records if r.get("request_model")), None)
+    return prices.priced_name(g.model, requested, g.provider) or g.model
 
 
 def _downgrade_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
@@ -247,10 +243,8 @@ def _record_rates(r: dict[str, Any], prices: PriceBook) -> ModelRates | None:
     # An unpriced record was looked up (and warned about) when it was made: do not ask again.
     if r.get("cost_femto") is None or not r.get("model"):
         return None
-    rates = prices.rates_for(r["model"], r.get("provider"), warn=False)
-    if rates is None and r.get("request_model"):  # a served name no price source knows: priced as asked
-        rates = prices.rates_for(r["request_model"], r.get("provider"), warn=False)
-    return rates
+    provider = r.get("provider")
+    return prices.rates_for(prices.priced_name(r["model"], r.get("request_model"), provider), provider, warn=False)
 
 
 def _by_span_model(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -222,6 +222,15 @@ class PriceBook:
             self._warn_unpriced(model)  # once per model: the first lookup that prices a call says it
         return rates
 
+    def priced_name(self, model: str | None, requested: str | None, provider: str | None = None,
+                    service_tier: str | None = None, speed: str | None = None) -> str | None:
+        """The name a call is priced by: the model the provider served, or the model asked for when no price
+        source knows the served name (a gateway's alias, a fake's fixed name)."""
+        if (requested and requested != model
+                and self.rates_for(model, provider, service_tier, False, speed) is None):
+            return requested
+        return model
+
     def _override(self, model: str) -> ModelRates | None:
         name = model.lower()
         for candidate in (name, _DATE_SUFFIX.sub("", name), name.rsplit("/", 1)[-1],

@@ -353,6 +353,27 @@ def usage_from_any(usage: Any) -> UsageReport:
 _BEDROCK_KEYS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
 
 
+def input_excludes_cache(usage: Any) -> bool:
+    """A usage shape whose input count excludes cache reads and writes: Anthropic's, Bedrock's."""
+    return is_anthropic_usage(usage) or any(
+        (key in usage) if type(usage) is dict else _get(usage, key) is not None for key in _BEDROCK_KEYS)
+
+
+def rebase_excluded_cache(current: UsageReport, piece: UsageReport) -> None:
+    """Make `piece` (normalized from a shape whose input excludes the cache) agree with the call's `current`
+    report before it is merged: its input is the raw input (its own, or the one reported before) plus
+    the cache reads and writes (its own, or those reported before). A `message_delta` that repeats the
+    raw input without the cache fields, or a piece with only the cache counts, keeps the cache in the input."""
+    if piece.input_tokens is None and (current.input_tokens is None or (
+            piece.cached_input_tokens is None and piece.cache_write_tokens is None)):
+        return
+    cached = current.cached_input_tokens if piece.cached_input_tokens is None else piece.cached_input_tokens
+    written = current.cache_write_tokens if piece.cache_write_tokens is None else piece.cache_write_tokens
+    source = piece if piece.input_tokens is not None else current
+    raw = (source.input_tokens or 0) - (source.cached_input_tokens or 0) - (source.cache_write_tokens or 0)
+    piece.input_tokens = raw + (cached or 0) + (written or 0)
+
+
 def _bedrock_converse(usage: Any) -> UsageReport:
     """AWS Bedrock Converse `usage` (camelCase): like Anthropic's, its `inputTokens` excludes the cache."""
     raw_input = _int(_get(usage, "inputTokens"))
