@@ -147,6 +147,36 @@ def test_v3_events_of_an_anthropic_agent_with_tools_are_streams(
     assert handler.open_runs == 0
 
 
+# Each shape a streamed tool call reaches on_llm_new_token / the v3 events in: an empty `chunk.text`
+# (a str subclass) with tool-call chunks (chat), `function_call` blocks (Responses), Anthropic's
+# `tool_use` / `input_json_delta` blocks, v1 `tool_call_chunk` blocks.
+TOOL_STREAMS = {"chat": {}, "chat-v1": {"output_version": "v1"}, "responses": {"use_responses_api": True},
+                "anthropic": {}, "anthropic-v1": {"output_version": "v1"}}
+
+
+@pytest.mark.parametrize("how", ["invoke", "v3"])
+@pytest.mark.parametrize("api", list(TOOL_STREAMS))
+def test_a_tool_call_stream_failing_mid_way_counts_the_name_and_arguments_streamed(
+        fp: FakeProvider, no_sdk_layer: None, handler: TokenSpyHandler, api: str, how: str) -> None:
+    # Neither path hands on_llm_error a partial message (invoke of a streaming model, the v3 events of a
+    # stream): what the handler kept of the stream is all there is. The fake fails after `{"city":`.
+    make = anthropic_chat if api.startswith("anthropic") else openai_chat
+    llm = make(fp, streaming=True, **TOOL_STREAMS[api]).bind_tools([get_weather])  # type: ignore[operator]
+    fp.set_flags("midstream")
+    # (langchain-openai raises a Responses error event as a ValueError)
+    with pytest.raises((openai.APIError, anthropic.APIStatusError, ValueError)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the v3 streaming protocol is experimental"
+        if how == "invoke":
+            llm.invoke("Weather in Paris?", config={"callbacks": [handler]})
+        else:
+            for _ in llm.stream_events("Weather in Paris?", config={"callbacks": [handler]}, version="v3"):
+                pass
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial, record.streamed) == ("failed", True, True)
+    assert record.output_tokens == count_tokens('get_weather{"city":', CLAUDE if make is anthropic_chat else GPT)
+    assert handler.open_runs == 0
+
+
 @pytest.mark.parametrize("api", ["chat", "anthropic"])
 def test_v3_events_failing_mid_stream_count_the_streamed_text_once(
         fp: FakeProvider, handler: TokenSpyHandler, api: str) -> None:

@@ -105,7 +105,33 @@ def content_text(content: Any) -> str:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, Mapping):
-            for key in ("text", "thinking", "reasoning"):
+            for key in _TEXT_KEYS:
+                value = block.get(key)
+                if isinstance(value, str):
+                    parts.append(value)
+    return "".join(parts)
+
+
+_TEXT_KEYS = ("text", "thinking", "reasoning")
+# Where a streamed tool-call block (Anthropic `tool_use` / `input_json_delta`, Responses `function_call`,
+# v1 `tool_call_chunk`) holds its name and its raw argument text.
+_TOOL_DELTA_KEYS = ("name", "partial_json", "arguments", "args")
+
+
+def streamed_text(content: Any) -> str:
+    """Streamed content as an estimate of a stream cut short counts it: the text `content_text` reads,
+    and each tool-call block's name and raw argument deltas. Such a stream ends with no message whose
+    tool calls `message_text` would count; parsed, its partial arguments would be `{}` anyway."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, Sequence):
+        return ""
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping):
+            for key in _TEXT_KEYS if block.get("type") in _TEXT_BLOCK_TYPES else _TOOL_DELTA_KEYS:
                 value = block.get(key)
                 if isinstance(value, str):
                     parts.append(value)
@@ -187,14 +213,17 @@ def event_output(event: Any) -> tuple[bool, str]:
             text = delta.get("text")
         elif delta_kind == "reasoning-delta":
             text = delta.get("reasoning")
+        elif delta_kind == "tool-call-delta":
+            args = delta.get("args")
+            return True, args if args.__class__ is str else ""
         else:
-            return True, ""  # tool-call, data and block deltas: the bridge sends them only with content
+            return True, ""  # data and block deltas: the bridge sends them only with content
         return (True, text) if text.__class__ is str and text else (False, "")
     if kind == "content-block-start":
         block = event.get("content")
         if not _block_has_output(block):
             return False, ""
-        return True, content_text((block,))
+        return True, streamed_text((block,))  # a tool call's start names it
     return False, ""
 
 

@@ -253,10 +253,12 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                          tags: list[str] | None = None, **kwargs: Any) -> None:
         # Once per streamed chunk: for the chunks after the first, an identity check and the append of
         # the run's text list, bound once (the text is only needed if the stream is cut short; on_llm_end
-        # brings the whole message, usage included). Anything else takes the path below. Every keyword
-        # LangChain passes is named: binding one into **kwargs costs more than this whole body.
+        # brings the whole message, usage included). Content blocks (a list) are appended as they are
+        # and read as text only if that text is ever needed (`_streamed_text`). Anything else takes the
+        # path below. Every keyword LangChain passes is named: binding one into **kwargs costs more
+        # than this whole body.
         last_id, append, _ = self._last
-        if last_id is run_id and token.__class__ is str and token:
+        if last_id is run_id and token:
             append(token)
         else:  # an empty token may be a tool-call delta: its name and arguments are output too
             self._new_token(token, chunk, run_id)
@@ -283,10 +285,10 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                 self._last = (run_id, append, run)
             if run is None or run.call is None:
                 return
-            if token.__class__ is str:
+            if isinstance(token, str):  # integrations that fire it pass `chunk.text`, a str subclass
                 append(token or ex.chunk_tool_text(chunk))
             elif token:
-                append(ex.content_text(token))  # content blocks (Anthropic)
+                append(token)  # content blocks: read as text (`_streamed_text`) only if ever needed
         except Exception as exc:
             log_internal_error("langchain on_llm_new_token", exc)
 
@@ -580,7 +582,15 @@ def _keep_streamed_text(run: Run, call: Call) -> None:
     # What was streamed before the end: estimated (joined once) if the provider's usage never came.
     parts = run.parts
     if parts:
-        call.set_response_text(lambda: "".join(parts))
+        call.set_response_text(lambda: _streamed_text(parts))
+
+
+def _streamed_text(parts: list[Any]) -> str:
+    """The streamed tokens as text: strings, and the content-block lists the per-token path keeps."""
+    try:
+        return "".join(parts)
+    except TypeError:
+        return "".join(part if part.__class__ is str else ex.streamed_text(part) for part in parts)
 
 
 def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:

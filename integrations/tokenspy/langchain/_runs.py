@@ -79,7 +79,7 @@ class Run:
     span: Span | None            # the span this run opened; None for a transparent run
     task: Any = None             # LangGraph task key (see task_key)
     call: Call | None = None
-    parts: list[str] | None = None  # streamed text, for a stream cut short (None: no chunk yet)
+    parts: list[Any] | None = None  # streamed tokens: str, or content-block lists (None: no chunk yet)
     first: str | None = None     # what brought the first output: "tokens" (on_llm_new_token) or "events" (v3)
     owner_key: Any = None        # this handler's claim on a model run (see _handler._owners)
     children: set[int] | None = None  # roots only: open runs under this root (made by the first child)
