@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableParallel
 from langchain_core.tools import tool
 from lc_helpers import MINI, from_log, linear_graph, openai_chat, total_femto
 
@@ -121,6 +121,24 @@ def test_a_model_wrapped_with_retry_adds_no_level(fp: FakeProvider, handler: Tok
         llm.bind(stop=["x"]).with_retry().invoke("c", config=config)
         writer.with_retry().invoke("d", config=config)
     assert paths() == [("s",), ("s", "qa"), ("s",), ("s", "ignored")]
+    assert handler.open_runs == 0
+
+
+def test_a_named_chain_keeps_its_level_when_its_model_has_the_same_name(
+        fp: FakeProvider, handler: TokenSpyHandler) -> None:
+    # The model is a step of the chain (a sequence, a map), not wrapped by it as `with_retry()` does.
+    llm = openai_chat(fp, name="summarizer")
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    chain = (prompt | llm | StrOutputParser()).with_config(run_name="summarizer")
+    first = (llm | StrOutputParser()).with_config(run_name="summarizer")
+    mapped = RunnableParallel(summary=llm).with_config(run_name="summarizer")
+    config: RunnableConfig = {"callbacks": [handler]}
+    with tokenspy.session("s"):
+        chain.invoke({"q": "a"}, config=config)
+        first.invoke("b", config=config)
+        mapped.invoke("c", config=config)
+        llm.with_retry(stop_after_attempt=2).invoke("d", config=config)  # still no level of its own
+    assert paths() == [("s", "summarizer"), ("s", "summarizer"), ("s", "summarizer"), ("s",)]
     assert handler.open_runs == 0
 
 

@@ -184,7 +184,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # LangChain sends one message list per run; the prompt is kept only for estimation.
         try:
             self._start_model(serialized, messages[0] if messages else None, run_id, parent_run_id,
-                              metadata, kwargs)
+                              tags, metadata, kwargs)
         except Exception as exc:
             _internal_error("langchain on_chat_model_start", exc)
 
@@ -192,19 +192,21 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         try:
-            self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, metadata,
-                              kwargs, operation="text_completion")
+            self._start_model(serialized, prompts[0] if prompts else None, run_id, parent_run_id, tags,
+                              metadata, kwargs, operation="text_completion")
         except Exception as exc:
             _internal_error("langchain on_llm_start", exc)
 
     def _start_model(self, serialized: Any, prompt: Any, run_id: UUID, parent_run_id: UUID | None,
-                     metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any], operation: str = "chat") -> None:
+                     tags: list[str] | None, metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
+                     operation: str = "chat") -> None:
         params = kwargs.get("invocation_params") or _NO_PARAMS
         name = kwargs.get("name")  # set only when the model run itself was given a run_name
+        # A chain named after the model it runs may wrap it (`model.with_retry()`): not when the model
+        # is a step of it (a sequence, a map, a branch), as in a named `prompt | model | parser`.
+        wrapped = parent_run_id is not None and type(serialized) is dict and not (tags and _is_step(tags))
         run = self._runs.start(run_id, parent_run_id, name=name, kind="step" if name else None,
-                               task=task_key(metadata),
-                               model=serialized.get("name") if parent_run_id is not None and type(serialized) is dict
-                               else None)
+                               task=task_key(metadata), model=serialized.get("name") if wrapped else None)
         if run is None:
             return
         tracker = self._tracker if self._tracker is not None else default_tracker()
@@ -506,6 +508,14 @@ def _forget_model_run(run: Run) -> None:
     _owners.pop(key, None)
     if run.call is not None and _run_calls.get(key[0]) is run.call:
         _run_calls.pop(key[0], None)
+
+
+# The tags LangChain gives a composition's direct children: a sequence's steps, a map's keys, a branch.
+_STEP_TAGS = ("seq:step:", "map:key:", "branch:", "condition:")
+
+
+def _is_step(tags: list[str]) -> bool:
+    return any(tag.startswith(_STEP_TAGS) for tag in tags if isinstance(tag, str))
 
 
 def _stream_started(run: Run, call: Call) -> None:
