@@ -43,7 +43,7 @@ class Plan(StreamTracker):
     for a response object, and, should the response be a stream, `on_item` (it is then that stream's
     tracker). One object per request: the adapters subclass it per endpoint shape."""
 
-    __slots__ = ("_source", "options", "streamed")
+    __slots__ = ("_source", "_text", "options", "streamed")
     _source: weakref.ref[Any]  # the tracked stream, once it is one (see `_watch_raw`)
 
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
@@ -51,6 +51,14 @@ class Plan(StreamTracker):
         self.complete = False
         self.options = options  # the request options to send: the caller's, or a copy tokenspy amended
         self.streamed = streamed
+        # What a stream's non-empty text deltas go to: the call's text appender, from the first one
+        # (`first_text`). Not this plan's own method until then: a plan referring to itself would outlive
+        # its request until a garbage collection, and with it the end of a call cut short.
+        self._text: Callable[[str], None] | None = None
+
+    def first_text(self, text: str) -> None:
+        self._text = append = self.call.text_appender()  # the first token: its time is taken here
+        append(text)
 
     def on_body(self, body: Any) -> None:
         """A response object, or its JSON dict."""

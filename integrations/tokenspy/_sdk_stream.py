@@ -161,7 +161,7 @@ def hook_close(response: Any, on_close: Callable[[Any], None], *, is_async: bool
 class StreamTracker(CloseHook):
     """Feeds one streamed call from the items its consumer pulls, and ends it exactly once.
 
-    Subclasses implement `on_item` (per item: O(1), attribute reads and `call.add_text`) and set
+    Subclasses implement `on_item` (per item: O(1), attribute reads and appending text) and set
     `complete` once the provider's final usage arrived. It is also the close hook of the stream's
     response (one object per stream rather than two).
     """

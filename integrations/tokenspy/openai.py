@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 from urllib.parse import unquote
 
@@ -225,11 +225,11 @@ def _text_of(body: Any) -> str:
     return "".join(parts)
 
 
-# -- streams (per chunk: O(1) attribute reads and add_text) ---------------------------------------
+# -- streams (per chunk: O(1) attribute reads and the text appender, see `Plan._text`) ----------------
 class _ChatChunks(_Request):
     """Chat Completions chunks: text (and tool-call) deltas, then usage in the final chunk if asked."""
 
-    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen", "_text", "_unfinished")
+    __slots__ = ("_expect_usage", "_hide_usage", "_model_seen", "_unfinished")
 
     def __init__(self, call: CallLike, options: Any, streamed: bool, hide_usage: bool,
                  expect_usage: bool, choices: int = 1) -> None:
@@ -238,11 +238,6 @@ class _ChatChunks(_Request):
         self._expect_usage = expect_usage
         self._model_seen = False
         self._unfinished = choices  # choices without a finish_reason yet (counted without a usage chunk)
-        self._text: Callable[[str], None] = self._first_text  # then the call's text appender
-
-    def _first_text(self, text: str) -> None:
-        self._text = self.call.text_appender()
-        self._text(text)
 
     def on_item(self, chunk: Any) -> bool:
         # Once per chunk: most chunks are one choice with a text delta, read with nothing else.
@@ -256,7 +251,11 @@ class _ChatChunks(_Request):
             if delta is not None:
                 content = delta.content
                 if content:
-                    self._text(content)
+                    append = self._text
+                    if append is not None:
+                        append(content)
+                    else:
+                        self.first_text(content)
                 elif delta.tool_calls:
                     self.call.mark_first_token()
                     for tool_call in delta.tool_calls:
@@ -301,8 +300,13 @@ class _CompletionChunks(_Request):
         call = self.call
         choices = getattr(chunk, "choices", None) or ()
         for choice in choices:
-            if choice.text:
-                call.add_text(choice.text)
+            text = choice.text
+            if text:
+                append = self._text
+                if append is not None:
+                    append(text)
+                else:
+                    self.first_text(text)
             if choice.finish_reason is not None and not self._expect_usage:
                 self._unfinished -= 1
                 if self._unfinished <= 0:
@@ -337,7 +341,15 @@ class _ResponsesEvents(_Request):
     def on_item(self, event: Any) -> bool:
         kind = event.type
         if kind in _TEXT_DELTAS:
-            self.call.add_text(event.delta)
+            delta = event.delta
+            if delta:
+                append = self._text
+                if append is not None:
+                    append(delta)
+                else:
+                    self.first_text(delta)
+            else:
+                self.call.mark_first_token()
         elif kind == "response.output_item.added":
             item = event.item
             if getattr(item, "type", None) in _TOOL_CALL_ITEMS:  # the name is generated output, sent only here

@@ -370,3 +370,48 @@ def test_an_estimated_prompt_counts_the_tools_offered(oai: openai.OpenAI, fp: Fa
     billed = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL]).usage
     # The fake provider bills the tool schemas as their compact JSON, as tokenspy estimates them.
     assert billed is not None and record.input_tokens == billed.prompt_tokens > PROMPT_ESTIMATE
+
+
+def _requests(oai: openai.OpenAI, ant: Any) -> dict[str, Any]:
+    def chat_stream() -> None:
+        for _ in stream(oai):
+            pass
+
+    def responses_stream() -> None:
+        for _ in oai.responses.create(model="gpt-4o", input="hi", stream=True):
+            pass
+
+    def anthropic_stream() -> None:
+        for _ in ant.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES, stream=True):
+            pass
+
+    return {
+        "chat": lambda: oai.chat.completions.create(model="gpt-4o", messages=MESSAGES),
+        "chat stream": chat_stream,
+        "responses": lambda: oai.responses.create(model="gpt-4o", input="hi"),
+        "responses stream": responses_stream,
+        "completions": lambda: oai.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi"),
+        "anthropic": lambda: ant.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES),
+        "anthropic stream": anthropic_stream,
+    }
+
+
+@pytest.mark.parametrize("kind", ["chat", "chat stream", "responses", "responses stream", "completions",
+                                  "anthropic", "anthropic stream"])
+def test_a_request_leaves_nothing_for_the_garbage_collector(
+        oai: openai.OpenAI, ant: Any, fp: FakeProvider, kind: str) -> None:
+    # A request's plan refers to its call: in a reference cycle it would keep the call (and an
+    # unfinished call's end) waiting for the cyclic garbage collector.
+    from tokenspy._sdk_request import Plan
+
+    request = _requests(oai, ant)[kind]
+    request()  # the SDK's own one-time setup
+    gc.collect()
+    gc.disable()
+    try:
+        with tokenspy.session("s"):
+            request()
+        assert [o for o in gc.get_objects() if isinstance(o, Plan)] == []
+    finally:
+        gc.enable()
+    assert [(r.status, r.span_path) for r in tokenspy.calls()] == [("finished", ("s",))]
