@@ -234,19 +234,39 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
 
 
 def _connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A reader never writes the file: an empty file is refused, not initialized
+    (only `init(persist=...)` makes a database), and an older schema is upgraded in a copy in memory,
+    never in place (an older tokenspy still writing to the file would stop at a version it does not know)."""
     if not path.is_file():
         raise FileNotFoundError(f"no tokenspy database at {path}")
     conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     try:
         version = _check(conn, path)
+        if version == 0:
+            what = "an empty file" if path.stat().st_size == 0 else "an SQLite file without tokenspy's tables"
+            raise NotATokenspyDatabase(f"{path} is not a tokenspy database ({what})")
+        if version < schema_version():
+            conn = _upgraded_copy(conn, version)
     except BaseException:
         conn.close()
         raise
-    if version < schema_version():
-        conn.close()
-        _connect_writer(path).close()  # an older or empty file: upgrade it in place, then read
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     return conn
+
+
+def _upgraded_copy(conn: sqlite3.Connection, version: int) -> sqlite3.Connection:
+    """The database of `conn` copied into memory and migrated there; closes `conn`."""
+    copy = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.backup(copy)
+        conn.close()
+        copy.execute("BEGIN")
+        for step in range(version, schema_version()):
+            MIGRATIONS[step](copy)
+        copy.execute("COMMIT")
+    except BaseException:
+        copy.close()
+        raise
+    return copy
 
 
 # -- rows <-> records --------------------------------------------------------------------------------

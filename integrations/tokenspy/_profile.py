@@ -71,7 +71,7 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
     def decorate(f: Any) -> Any:
         if isinstance(f, staticmethod | classmethod):  # placed above @staticmethod / @classmethod
             return type(f)(decorate(f.__func__))
-        span_name = name or getattr(f, "__name__", None) or repr(f)
+        span_name = name or _default_name(f)
 
         def enter() -> Span:
             return _new_span(span_name, "function", CURRENT, budget, on_exceeded, tags)
@@ -182,6 +182,16 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _default_name(f: Any) -> str:
+    """The span name of a profiled callable: the function's `__name__` (a method's too), through any
+    `functools.partial`, and a callable object's class name. Never a repr: its memory address would
+    differ between runs (breaking `compare`) and add a tree row per object."""
+    while isinstance(f, functools.partial):
+        f = f.func
+    name = getattr(f, "__name__", None)
+    return name if isinstance(name, str) and name else type(f).__name__
 
 
 async def _awaited_in(span: Span, awaitable: Awaitable[Any]) -> Any:

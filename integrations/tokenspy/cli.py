@@ -132,10 +132,14 @@ def _positive_int(text: str) -> int:
 def _load(db: str | None, *, since: float | None = None, commit: str | None = None,
           limit: int | None = None) -> Iterator[CallRecord]:
     """The stored records, streamed (a years-old database need not fit in memory); store errors
-    become CliErrors whenever they surface."""
+    become CliErrors whenever they surface. A commit named explicitly that matches no call is an error
+    (a typo, or a commit recorded without track_git), raised once the records are consumed."""
     path = resolve_path(db)
+    found = False
     try:
-        yield from iter_records(path, since=since, commit=commit, limit=limit)
+        for record in iter_records(path, since=since, commit=commit, limit=limit):
+            found = True
+            yield record
     except FileNotFoundError:
         hint = "" if db else " (record with tokenspy.init(persist=True), or pass --db)"
         raise CliError(f"no tokenspy database at {path}{hint}") from None
@@ -143,6 +147,9 @@ def _load(db: str | None, *, since: float | None = None, commit: str | None = No
         raise CliError(str(exc)) from None
     except (sqlite3.Error, OSError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
+    if commit and not found:
+        when = "" if since is None else f" since {datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}"
+        raise CliError(f"no calls recorded for commit {commit!r} in {path}{when}")
 
 
 def _span(record: CallRecord) -> str:
@@ -363,11 +370,8 @@ def _sides(dbs: list[str], commits: list[str], since: float | None, by: str) -> 
     if len(dbs) <= 1 and len(commits) == 2:
         db = dbs[0] if dbs else None
         sides = []
-        for commit in commits:
-            side = _side(commit[:12], _load(db, since=since, commit=commit), by)
-            if not side.total.calls:
-                raise CliError(f"no calls recorded for commit {commit!r} in {resolve_path(db)}")
-            sides.append(side)
+        for commit in commits:  # _load refuses a commit with no calls
+            sides.append(_side(commit[:12], _load(db, since=since, commit=commit), by))
         return sides[0], sides[1]
     raise CliError("compare two databases (--db A --db B) or two commits of one database "
                    "(--commit X --commit Y)")

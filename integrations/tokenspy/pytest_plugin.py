@@ -44,6 +44,7 @@ _WORKER_KEY = "tokenspy_rows"
 _BUCKET = pytest.StashKey[Tracker]()
 _BUDGET = pytest.StashKey[int]()  # the marker's budget, femto-dollars
 _OVER = pytest.StashKey[bool]()
+_MARKER_KEYWORDS = ("budget_usd",)
 
 
 def _budget_option(text: str) -> Decimal:
@@ -225,6 +226,15 @@ class _Tracking:
         marker = item.get_closest_marker("tokenspy")
         if marker is None:
             return
+        unknown = sorted(set(marker.kwargs) - set(_MARKER_KEYWORDS))
+        if unknown:  # a typo (budget=) must be named, not reported as a missing budget
+            plural = "s" if len(unknown) > 1 else ""
+            pytest.fail(f"@pytest.mark.tokenspy got unknown keyword argument{plural} {', '.join(map(repr, unknown))}; "
+                        f"it accepts: {', '.join(_MARKER_KEYWORDS)}", pytrace=False)
+        if len(marker.args) + len(marker.kwargs) > 1:
+            given = ", ".join([*map(repr, marker.args), *(f"{k}={v!r}" for k, v in marker.kwargs.items())])
+            pytest.fail(f"@pytest.mark.tokenspy takes one budget, budget_usd=<USD >= 0>, got ({given})",
+                        pytrace=False)
         budget = marker.kwargs.get("budget_usd", marker.args[0] if marker.args else None)
         try:  # the amounts profile() and session() take, checked the same way
             amount = exact_amount(budget, "budget_usd", "USD")

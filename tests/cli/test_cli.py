@@ -279,10 +279,33 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0 and "report" in out and "annotate" in out
 
 
-def test_an_empty_file_reads_as_an_empty_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    (tmp_path / "usage.db").touch()  # docs/persistence.md: an empty file is version 0, initialized
-    status, out, _ = run(capsys, "report", "--db", tmp_path / "usage.db")
-    assert status == 0 and "no LLM calls recorded" in out
+def test_an_empty_file_is_not_a_tokenspy_database_and_stays_empty(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.touch()  # a reading command must never turn a file into a database (only init(persist=) does)
+    for command in ("report", "history"):
+        status, out, err = run(capsys, command, "--db", notes)
+        assert (status, out) == (2, "")
+        assert err == f"tokenspy: error: {notes} is not a tokenspy database (an empty file)\n"
+    assert notes.read_bytes() == b""
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # no -wal, no -shm
+
+
+@pytest.mark.parametrize("command", ["report", "history"])
+def test_an_unknown_commit_is_an_error_as_in_compare(
+        dbs: Any, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    status, out, err = run(capsys, command, "--db", dbs.both, "--commit", "zzz")
+    assert (status, out) == (2, "")
+    assert err == f"tokenspy: error: no calls recorded for commit 'zzz' in {dbs.both}\n"
+    status, _, err2 = run(capsys, "compare", "--db", dbs.both, "--commit", "zzz", "--commit", dbs.base_commit)
+    assert (status, err2) == (2, err)
+    status, out, err = run(capsys, command, "--db", dbs.both, "--commit", dbs.base_commit[:7], "--since",
+                           "2999-01-01")
+    assert (status, out) == (2, "")
+    assert err == (f"tokenspy: error: no calls recorded for commit 'aaaaaaa' in {dbs.both} "
+                   "since 2999-01-01 00:00:00\n")
+    status, out, _ = run(capsys, command, "--db", dbs.both, "--commit", dbs.base_commit[:7])
+    assert status == 0 and "gpt-4o-mini" in out
 
 
 def test_history_keeps_one_line_per_call_when_an_error_has_newlines(

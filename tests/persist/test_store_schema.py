@@ -51,15 +51,33 @@ def test_a_registered_migration_step_upgrades_an_existing_v1_file(db: Path,
         conn.execute("ALTER TABLE calls ADD COLUMN region TEXT NOT NULL DEFAULT 'eu'")
 
     monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, v1_to_v2])
-    [record] = load_records(db)  # a reader upgrades an older file in place, then reads
+    before = db.read_bytes()
+    [record] = load_records(db)  # a reader reads an older file through an upgraded copy in memory ...
     assert record.input_tokens == 7
+    # ... and leaves the file as it was: an older tokenspy may still be writing to it
+    assert db.read_bytes() == before and pragma(db, "user_version") == 1 and meta(db)["schema_version"] == "1"
+    st = attach_store(default_tracker(), db)  # a writer upgrades it in place
     assert pragma(db, "user_version") == 2 and meta(db)["schema_version"] == "2"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT region FROM calls").fetchall() == [("eu",)]
-    st = attach_store(default_tracker(), db)  # and a writer keeps using it
     tokenspy.record("gpt-4o", input_tokens=8, output_tokens=1)
     st.flush()
     assert [r.input_tokens for r in load_records(db)] == [7, 8]
+
+
+def test_reading_an_empty_file_refuses_it_and_leaves_it_untouched(db: Path) -> None:
+    db.write_bytes(b"")  # notes.txt, or a file `touch`ed for a writer that never ran
+    with pytest.raises(NotATokenspyDatabase, match=r"is not a tokenspy database \(an empty file\)"):
+        load_records(db)
+    assert db.read_bytes() == b""
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]  # no -wal, no -shm either
+
+
+def test_reading_an_sqlite_file_without_tables_refuses_it(db: Path) -> None:
+    sqlite3.connect(db).execute("VACUUM").connection.close()  # a valid, empty SQLite file
+    with pytest.raises(NotATokenspyDatabase, match="without tokenspy's tables"):
+        load_records(db)
+    assert pragma(db, "user_version") == 0
 
 
 def test_a_file_from_a_newer_tokenspy_is_refused(db: Path) -> None:

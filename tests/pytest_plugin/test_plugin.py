@@ -120,6 +120,40 @@ def test_marker_fails_a_test_whose_own_calls_cost_more(pytester: pytest.Pytester
     result.stdout.no_fnmatch_line("*LLM calls by test*")
 
 
+TYPO_MARKERS = PRELUDE + '''
+
+@pytest.mark.tokenspy(budget=0.01)
+def test_typo():
+    summarize(5_000)
+
+
+@pytest.mark.tokenspy(budget_usd=0.01, limit=1, on_exceeded="raise")
+def test_two_unknown():
+    pass
+
+
+@pytest.mark.tokenspy(0.01, budget_usd=0.02)
+def test_two_budgets():
+    pass
+'''
+
+
+def test_marker_names_an_unknown_keyword_and_the_accepted_ones(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_typo=TYPO_MARKERS)
+    result = pytester.runpytest("--strict-markers")
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_typo*",
+        "@pytest.mark.tokenspy got unknown keyword argument 'budget'; it accepts: budget_usd"])
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_two_unknown*",
+        "@pytest.mark.tokenspy got unknown keyword arguments 'limit', 'on_exceeded'; it accepts: budget_usd"])
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_two_budgets*",
+        "@pytest.mark.tokenspy takes one budget, budget_usd=<USD >= 0>, got (0.01, budget_usd=0.02)"])
+    result.stdout.no_fnmatch_line("*got None*")
+
+
 # -- inert by default ----------------------------------------------------------------------------
 SPANS = '''
 import tokenspy
