@@ -28,7 +28,7 @@ from tokenspy_core.usage import field_of as _get
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, wrap_request, wrap_retry_sleep
+from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -79,7 +79,12 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
         body = _mapping(body)
     extra = options.extra_json
     model = (extra is not None and _mapping(extra).get("model")) or body.get("model")
-    messages = list(body.get("messages") or ())
+    given = body.get("messages")
+    messages = list(given or ())  # a copy: the caller may append to their list before an estimate reads it
+    if given is not None and type(given) is not list and type(given) is not tuple:
+        # Any iterable is accepted and read only as the request is serialized: a generator, read
+        # here, would go out empty. The list read from it is sent instead (on a copy of the options).
+        options = copy_options(options, "json_data", {**body, "messages": messages})
     system = body.get("system")
     call = start_call(None, None if model is None else str(model), provider="anthropic",
                       prompt=[{"role": "system", "content": system}, *messages] if system else messages,

@@ -346,3 +346,21 @@ def test_fast_mode_is_priced_at_its_own_rates_streamed_or_not() -> None:
     assert [(r.streamed, r.input_tokens, r.output_tokens) for r in records] == [(False, 10_000, 2_000),
                                                                                (True, 10_000, 2_000)]
     assert [r.cost for r in records] == [Decimal("0.2"), Decimal("0.2")]  # not the standard $0.10
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_given_as_a_generator_are_sent_and_counted(
+        ant: anthropic.Anthropic, fp: FakeProvider, stream: bool) -> None:
+    # The SDK takes any iterable and reads it only as it serializes the request, after tokenspy's
+    # hook: read there first, a generator would go out empty.
+    with tokenspy.session("s"):
+        for messages in (MESSAGES, (message for message in MESSAGES)):
+            response = ant.messages.create(model=HAIKU_MODEL, max_tokens=50, messages=messages, stream=stream)
+            if stream:
+                for _ in response:  # type: ignore[union-attr]
+                    pass
+    listed, generated = (entry["usage"] for entry in fp.requests)
+    assert generated == listed and listed["input_tokens"] > 0  # the same prompt went out
+    first, second = tokenspy.calls()
+    assert (second.input_tokens, second.output_tokens, second.usage_source) == (
+        first.input_tokens, first.output_tokens, "provider")
