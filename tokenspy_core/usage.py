@@ -13,17 +13,19 @@ numbers twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
-from ._guard import warn_user
+from ._guard import logger, warn_user
 
 __all__ = [
     "FIELDS",
     "Usage",
     "UsageReport",
     "field_of",
+    "provider_usage",
     "usage_from_anthropic",
     "usage_from_any",
     "usage_from_gemini",
@@ -140,6 +142,10 @@ class UsageValueError(ValueError):
     """A negative usage count."""
 
 
+# Set while `provider_usage` converts a provider's usage again, leaving out the counts it rejected.
+_dropping_invalid: ContextVar[bool] = ContextVar("tokenspy_dropping_invalid_counts", default=False)
+
+
 def _int(value: Any) -> int | None:
     if type(value) is int and value >= 0:  # the common case: int(value) would return the same object
         return value
@@ -151,10 +157,39 @@ def _int(value: Any) -> int | None:
         number = None
     # Never a silent wrong number: not "x", not 1.9 read as 1, not -5.
     if number is None or (not isinstance(value, str) and number != value):
+        if _dropping_invalid.get():
+            return None
         raise UsageTypeError(f"a usage count must be a whole number of tokens, got {value!r}")
     if number < 0:
+        if _dropping_invalid.get():
+            return None
         raise UsageValueError(f"a usage count must be >= 0, got {value!r}")
     return number
+
+
+_R = TypeVar("_R")
+_dropped_logged = False
+
+
+def provider_usage(apply: Callable[[Any], _R], usage: Any) -> _R:
+    """`apply(usage)` (a converter, or a call's `set_usage`) for usage a provider reported, or a
+    framework relayed: a count no number of tokens can be (a gateway's -3 or 5.5) is left out, as
+    unreported (so estimated), and logged once. Raised, it would lose the record of an answer the user
+    got. Numbers the user passes (`set_usage`, `record`) are still refused with an error."""
+    try:
+        return apply(usage)
+    except (UsageTypeError, UsageValueError) as exc:
+        token = _dropping_invalid.set(True)
+        try:
+            result = apply(usage)
+        finally:
+            _dropping_invalid.reset(token)
+        global _dropped_logged
+        if not _dropped_logged:
+            _dropped_logged = True
+            logger.warning("tokenspy: a provider reported a usage count no number of tokens can be (%s): it is "
+                           "left out and estimated", exc)
+        return result
 
 
 def usage_from_openai(usage: Any) -> UsageReport:
@@ -182,8 +217,9 @@ def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
         return _openai_chat_dict(usage, prompt)
     prompt_details = _get(usage, "prompt_tokens_details")
     completion_details = _get(usage, "completion_tokens_details")
-    output = _int(_get(usage, "completion_tokens"))
-    if output is None and _get(usage, "total_tokens") is not None:
+    completion = _get(usage, "completion_tokens")
+    output = _int(completion)
+    if completion is None and _get(usage, "total_tokens") is not None:
         output = 0  # a whole report without output (embeddings): nothing was generated
     # Positional, in field order: the hot path of every OpenAI-shaped report.
     return UsageReport(

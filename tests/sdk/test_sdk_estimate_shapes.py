@@ -142,3 +142,42 @@ def test_responses_tool_call_without_usage_is_estimated_as_billed(fp: FakeProvid
     assert (record.status, record.usage_source) == ("finished", "estimated")
     assert (record.input_tokens, record.output_tokens) == (billed["input_tokens"], billed["output_tokens"]) == (43, 8)
     assert json.loads(response.output[0].arguments) == {"city": "Paris"}
+
+
+# -- a count no number of tokens can be (a gateway's): estimated, the answer still recorded ----------
+def _corrupting(http: Any, field: str, value: Any) -> Callable[[Any], Any]:
+    """A transport handler that forwards to the fake provider and sets `usage[field]` in its answer."""
+    def handler(request: Any) -> Any:
+        with http.Client() as client:
+            answer = client.send(request)
+            body = answer.json()
+        body["usage"][field] = value
+        return http.Response(answer.status_code, json=body)
+
+    return handler
+
+
+@pytest.mark.parametrize(("field", "value"), [("prompt_tokens", -3), ("completion_tokens", 5.5)])
+def test_an_openai_count_no_number_of_tokens_can_be_is_estimated(fp: FakeProvider, field: str, value: Any) -> None:
+    client = tokenspy.observe(openai.OpenAI(
+        base_url=fp.openai_base_url, api_key="test", max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(_corrupting(httpx, field, value)))))
+    with tokenspy.session("s"):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    billed = fp.requests[0]["usage"]
+    record = only_record()  # at once, not left for the garbage collector to end as aborted
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "mixed")
+    assert (record.input_tokens, record.output_tokens) == (billed["prompt_tokens"], billed["completion_tokens"])
+    assert record.estimated_fields == (("input_tokens",) if field == "prompt_tokens" else ("output_tokens",))
+
+
+def test_an_anthropic_count_no_number_of_tokens_can_be_is_estimated(fp: FakeProvider) -> None:
+    client = tokenspy.observe(anthropic.Anthropic(
+        base_url=fp.anthropic_base_url, api_key="test", max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_corrupting(httpx2, "output_tokens", -1)))))
+    with tokenspy.session("s"):
+        client.messages.create(model=HAIKU_MODEL, max_tokens=256, messages=MESSAGES)
+    billed = anthropic_expected(fp.requests[0]["usage"])
+    record = only_record()
+    assert (record.status, record.partial, record.usage_source) == ("finished", False, "mixed")
+    assert (record.input_tokens, record.output_tokens) == (billed["input_tokens"], billed["output_tokens"])

@@ -24,6 +24,7 @@ from tokenspy_core import (
     usage_from_openai,
 )
 from tokenspy_core.usage import field_of as _get
+from tokenspy_core.usage import provider_usage
 
 __all__ = [
     "chunk_has_output",
@@ -237,7 +238,7 @@ def report_from_usage_metadata(usage_metadata: Any) -> UsageReport | None:
     """
     if not usage_metadata:
         return None
-    report = usage_from_langchain(usage_metadata)
+    report = provider_usage(usage_from_langchain, usage_metadata)
     if report.input_tokens == 0:
         report.input_tokens = None
         if not (report.cached_input_tokens or report.cache_write_tokens):
@@ -278,14 +279,14 @@ def llm_output_usage(llm_output: Any, batched: bool = False) -> UsageReport | No
         # nothing (langchain-openai's streamed `_generate` always returns it empty).
         return UsageReport(input_tokens=0, output_tokens=0) if batched else None
     if token_usage:
-        report = usage_from_openai(token_usage) if _get(token_usage, "prompt_tokens") is not None \
-            else usage_from_any(token_usage)
+        report = provider_usage(usage_from_openai if _get(token_usage, "prompt_tokens") is not None
+                                else usage_from_any, token_usage)
         return None if report.is_empty() else report
     usage = _get(llm_output, "usage")
     if usage:
         # Raw Anthropic usage: its input excludes cache reads and writes, which this adds back.
         raw = _get(usage, "input_tokens") is not None
-        report = usage_from_anthropic(usage) if raw else usage_from_any(usage)
+        report = provider_usage(usage_from_anthropic if raw else usage_from_any, usage)
         return None if report.is_empty() else report
     return None
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall, Span, UsageReport, usage_from_any
 from tokenspy_core.call import active_call
+from tokenspy_core.usage import provider_usage
 
 from . import payloads
 
@@ -135,7 +136,7 @@ class LLMCall:
         if extra or get(response, "raw") is not None or get(get(response, "message"), "additional_kwargs"):
             usage = payloads.usage_of(response)
             if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
-                call.set_usage(usage)
+                provider_usage(call.set_usage, usage)
 
     def adopt(self, messages: list[dict[str, str]]) -> None:
         """The chat a completion call made inside it (an LLM whose `complete` runs its own `chat`, or
@@ -189,7 +190,7 @@ class LLMCall:
             return
         usage = payloads.usage_of(response)
         if usage is not None:
-            call.set_usage(usage)
+            provider_usage(call.set_usage, usage)
         call.set_service_tier(payloads.service_tier(response))
         served = payloads.served_model(response)
         if served:
