@@ -23,17 +23,24 @@ from typing import Any
 from ._guard import warn_user
 from .usage import Usage
 
-__all__ = ["FEMTO_PER_USD", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
+__all__ = ["FEMTO_PER_USD", "MAX_PRICE_PER_MTOK", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
 
 logger = logging.getLogger("tokenspy")
 
 FEMTO_PER_USD = 10**15
 _FEMTO_PER_TOKEN_PER_MTOK = Decimal(10**9)
+# $1 per token. The dearest model genai-prices lists costs a few hundred dollars per million tokens: a
+# price above this is a mistake (cents for dollars, a price per billion, a stray exponent), and an
+# unbounded one would overflow the float `cost_usd` later, far from its cause.
+MAX_PRICE_PER_MTOK = 1_000_000
 
 # Our provider names -> genai-prices provider ids, where they differ.
 _PROVIDER_IDS = {"bedrock": "aws", "amazon_bedrock": "aws", "azure_openai": "azure", "vertexai": "google",
                  "google_genai": "google", "google_vertexai": "google", "gemini": "google", "xai": "x-ai"}
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
+# The model makers whose own price wins when a name no provider pattern claims is listed by several
+# providers (an Azure or OpenRouter listing of an OpenAI model is the same model, resold).
+_MAKERS = ("openai", "anthropic", "google")
 
 
 def usd(femto: int) -> Decimal:
@@ -81,6 +88,9 @@ def _per_token(price_per_mtok: Any, what: str) -> int:
         exact_amount(value, what, "USD per million tokens")  # the same finite, >= 0 check
     else:
         value = exact_amount(price_per_mtok, what, "USD per million tokens")
+    if value > MAX_PRICE_PER_MTOK:
+        raise ValueError(f"{what} must be at most {MAX_PRICE_PER_MTOK:,} USD per million tokens ($1 per token), "
+                         f"got {price_per_mtok!r}")
     if isinstance(value, Fraction):
         return round(value * 10**9)  # round() of a Fraction is half-even, as below
     return int((value * _FEMTO_PER_TOKEN_PER_MTOK).to_integral_value(ROUND_HALF_EVEN))
@@ -172,6 +182,26 @@ def _from_genai(model_price: Any) -> ModelRates | None:
     return ModelRates(base=build(None), tiers=tuple((s, build(s)) for s in starts))
 
 
+def _exact_names(providers: list[Any]) -> dict[str, tuple[tuple[str, Any], ...]]:
+    """Lower-cased name -> (provider id, listing) for every name a provider lists exactly: a model's
+    id and the names its match rule equals (not the prefixes, substrings or patterns it also takes)."""
+    from genai_prices.types import ClauseEquals, ClauseOr
+
+    def equal_names(clause: Any) -> list[str]:
+        if isinstance(clause, ClauseEquals):
+            return [clause.equals.lower()]
+        if isinstance(clause, ClauseOr):  # an `and` of rules is not met by a name equal to one of them
+            return [name for inner in clause.or_ for name in equal_names(inner)]
+        return []
+
+    index: dict[str, list[tuple[str, Any]]] = {}
+    for provider in providers:
+        for info in provider.models:
+            for name in dict.fromkeys([info.id.lower(), *equal_names(info.match)]):
+                index.setdefault(name, []).append((provider.id, info))
+    return {name: tuple(listings) for name, listings in index.items()}
+
+
 class PriceBook:
     """Model -> rates: user overrides first, then genai-prices; unknown models warn once."""
 
@@ -181,6 +211,9 @@ class PriceBook:
         self._cache: dict[tuple[str, str | None, str | None, str | None], ModelRates | None] = {}
         self._warned: set[str] = set()
         self._snapshot: Any = None
+        self._by_name: dict[str, tuple[tuple[str, Any], ...]] | None = None  # built at the first use
+        # Names left unpriced because the providers listing them disagree: the warning says which.
+        self._ambiguous: dict[str, tuple[str, ...]] = {}
 
     def set_price(self, model: str, *, input: Any, output: Any, cached_input: Any = None,
                   cache_write: Any = None, cache_write_1h: Any = None) -> None:
@@ -251,14 +284,43 @@ class PriceBook:
             attempts.append("litellm")
         from datetime import UTC, datetime
 
+        context = {name: value for name, value in (("service_tier", service_tier), ("speed", speed)) if value} or None
+        now = datetime.now(tz=UTC)
         for attempt in attempts:
             try:
                 _, info = snapshot.find_provider_model(model, None, attempt, None)
             except LookupError:
                 continue
-            context = {name: value for name, value in (("service_tier", service_tier), ("speed", speed)) if value}
-            return _from_genai(info.get_prices(datetime.now(tz=UTC), context or None))
+            return _from_genai(info.get_prices(now, context))
+        # No provider's name pattern claims the model (text-embedding-3-small, chatgpt-4o-latest, a name
+        # only hosts list): look it up by exact name in every provider's list. Only after every attempt
+        # above missed, so no model priced by them changes price.
+        listings = self._listed_as(model)
+        for maker in _MAKERS:
+            for provider_id, info in listings:
+                if provider_id == maker:
+                    return _from_genai(info.get_prices(now, context))
+        if provider or not listings:
+            # The caller named who served the call (a local server, a gateway): another host's price
+            # for the name would be a guess about someone else's bill.
+            return None
+        found = {rates for _, info in listings if (rates := _from_genai(info.get_prices(now, context))) is not None}
+        if len(found) == 1:
+            return found.pop()
+        if found:  # hosts charge different prices for one open model: which one served it is unknown
+            self._ambiguous[model] = tuple(provider_id for provider_id, _ in listings)
         return None
+
+    def _listed_as(self, model: str) -> tuple[tuple[str, Any], ...]:
+        """(provider id, listing) of every provider that lists `model` under exactly that name.
+
+        Exact names only: providers' own match rules are written for names sent to them, and applied
+        to another provider's name they mislead (Google's Vertex listing of Claude matches any name
+        containing "claude-opus-4.6", OpenRouter's dearer "anthropic/claude-opus-4.6-fast" included)."""
+        index = self._by_name
+        if index is None:
+            index = self._by_name = _exact_names(self._snapshot.providers)
+        return index.get(model.lower(), ())
 
     def _genai_snapshot(self) -> Any:
         if self._snapshot is None:
@@ -279,8 +341,15 @@ class PriceBook:
             if model in self._warned:
                 return
             self._warned.add(model)
-        message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
-                   f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
+        hosts = self._ambiguous.get(model)
+        if hosts:
+            shown = ", ".join(hosts[:5]) + (f" and {len(hosts) - 5} more" if len(hosts) > 5 else "")
+            message = (f"tokenspy: model {model!r} is priced differently by {shown}; its calls are counted "
+                       f"with cost None. Pass provider= (the host that served it) or set a price with "
+                       f"tokenspy.set_price({model!r}, input=..., output=...).")
+        else:
+            message = (f"tokenspy: no price known for model {model!r}; its calls are counted with cost None. "
+                       f"Set one with tokenspy.set_price({model!r}, input=..., output=...).")
         # On the logger when something handles it (the app's logging, pytest's caplog); with no handler
         # anywhere the record would reach stderr beside the warning: the same line twice.
         logged = logger.hasHandlers()

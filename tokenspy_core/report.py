@@ -11,6 +11,9 @@ __all__ = ["BOX_GLYPHS", "fmt_cost", "render", "render_box"]
 _BAR_WIDTH = 16
 _MIN_WIDTH = 52
 _MAX_ROWS = 60
+# Dollars from which a cost is shown in scientific notation: cents are noise there, and from 1e26 on
+# quantizing to them needs more than the 28 digits of the decimal context (InvalidOperation).
+_HUGE = Decimal(10**15)
 
 _UNICODE = {"tl": "╔", "tr": "╗", "bl": "╚", "br": "╝", "h": "═", "v": "║", "ml": "╠", "mr": "╣",
             "bar": "█", "branch": "└─", "dot": "·", "more": "…"}
@@ -20,13 +23,23 @@ _ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": 
           "bar": "#", "branch": "`-", "dot": "-", "more": "..."}
 
 
-def fmt_cost(cost_usd: float | None) -> str:
-    """Dollars for people: half-up rounding of the decimal value (0.00105 shows as $0.0011)."""
+def fmt_cost(cost_usd: float | Decimal | None) -> str:
+    """Dollars for people: half-up rounding of the decimal value (0.00105 shows as $0.0011).
+
+    Never raises, whatever the amount: a report must not fail on the numbers it reports."""
     if cost_usd is None:
         return "unpriced"
-    if cost_usd == 0:
+    value = cost_usd if isinstance(cost_usd, Decimal) else Decimal(repr(cost_usd))  # a float's shortest repr
+    if value.is_nan():  # before any comparison: comparing a NaN raises decimal.InvalidOperation
+        return "$nan"
+    if value < 0:  # not a cost, but a difference of costs (the CLI's comparisons)
+        return "-" + fmt_cost(-value)
+    if value.is_infinite():
+        return "$inf"
+    if value == 0:
         return "$0"
-    value = Decimal(repr(cost_usd))
+    if value >= _HUGE:
+        return f"${value:.2E}"
     if value >= 1:
         return f"${value.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
     if value >= Decimal("0.0001"):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import numbers
+import os
+import sqlite3
 import sys
 from collections.abc import Mapping
 from decimal import Decimal
@@ -41,7 +44,7 @@ def _can_encode(stream: TextIO, sample: str = BOX_GLYPHS) -> bool:
     return True
 
 
-def report(format: str = "text", *, path: str | Path | None = None, hints: bool = True,
+def report(format: str = "text", *, path: str | os.PathLike[str] | None = None, hints: bool = True,
            file: TextIO | None = None) -> str | None:
     """Print the cost box (`format="text"`), or return the stats as JSON text (`format="json"`).
 
@@ -51,7 +54,7 @@ def report(format: str = "text", *, path: str | Path | None = None, hints: bool 
     return report_tracker(default_tracker(), format, path=path, hints=hints, file=file)
 
 
-def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path | None = None,
+def report_tracker(tracker: Tracker, format: str = "text", *, path: str | os.PathLike[str] | None = None,
                    hints: bool = True, file: TextIO | None = None) -> str | None:
     """`tokenspy.report()` for any tracker (a session's, a handler's own view)."""
     if format not in ("text", "json", "html"):
@@ -60,6 +63,10 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
         raise TypeError("hints must be True or False")
     if path is not None and file is not None:
         raise ValueError("report() writes to path= or to file=, not both")
+    if file is not None:
+        _check_file(file)
+    if path is not None:
+        _check_path(path)
     if format == "html":
         from tokenspy_core.html_report import render_html
 
@@ -73,7 +80,7 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
     if path is not None:
         text = tracker.render(format, hints=hints)
         Path(path).write_text(text + "\n", encoding="utf-8")
-        return str(path)
+        return os.fspath(path)
     if format == "json":
         text = tracker.render("json", hints=hints)
         if file is None:
@@ -92,6 +99,23 @@ def report_tracker(tracker: Tracker, format: str = "text", *, path: str | Path |
     return None
 
 
+def _check_file(file: Any) -> None:
+    if not callable(getattr(file, "write", None)):
+        raise TypeError(f"file must be an open text file (an object with a write() method), got {file!r}; "
+                        "to write to a file by name, pass path=")
+    if isinstance(file, io.RawIOBase | io.BufferedIOBase):
+        raise TypeError(f"file must be opened in text mode ('w', not 'wb'), got {file!r}")
+
+
+def _check_path(path: Any) -> None:
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"path must be a file path (a str or os.PathLike), got {path!r}")
+    if not os.fspath(path):  # likely an unset variable (os.environ.get("OUT", "")): never write to "."
+        raise ValueError("path must be a file path, got an empty path ''")
+    if os.path.isdir(path):
+        raise ValueError(f"path must be a file path, got the directory {os.fspath(path)!r}")
+
+
 class TrackerView:
     """What a session or a framework handler shows of the calls it saw: `stats()`, `calls()`,
     `report()`, `reset()` — the module-level API, for one tracker."""
@@ -105,7 +129,7 @@ class TrackerView:
     def calls(self) -> list[CallRecord]:
         return self._view.calls()
 
-    def report(self, format: str = "text", *, path: str | Path | None = None, hints: bool = True,
+    def report(self, format: str = "text", *, path: str | os.PathLike[str] | None = None, hints: bool = True,
                file: TextIO | None = None) -> str | None:
         """Print the cost box (`format="text"`), or return JSON text, as `tokenspy.report()`."""
         return report_tracker(self._view, format, path=path, hints=hints, file=file)
@@ -229,10 +253,18 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
             new_tags["git_commit"] = commit
     store = None
     if persist:
-        from tokenspy_core.store import attach_store, stores
+        from tokenspy_core.store import attach_store, resolve_path, stores
 
         attached = stores()
-        store = attach_store(default_tracker(), None if persist is True else persist)
+        try:
+            store = attach_store(default_tracker(), None if persist is True else persist)
+        except sqlite3.Error as exc:
+            # sqlite's "unable to open database file" names no file: say which one, keeping the type
+            # callers may catch.
+            target = str(resolve_path(None if persist is True else persist))
+            if target in str(exc):
+                raise
+            raise type(exc)(f"persist: cannot use {target!r} as the tokenspy database: {exc}") from exc
         if store in attached:  # already attached by an earlier init(): not ours to close on failure
             store = None
     if otel:
