@@ -317,7 +317,9 @@ class Call:
         self.cache_hit = False
         self.record: CallRecord | None = None
         self._final_text: Any = None
-        self._claimed = False
+        # Taken by the SDK request of this provider call (`claim`); None: not yet, and timed from a
+        # framework's first read (`restart_clock`), so from that request once it comes.
+        self._claimed: bool | None = False
         self._prev_active: Call | None = None
         self._ttft: float | None = None
         self._report: UsageReport | None = None  # the first usage report becomes it
@@ -356,6 +358,7 @@ class Call:
         if self._ttft is None and not self._claimed and self.status == "active":
             self._started = self._clock()
             self._started_wall = time.time()
+            self._claimed = None
 
     def text_appender(self) -> Callable[[str], None]:
         """`add_text` for an adapter's per-chunk loop, to call when the first text arrives (it is the
@@ -495,6 +498,11 @@ class Call:
         with _end_lock:
             if self._claimed or self.status != "active":
                 return False
+            if self._claimed is None and self._ttft is None:
+                # Sent at a framework's first read, the request goes out only now: the LLM built its
+                # client in between (the first call of a process, lazily).
+                self._started = self._clock()
+                self._started_wall = time.time()
             self._claimed = True
             return True
 

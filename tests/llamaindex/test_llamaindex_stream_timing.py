@@ -5,6 +5,7 @@ latency, nor time to first token."""
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from li_helpers import assert_matches, logged, openai_llm
 from llama_index.core.base.llms.types import ChatMessage
@@ -83,4 +84,32 @@ def test_a_stream_whose_request_was_sent_before_it_was_handed_back_keeps_its_sta
         pass
     [record] = handler.calls()
     assert (record.ttft_s, record.latency_s) == (100.0, 100.0)
+    assert_matches(record, logged(fp)[0])
+
+
+def test_a_stream_is_timed_from_its_request_when_its_first_read_waits_before_sending(
+        fp: FakeProvider, sdk_layer: None) -> None:
+    # The first call of a process: between the first read and the request, the SDK builds its `chat`
+    # resources and imports their modules lazily; the SDK layer sees the request join the call.
+    handler, clock = _timed_handler()
+
+    class LazyOpenAI(OpenAI):
+        @property
+        def chat(self) -> Any:
+            clock.now += 0.5
+            return super().chat
+
+    class LazyClientLLM(type(openai_llm(fp))):  # type: ignore[misc]
+        def _get_client(self) -> OpenAI:
+            return LazyOpenAI(**self._get_credential_kwargs())
+
+    llm = LazyClientLLM(model="gpt-4o-mini", api_base=fp.openai_base_url, api_key="test", max_retries=0,
+                        callback_manager=CallbackManager([handler]))
+    stream = llm.stream_chat(QUESTION)
+    clock.now = 100.0  # the first read; the request goes out at 100.5
+    for index, _ in enumerate(stream):
+        if index == 0:  # the first chunk arrived at 100.5
+            clock.now = 102.5
+    [record] = handler.calls()
+    assert (record.ttft_s, record.latency_s) == (0.0, 2.0)
     assert_matches(record, logged(fp)[0])
