@@ -15,6 +15,12 @@ __all__ = ["Budget", "BudgetExceededError"]
 OnExceeded = Literal["warn", "raise"]
 
 
+def dollars(amount: Decimal) -> str:
+    """An exact amount as written, without trailing zeros: a budget of $0.00001 (an embeddings job) and
+    what it spent stay legible, where a fixed number of decimals shows both as $0.000000."""
+    return f"${amount.normalize():f}"
+
+
 class BudgetExceededError(RuntimeError):
     """Raised before an LLM call starts under a budget the user asked to enforce that is spent."""
 
@@ -22,8 +28,8 @@ class BudgetExceededError(RuntimeError):
         self.span = span
         self.spent_usd = float(spent_usd)
         self.budget_usd = float(budget_usd)
-        super().__init__(f"tokenspy budget exceeded for {span!r}: spent ${spent_usd:.6f} "
-                         f"of ${budget_usd:.6f}; the call was refused before it started")
+        super().__init__(f"tokenspy budget exceeded for {span!r}: spent {dollars(spent_usd)} "
+                         f"of {dollars(budget_usd)}; the call was refused before it started")
 
 
 class Budget:
@@ -57,5 +63,5 @@ class Budget:
                 self.warned = True
                 self.exhausted = self.on_exceeded == "raise"
         if crossed:
-            warn_user(f"tokenspy: {self.name!r} spent ${usd(self.spent):.6f}, over its budget of "
-                      f"${usd(self.limit):.6f}")
+            warn_user(f"tokenspy: {self.name!r} spent {dollars(usd(self.spent))}, over its budget of "
+                      f"{dollars(usd(self.limit))}")

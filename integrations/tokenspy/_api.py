@@ -181,8 +181,8 @@ def _check_call_options(provider: Any, tags: Any) -> None:
 
 
 def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
-           cache_write_tokens: int = 0, reasoning_tokens: int = 0, provider: str | None = None,
-           tags: Mapping[str, Any] | None = None) -> CallRecord | None:
+           cache_write_tokens: int = 0, reasoning_tokens: int = 0, cache_write_1h_tokens: int = 0,
+           provider: str | None = None, tags: Mapping[str, Any] | None = None) -> CallRecord | None:
     """Record a finished call made through a provider tokenspy does not wrap."""
     if not (type(input_tokens) is int and type(output_tokens) is int and type(cached_input_tokens) is int
             and type(cache_write_tokens) is int and type(reasoning_tokens) is int
@@ -197,13 +197,17 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
         raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
     if reasoning_tokens > output_tokens:
         raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
+    if cache_write_1h_tokens:  # Anthropic's 1-hour cache writes, priced at their own rate: rare, checked apart
+        cache_write_1h_tokens = _count("cache_write_1h_tokens", cache_write_1h_tokens)
+        if cache_write_1h_tokens > cache_write_tokens:
+            raise ValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
     _check_call_options(provider, tags)
     # Under a spent `on_exceeded="raise"` budget this raises like any call start: for a provider tokenspy
     # does not wrap, refusing to record is the only way to stop the caller's loop.
     call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
     # A ready UsageReport (the same fields set_usage(**fields) would build, without the dict).
     call.add_report(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-                               reasoning_tokens))
+                               reasoning_tokens, cache_write_1h_tokens or None))
     return call.finish()
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 import tokenspy
-from tokenspy_core import default_tracker
+from tokenspy_core import BudgetExceededError, default_tracker
 
 
 def _fake_llm_call(model: str = "gpt-4o", tokens: int = 100) -> None:
@@ -186,7 +186,7 @@ def test_budget_warns_once_naming_span_spent_and_budget() -> None:
         for _ in range(3):
             tokenspy.record("gpt-4o", input_tokens=400, output_tokens=0)  # $0.001 each
 
-    with pytest.warns(UserWarning, match=r"'spender' spent \$0\.002000, over its budget of \$0\.001000") as w:
+    with pytest.warns(UserWarning, match=r"'spender' spent \$0\.002, over its budget of \$0\.001") as w:
         spender()
     (warning,) = [x for x in w if "budget" in str(x.message)]
     assert warning.filename == __file__
@@ -208,7 +208,7 @@ def test_warnings_as_errors_lose_no_record_and_still_charge_every_budget(
     assert outer.cost == pytest.approx(0.002) and outer.calls == 2
     logged = [r.getMessage() for r in caplog.records]
     assert sum("acme-llm-9001" in m for m in logged) == 1
-    assert any("'outer' spent $0.002000" in m for m in logged) and any("'inner' spent" in m for m in logged)
+    assert any("'outer' spent $0.002," in m for m in logged) and any("'inner' spent" in m for m in logged)
 
 
 def test_budget_raise_lets_the_crossing_call_finish_and_refuses_the_next() -> None:
@@ -395,3 +395,25 @@ def test_report_json_to_an_open_file() -> None:
     out = io.StringIO()
     assert tokenspy.report(format="json", file=out) is None
     assert json.loads(out.getvalue())["total_calls"] == 1
+
+
+def test_budget_messages_show_small_amounts_as_they_are() -> None:
+    # An embeddings job's budget: six decimals showed both amounts as $0.000000.
+    tokenspy.set_price("tiny-embed", input=0.02, output=0)
+    with (pytest.raises(BudgetExceededError, match=r"spent \$0\.00002 of \$0\.00001;"),
+          tokenspy.session("embed", budget_usd=Decimal("0.00001"), on_exceeded="raise")):
+        with pytest.warns(UserWarning, match=r"'embed' spent \$0\.00002, over its budget of \$0\.00001$"):
+            tokenspy.record("tiny-embed", input_tokens=1000, output_tokens=0)
+        tokenspy.record("tiny-embed", input_tokens=1, output_tokens=0)
+
+
+def test_record_takes_one_hour_cache_writes_at_their_own_price() -> None:
+    tokenspy.set_price("m-1h", input=1, output=1, cache_write=2, cache_write_1h=4)
+    record = tokenspy.record("m-1h", input_tokens=1000, output_tokens=0, cache_write_tokens=1000,
+                             cache_write_1h_tokens=400)
+    assert record is not None and record.cache_write_1h_tokens == 400
+    assert record.cost == Decimal("0.0028")  # 600 five-minute writes at $2/M, 400 one-hour ones at $4/M
+    with pytest.raises(ValueError, match="cache_write_1h_tokens are part of cache_write_tokens"):
+        tokenspy.record("m-1h", input_tokens=1000, output_tokens=0, cache_write_tokens=10, cache_write_1h_tokens=11)
+    with pytest.raises(TypeError, match="cache_write_1h_tokens must be an int"):
+        tokenspy.record("m-1h", input_tokens=1000, output_tokens=0, cache_write_1h_tokens=1.5)  # type: ignore[arg-type]
