@@ -34,6 +34,8 @@ from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt, tokenizer_model
 from .usage import (
+    MAX_TOKENS,
+    TOKEN_BITS,
     Usage,
     UsageReport,
     UsageTypeError,
@@ -200,9 +202,19 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
             continue
         if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"{name} must be an int token count, got {value!r}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if value < 0 or value > MAX_TOKENS:
+            raise ValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
 
+
+
+def _joined(parts: list[str]) -> str:
+    """The streamed text. Adapters append a provider's text deltas as they come, unchecked (a check per
+    chunk would cost every stream): one that is not text (a gateway's number) is left out here, rather
+    than losing the record."""
+    try:
+        return "".join(parts)
+    except TypeError:
+        return "".join(part for part in parts if isinstance(part, str))
 
 
 def _check_subsets(fields: Mapping[str, Any], current: UsageReport | None) -> None:
@@ -374,7 +386,7 @@ class Call:
             # case, the first report of plain input and output counts (no subset to compare).
             if len(fields) == 2 and self._report is None:
                 given_in, given_out = fields.get("input_tokens", -1), fields.get("output_tokens", -1)
-                plain = type(given_in) is int and type(given_out) is int and given_in >= 0 and given_out >= 0
+                plain = type(given_in) is int and type(given_out) is int and not (given_in | given_out) >> TOKEN_BITS
             else:
                 plain = False
             if not plain:
@@ -649,7 +661,7 @@ class Call:
             if output_tokens is None and self.operation == "embeddings":
                 output_tokens = 0  # an embedding has no output tokens: nothing to estimate
             elif output_tokens is None:
-                text = "".join(self._parts)
+                text = _joined(self._parts)
                 if not text and self._final_text is not None:
                     final = self._final_text
                     text = final() if callable(final) else final
@@ -690,7 +702,7 @@ class Call:
         if config.capture_content:
             prompt, response = plain_prompt(self._prompt), text
             if response is None:  # not needed for an estimate: the streamed text, or the whole answer
-                response = "".join(self._parts)
+                response = _joined(self._parts)
                 if not response and self._final_text is not None:
                     final = self._final_text
                     response = final() if callable(final) else final

@@ -518,7 +518,18 @@ class Store:
         def insert() -> None:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on upgrade
             try:
-                conn.executemany(_INSERT, rows)
+                try:
+                    conn.executemany(_INSERT, rows)
+                except (OverflowError, sqlite3.InterfaceError):
+                    # A row SQLite cannot bind (a number past 64 bits) would fail its whole batch at every
+                    # retry, and hold back every record after it: the others are written, that one logged.
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    for row in rows:
+                        try:
+                            conn.execute(_INSERT, row)
+                        except (OverflowError, sqlite3.InterfaceError) as exc:
+                            log_internal_error("store row", exc)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -22,6 +22,7 @@ from ._guard import logger, warn_user
 
 __all__ = [
     "FIELDS",
+    "MAX_TOKENS",
     "Usage",
     "UsageReport",
     "field_of",
@@ -142,28 +143,37 @@ class UsageValueError(ValueError):
     """A negative usage count."""
 
 
+# The largest token count one call can report: over a trillion. No call comes near it; past it a count
+# is a gateway's garbage or a typo, which would also overflow the store's 64-bit integers. For an int
+# `n`, `not n >> TOKEN_BITS` is `0 <= n <= MAX_TOKENS` in one step (a negative n shifts to -1).
+TOKEN_BITS = 40
+MAX_TOKENS = 2**TOKEN_BITS - 1
+
 # Set while `provider_usage` converts a provider's usage again, leaving out the counts it rejected.
 _dropping_invalid: ContextVar[bool] = ContextVar("tokenspy_dropping_invalid_counts", default=False)
 
 
 def _int(value: Any) -> int | None:
-    if type(value) is int and value >= 0:  # the common case: int(value) would return the same object
+    if type(value) is int and not value >> TOKEN_BITS:  # the common case: a count in range
         return value
-    if value is None or isinstance(value, bool):
+    if value is None:
         return None
-    try:
-        number = int(value)  # "12", 12.0, an int subclass
-    except (TypeError, ValueError, OverflowError):
-        number = None
+    if isinstance(value, bool):
+        number = None  # True is no number of tokens
+    else:
+        try:
+            number = int(value)  # "12", 12.0, an int subclass
+        except (TypeError, ValueError, OverflowError):
+            number = None
     # Never a silent wrong number: not "x", not 1.9 read as 1, not -5.
     if number is None or (not isinstance(value, str) and number != value):
         if _dropping_invalid.get():
             return None
         raise UsageTypeError(f"a usage count must be a whole number of tokens, got {value!r}")
-    if number < 0:
+    if number < 0 or number > MAX_TOKENS:
         if _dropping_invalid.get():
             return None
-        raise UsageValueError(f"a usage count must be >= 0, got {value!r}")
+        raise UsageValueError(f"a usage count must be between 0 and {MAX_TOKENS:,}, got {value!r}")
     return number
 
 
@@ -177,19 +187,39 @@ def provider_usage(apply: Callable[[Any], _R], usage: Any) -> _R:
     unreported (so estimated), and logged once. Raised, it would lose the record of an answer the user
     got. Numbers the user passes (`set_usage`, `record`) are still refused with an error."""
     try:
-        return apply(usage)
+        result = apply(usage)
     except (UsageTypeError, UsageValueError) as exc:
         token = _dropping_invalid.set(True)
         try:
             result = apply(usage)
         finally:
             _dropping_invalid.reset(token)
-        global _dropped_logged
-        if not _dropped_logged:
-            _dropped_logged = True
-            logger.warning("tokenspy: a provider reported a usage count no number of tokens can be (%s): it is "
-                           "left out and estimated", exc)
+        _log_dropped(str(exc))
         return result
+    if isinstance(result, UsageReport):
+        _drop_impossible_parts(result)
+    return result
+
+
+def _drop_impossible_parts(report: UsageReport) -> None:
+    """Cache reads and writes are part of the input, reasoning part of the output: a report that says
+    otherwise would bill each cached token on top of a smaller whole. The parts are left out."""
+    inp, out = report.input_tokens, report.output_tokens
+    if inp is not None and (report.cached_input_tokens or 0) + (report.cache_write_tokens or 0) > inp:
+        _log_dropped(f"cached_input_tokens {report.cached_input_tokens} + cache_write_tokens "
+                     f"{report.cache_write_tokens} > input_tokens {inp}")
+        report.cached_input_tokens = report.cache_write_tokens = report.cache_write_1h_tokens = None
+    if out is not None and report.reasoning_tokens is not None and report.reasoning_tokens > out:
+        _log_dropped(f"reasoning_tokens {report.reasoning_tokens} > output_tokens {out}")
+        report.reasoning_tokens = None
+
+
+def _log_dropped(what: str) -> None:
+    global _dropped_logged
+    if not _dropped_logged:
+        _dropped_logged = True
+        logger.warning("tokenspy: a provider reported a usage count no number of tokens can be (%s): it is "
+                       "left out and estimated", what)
 
 
 def usage_from_openai(usage: Any) -> UsageReport:
@@ -246,11 +276,12 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
     if output is None and get("total_tokens") is not None:
         output = 0  # a whole report without output (embeddings): nothing was generated
     return UsageReport(
-        prompt if type(prompt) is int and prompt >= 0 else _int(prompt),
-        output if type(output) is int and output >= 0 else _int(output),
-        cached if cached is None or (type(cached) is int and cached >= 0) else _int(cached),
-        written if written is None or (type(written) is int and written >= 0) else _int(written),
-        reasoning if reasoning is None or (type(reasoning) is int and reasoning >= 0) else _int(reasoning),
+        prompt if type(prompt) is int and not prompt >> TOKEN_BITS else _int(prompt),
+        output if type(output) is int and not output >> TOKEN_BITS else _int(output),
+        cached if cached is None or (type(cached) is int and not cached >> TOKEN_BITS) else _int(cached),
+        written if written is None or (type(written) is int and not written >> TOKEN_BITS) else _int(written),
+        reasoning if reasoning is None or (type(reasoning) is int and not reasoning >> TOKEN_BITS)
+        else _int(reasoning),
     )
 
 
@@ -303,8 +334,8 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
         details, out_details = get("input_token_details"), get("output_token_details")
         if not details and not out_details:
             inp, out = get("input_tokens"), get("output_tokens")
-            return UsageReport(inp if inp.__class__ is int and inp >= 0 else _int(inp),
-                               out if out.__class__ is int and out >= 0 else _int(out))
+            return UsageReport(inp if inp.__class__ is int and not inp >> TOKEN_BITS else _int(inp),
+                               out if out.__class__ is int and not out >> TOKEN_BITS else _int(out))
     else:
         details, out_details = _get(usage_metadata, "input_token_details"), _get(usage_metadata, "output_token_details")
     details = details or {}

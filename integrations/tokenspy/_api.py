@@ -17,6 +17,7 @@ from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageRe
 from tokenspy_core import start_call as _core_start_call
 from tokenspy_core.report import BOX_GLYPHS
 from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit
+from tokenspy_core.usage import MAX_TOKENS, TOKEN_BITS
 
 from . import _instrument
 
@@ -156,14 +157,10 @@ def set_price(model: str, *, input: float | Decimal | Fraction, output: float | 
 
 
 def _count(name: str, value: Any) -> int:
-    if type(value) is int:  # the common case, without the slow ABC check below
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if value < 0 or value > MAX_TOKENS:
+        raise ValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
     return int(value)
 
 
@@ -186,8 +183,9 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
     """Record a finished call made through a provider tokenspy does not wrap."""
     if not (type(input_tokens) is int and type(output_tokens) is int and type(cached_input_tokens) is int
             and type(cache_write_tokens) is int and type(reasoning_tokens) is int
-            and input_tokens >= 0 and output_tokens >= 0 and cached_input_tokens >= 0 and cache_write_tokens >= 0
-            and reasoning_tokens >= 0):  # the common case checked inline: this runs once per recorded call
+            # Each in 0..MAX_TOKENS, at once (see TOKEN_BITS): the common case, once per recorded call.
+            and not (input_tokens | output_tokens | cached_input_tokens | cache_write_tokens
+                     | reasoning_tokens) >> TOKEN_BITS):
         input_tokens = _count("input_tokens", input_tokens)
         output_tokens = _count("output_tokens", output_tokens)
         cached_input_tokens = _count("cached_input_tokens", cached_input_tokens)

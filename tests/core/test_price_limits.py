@@ -11,6 +11,7 @@ import pytest
 
 import tokenspy
 from tokenspy_core.report import fmt_cost
+from tokenspy_core.usage import MAX_TOKENS
 
 
 @pytest.mark.parametrize("argument", ["input", "output", "cached_input", "cache_write", "cache_write_1h"])
@@ -36,12 +37,13 @@ def test_a_dollar_per_token_is_accepted_and_exact() -> None:
 
 
 def test_a_report_of_a_cost_past_a_quadrillion_dollars_is_printed() -> None:
-    tokenspy.set_price("m", input=1_000_000, output=0)
-    tokenspy.record("m", input_tokens=10**30, output_tokens=0)
+    tokenspy.set_price("m", input=1_000_000, output=0)  # $1 a token, the most a price can be
+    for _ in range(1000):
+        tokenspy.record("m", input_tokens=MAX_TOKENS, output_tokens=0)  # the most a count can be
     out = io.StringIO()
     tokenspy.report(file=out, hints=False)
-    assert "total: $1.00E+30  ·  1,000,000,000,000,000,000,000,000,000,000 tokens  ·  1 call" in out.getvalue()
-    assert tokenspy.stats()["total_cost_usd"] == 1e30
+    assert "total: $1.10E+15  ·  1,099,511,627,775,000 tokens  ·  1,000 calls" in out.getvalue()
+    assert tokenspy.stats()["total_cost_usd"] == MAX_TOKENS * 1000
 
 
 @pytest.mark.parametrize(

@@ -48,13 +48,13 @@ def test_openai_chat_as_attribute_object() -> None:
 
 def test_openai_chat_dict_and_object_read_odd_values_alike() -> None:
     # Dicts take a fast path of their own: it must agree with the generic accessor on every value.
-    raw = {"prompt_tokens": "12", "completion_tokens": None, "prompt_tokens_details": {"cached_tokens": True},
+    raw = {"prompt_tokens": "12", "completion_tokens": None, "prompt_tokens_details": {"cached_tokens": None},
            "completion_tokens_details": SimpleNamespace(reasoning_tokens=3.0)}
     expected = UsageReport(12, None, None, None, 3)  # no completion count and no total: output not reported
     assert usage_from_any(raw) == usage_from_openai(raw) == expected
-    as_object = SimpleNamespace(**{**raw, "prompt_tokens_details": SimpleNamespace(cached_tokens=True)})
+    as_object = SimpleNamespace(**{**raw, "prompt_tokens_details": SimpleNamespace(cached_tokens=None)})
     assert usage_from_openai(as_object) == expected
-    for bad in ("x", 2.5, -1):  # never read as a number they are not
+    for bad in ("x", 2.5, -1, True, 2**40):  # never read as a number they are not
         with pytest.raises((TypeError, ValueError), match=repr(bad)):
             usage_from_any({"prompt_tokens": 7, "completion_tokens": bad})
 

@@ -292,3 +292,20 @@ def test_a_prompt_the_database_cannot_hold_as_is_loses_no_row(db: Path, odd_prom
     rows = load_records(db)
     assert len(rows) == 3
     assert [r.prompt for r in rows][0::2] == ["first", "last"]
+
+
+def test_a_row_sqlite_cannot_hold_does_not_hold_back_the_others(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A number past 64 bits failed its whole batch at every flush, and every record after it stayed
+    # pending. Token counts are bounded at the API (MAX_TOKENS); this is the store's own guard.
+    monkeypatch.delenv("TOKENSPY_STRICT", raising=False)
+    db = tmp_path / "usage.db"
+    tracker = default_tracker()
+    store = attach_store(tracker, db)
+    first = tokenspy.record("gpt-4o", input_tokens=10, output_tokens=1)
+    assert first is not None
+    tracker.add(dataclasses.replace(first, id=first.id + 1000, input_tokens=2**70))
+    tokenspy.record("gpt-4o", input_tokens=20, output_tokens=2)
+    store.flush()
+    assert store.pending == 0
+    assert [r.input_tokens for r in load_records(db)] == [10, 20]

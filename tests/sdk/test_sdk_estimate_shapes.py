@@ -157,7 +157,8 @@ def _corrupting(http: Any, field: str, value: Any) -> Callable[[Any], Any]:
     return handler
 
 
-@pytest.mark.parametrize(("field", "value"), [("prompt_tokens", -3), ("completion_tokens", 5.5)])
+@pytest.mark.parametrize(("field", "value"), [("prompt_tokens", -3), ("completion_tokens", 5.5),
+                                             ("completion_tokens", 10**20), ("prompt_tokens", "many")])
 def test_an_openai_count_no_number_of_tokens_can_be_is_estimated(fp: FakeProvider, field: str, value: Any) -> None:
     client = tokenspy.observe(openai.OpenAI(
         base_url=fp.openai_base_url, api_key="test", max_retries=0,
@@ -181,3 +182,37 @@ def test_an_anthropic_count_no_number_of_tokens_can_be_is_estimated(fp: FakeProv
     record = only_record()
     assert (record.status, record.partial, record.usage_source) == ("finished", False, "mixed")
     assert (record.input_tokens, record.output_tokens) == (billed["input_tokens"], billed["output_tokens"])
+
+
+def test_openai_cached_tokens_over_the_prompt_are_left_out(fp: FakeProvider) -> None:
+    # Priced as reported, each cached token would be billed on top of a smaller prompt.
+    client = tokenspy.observe(openai.OpenAI(
+        base_url=fp.openai_base_url, api_key="test", max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(
+            _corrupting(httpx, "prompt_tokens_details", {"cached_tokens": 10**6})))))
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    billed = fp.requests[0]["usage"]
+    record = only_record()
+    assert (record.input_tokens, record.cached_input_tokens, record.output_tokens, record.usage_source) == (
+        billed["prompt_tokens"], 0, billed["completion_tokens"], "provider")
+
+
+def test_a_streamed_text_delta_that_is_not_text_leaves_the_rest_counted() -> None:
+    # A gateway's malformed chunk: the SDK hands it over unvalidated, and tokenspy appends deltas
+    # unchecked (per chunk); the record, estimated from the text, must not be lost at the end.
+    def chunk(text: Any, finish: str | None = None) -> bytes:
+        body = {"id": "c", "object": "text_completion", "created": 0, "model": "gpt-3.5-turbo-instruct",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    body = chunk("Hello") + chunk(5) + chunk(" world", "stop") + b"data: [DONE]\n\n"
+    client = tokenspy.observe(openai.OpenAI(
+        base_url="http://gateway/v1", api_key="test", max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=body)))))
+    for _ in client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hello", stream=True,
+                                       stream_options={"include_usage": False}):
+        pass
+    record = only_record()
+    assert (record.status, record.usage_source) == ("finished", "estimated")
+    assert record.output_tokens == count_tokens("Hello world", "gpt-3.5-turbo-instruct")
