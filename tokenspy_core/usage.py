@@ -196,8 +196,10 @@ def provider_usage(apply: Callable[[Any], _R], usage: Any) -> _R:
             _dropping_invalid.reset(token)
         _log_dropped(str(exc))
         return result
-    if isinstance(result, UsageReport):
-        _drop_impossible_parts(result)
+    report: Any = result  # (a report when `apply` is a converter; None from a call's set_usage)
+    if report.__class__ is UsageReport and (report.cached_input_tokens or report.cache_write_tokens
+                                            or report.reasoning_tokens):  # only a report with parts is checked
+        _drop_impossible_parts(report)
     return result
 
 
