@@ -15,21 +15,27 @@ __all__ = ["Budget", "BudgetExceededError"]
 OnExceeded = Literal["warn", "raise"]
 
 
-def dollars(amount: Decimal) -> str:
+def dollars(amount: Decimal | float) -> str:
     """An exact amount as written, without trailing zeros: a budget of $0.00001 (an embeddings job) and
     what it spent stay legible, where a fixed number of decimals shows both as $0.000000."""
-    return f"${amount.normalize():f}"
+    exact = amount if isinstance(amount, Decimal) else Decimal(repr(amount))  # a float's shortest repr
+    return f"${exact.normalize():f}"
 
 
 class BudgetExceededError(RuntimeError):
     """Raised before an LLM call starts under a budget the user asked to enforce that is spent."""
 
-    def __init__(self, span: str, spent_usd: Decimal, budget_usd: Decimal) -> None:
+    def __init__(self, span: str, spent_usd: Decimal | float, budget_usd: Decimal | float) -> None:
         self.span = span
         self.spent_usd = float(spent_usd)
         self.budget_usd = float(budget_usd)
+        self._amounts = (spent_usd, budget_usd)
         super().__init__(f"tokenspy budget exceeded for {span!r}: spent {dollars(spent_usd)} "
                          f"of {dollars(budget_usd)}; the call was refused before it started")
+
+    def __reduce__(self) -> tuple[type[BudgetExceededError], tuple[str, Decimal | float, Decimal | float]]:
+        # Raised in a worker process (a ProcessPoolExecutor), it reaches the parent as itself.
+        return type(self), (self.span, *self._amounts)
 
 
 class Budget:

@@ -40,6 +40,8 @@ from .usage import (
     UsageReport,
     UsageTypeError,
     UsageValueError,
+    drop_impossible_parts,
+    dropping_invalid_counts,
     input_excludes_cache,
     rebase_excluded_cache,
     usage_from_any,
@@ -205,6 +207,12 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
         if value < 0 or value > MAX_TOKENS:
             raise ValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
 
+
+
+def _as_ints(fields: dict[str, Any]) -> dict[str, int | None]:
+    """Checked counts as plain ints: a numpy or other Integral count kept as it is would reach the
+    totals' Decimal arithmetic and the store, which refuse it."""
+    return {name: value if value is None or type(value) is int else int(value) for name, value in fields.items()}
 
 
 def _joined(parts: list[str]) -> str:
@@ -392,6 +400,7 @@ class Call:
             if not plain:
                 _check_fields(fields)
                 _check_subsets(fields, self._report)
+                fields = _as_ints(fields)
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.
@@ -400,20 +409,31 @@ class Call:
                 report = UsageReport(**fields)
             else:
                 report = usage_from_any(usage)
-                if report is usage:  # the caller's own UsageReport: never mutate it
-                    report = report.copy()
+                if report is usage or isinstance(usage, Usage):
+                    # The caller's own report, made without any check: checked as fields are, and never
+                    # mutated (nor kept).
+                    given = {name: getattr(report, name) for name in _USAGE_FIELDS}
+                    _check_fields(given)
+                    report = UsageReport(**_as_ints(given))
                 if fields:
                     report.update(UsageReport(**fields))
-                    # The user's numbers beside a usage object: the subsets of the whole they make.
-                    _check_subsets({name: getattr(report, name) for name in _USAGE_FIELDS}, self._report)
             current = self._report
             if current is None:
-                self._report = report  # a fresh report, ours to keep
+                merged = report  # a fresh report, ours to keep
             else:
+                merged = current.copy()  # checked before it replaces the call's
                 if usage is not None and (input_excludes_cache(usage) or (
                         type(usage) is dict and self.provider in _CACHE_EXCLUSIVE_INPUT)):
-                    rebase_excluded_cache(current, report)  # reported in pieces: the cache stays in the input
-                current.update(report)
+                    rebase_excluded_cache(merged, report)  # reported in pieces: the cache stays in the input
+                merged.update(report)
+            if merged.cached_input_tokens or merged.cache_write_tokens or merged.reasoning_tokens:
+                # Parts over their whole would be priced wrong (each cached token billed on top of a
+                # smaller prompt): the caller's error, or, from a provider (`provider_usage`), left out.
+                if dropping_invalid_counts():
+                    drop_impossible_parts(merged)
+                else:
+                    _check_subsets({name: getattr(merged, name) for name in _USAGE_FIELDS}, None)
+            self._report = merged
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error
         except Exception as exc:

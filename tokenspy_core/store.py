@@ -315,7 +315,7 @@ def _row(record: CallRecord, capture: bool, pid: int, host: str) -> tuple[Any, .
         record.usage_source, _tuple_json(record.estimated_fields), int(record.streamed), int(record.partial),
         record.status, record.error, int(record.cache_hit),
         SPAN_SEPARATOR.join(record.span_path), _tuple_json(record.span_path), _tuple_json(record.span_kinds),
-        record.latency_s, record.ttft_s, _encode(dict(tags)) if tags else "{}",
+        record.latency_s, record.ttft_s, (_content(dict(tags), _encode) or "{}") if tags else "{}",
         None if commit is None else str(commit), pid, host,
         _content(record.prompt, _encode) if capture and record.prompt is not None else None,
         _content(record.response, str) if capture and record.response is not None else None,
@@ -323,8 +323,9 @@ def _row(record: CallRecord, capture: bool, pid: int, host: str) -> tuple[Any, .
 
 
 def _content(value: Any, encode: Callable[[Any], str]) -> str | None:
-    """A captured prompt or response as SQLite text. One it cannot hold (a dict with int and str keys,
-    a lone surrogate) is stored as near as it can be, never failing the batch of rows it is written in."""
+    """A captured prompt or response, or a record's tags, as SQLite text. One it cannot hold (a dict with
+    int and str keys, a lone surrogate) is stored as near as it can be, never failing the batch of rows
+    it is written in (nor, retried, every batch after it)."""
     try:
         text = encode(value)
     except (TypeError, ValueError, RecursionError):

@@ -199,11 +199,16 @@ def provider_usage(apply: Callable[[Any], _R], usage: Any) -> _R:
     report: Any = result  # (a report when `apply` is a converter; None from a call's set_usage)
     if report.__class__ is UsageReport and (report.cached_input_tokens or report.cache_write_tokens
                                             or report.reasoning_tokens):  # only a report with parts is checked
-        _drop_impossible_parts(report)
+        drop_impossible_parts(report)
     return result
 
 
-def _drop_impossible_parts(report: UsageReport) -> None:
+def dropping_invalid_counts() -> bool:
+    """Whether a provider's usage is being read again by `provider_usage`, leaving out what it rejected."""
+    return _dropping_invalid.get()
+
+
+def drop_impossible_parts(report: UsageReport) -> None:
     """Cache reads and writes are part of the input, reasoning part of the output: a report that says
     otherwise would bill each cached token on top of a smaller whole. The parts are left out."""
     inp, out = report.input_tokens, report.output_tokens

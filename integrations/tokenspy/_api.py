@@ -195,7 +195,7 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
         raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
     if reasoning_tokens > output_tokens:
         raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
-    if cache_write_1h_tokens:  # Anthropic's 1-hour cache writes, priced at their own rate: rare, checked apart
+    if cache_write_1h_tokens.__class__ is not int or cache_write_1h_tokens:  # rare (Anthropic's 1-hour writes)
         cache_write_1h_tokens = _count("cache_write_1h_tokens", cache_write_1h_tokens)
         if cache_write_1h_tokens > cache_write_tokens:
             raise ValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")

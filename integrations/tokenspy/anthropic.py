@@ -141,7 +141,7 @@ class _Messages(Plan):
         call = self.call
         usage = _get(body, "usage")
         if usage is not None:
-            call.set_usage(provider_usage(usage_from_anthropic, usage))
+            call.add_report(provider_usage(usage_from_anthropic, usage))
             call.set_speed(_get(usage, "speed"))  # fast mode is priced at its own rates
         call.set_model(_get(body, "model"))
         call.set_response_text(functools.partial(_text_of, body))
@@ -216,5 +216,5 @@ class _Messages(Plan):
             value = getattr(usage, "output_tokens", None)
             if value is not None:
                 raw["output_tokens"] = value
-        self.call.set_usage(provider_usage(usage_from_anthropic, raw))
+        self.call.add_report(provider_usage(usage_from_anthropic, raw))
         self.call.set_speed(getattr(usage, "speed", None))

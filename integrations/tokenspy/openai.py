@@ -193,7 +193,7 @@ class _Request(Plan):
 def _account_body(call: CallLike, body: Any) -> None:
     usage = _get(body, "usage")
     if usage is not None:
-        call.set_usage(provider_usage(usage_from_openai, usage))
+        call.add_report(provider_usage(usage_from_openai, usage))
     call.set_model(_get(body, "model"))
     call.set_service_tier(_get(body, "service_tier"))
     if _get(body, "status") == "failed":  # a Responses API response
@@ -273,7 +273,7 @@ class _ChatChunks(_Request):
         usage = chunk.usage
         if usage is None:
             return False
-        self.call.set_usage(provider_usage(usage_from_openai, usage))
+        self.call.add_report(provider_usage(usage_from_openai, usage))
         self.complete = True
         return self._hide_usage and not choices
 
@@ -316,7 +316,7 @@ class _CompletionChunks(_Request):
         if usage is None:
             return False
         call.set_model(chunk.model)
-        call.set_usage(provider_usage(usage_from_openai, usage))
+        call.add_report(provider_usage(usage_from_openai, usage))
         self.complete = True
         return self._hide_usage and not choices
 
@@ -360,7 +360,7 @@ class _ResponsesEvents(_Request):
             self.call.set_model(response.model)
             self.call.set_service_tier(getattr(response, "service_tier", None))
             if response.usage is not None:
-                self.call.set_usage(provider_usage(usage_from_openai, response.usage))
+                self.call.add_report(provider_usage(usage_from_openai, response.usage))
             if kind == "response.failed":
                 self.call.fail(_response_error(response))
             elif kind != "response.created":

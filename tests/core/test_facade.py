@@ -417,3 +417,14 @@ def test_record_takes_one_hour_cache_writes_at_their_own_price() -> None:
         tokenspy.record("m-1h", input_tokens=1000, output_tokens=0, cache_write_tokens=10, cache_write_1h_tokens=11)
     with pytest.raises(TypeError, match="cache_write_1h_tokens must be an int"):
         tokenspy.record("m-1h", input_tokens=1000, output_tokens=0, cache_write_1h_tokens=1.5)  # type: ignore[arg-type]
+
+
+def test_budget_exceeded_error_is_made_from_any_amount_and_pickles() -> None:
+    import pickle
+
+    error = BudgetExceededError("span", 0.5, 1)  # as a user or a test double builds it
+    assert str(error) == "tokenspy budget exceeded for 'span': spent $0.5 of $1; the call was refused before it started"
+    back = pickle.loads(pickle.dumps(BudgetExceededError("job", Decimal("0.00002"), Decimal("0.00001"))))
+    assert isinstance(back, BudgetExceededError)  # raised in a worker process, it reaches the parent as itself
+    assert (back.span, back.spent_usd, back.budget_usd) == ("job", 0.00002, 0.00001)
+    assert "spent $0.00002 of $0.00001" in str(back)

@@ -277,3 +277,22 @@ def test_a_call_served_at_the_flex_tier_is_priced_at_its_rates() -> None:
     assert llm.chat([ChatMessage(role="user", content="x")]).raw.service_tier == "flex"
     [record] = tokenspy.calls()
     assert record.cost == (1000 * Decimal("0.625") + 1000 * Decimal("5")) / 1_000_000  # gpt-5 flex, not 1.25/10
+
+
+def test_a_providers_parts_over_their_whole_are_left_out(global_handler: TokenSpyHandler, fp: FakeProvider) -> None:
+    # A gateway's usage: priced as reported, 1,000 cached tokens were billed on top of an 8-token prompt.
+    import httpx
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        with httpx.Client() as client:
+            body = client.send(request).json()
+        body["usage"]["prompt_tokens_details"] = {"cached_tokens": 1000}
+        body["usage"]["completion_tokens_details"] = {"reasoning_tokens": 500}
+        return httpx.Response(200, json=body)
+
+    openai_llm(fp, http_client=httpx.Client(transport=httpx.MockTransport(gateway))).chat(QUESTION)
+    record = only_call()
+    billed = logged(fp)[0]
+    assert (record.input_tokens, record.cached_input_tokens, record.output_tokens, record.reasoning_tokens) == (
+        billed["prompt_tokens"], 0, billed["completion_tokens"], 0)
+    assert record.usage_source == "provider"

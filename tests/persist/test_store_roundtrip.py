@@ -309,3 +309,15 @@ def test_a_row_sqlite_cannot_hold_does_not_hold_back_the_others(tmp_path: Path,
     store.flush()
     assert store.pending == 0
     assert [r.input_tokens for r in load_records(db)] == [10, 20]
+
+
+def test_tags_json_cannot_sort_are_stored_without_holding_back_the_batch(db: Path) -> None:
+    # Mixed key types: the sorted JSON encoder raised, and the batch (and all after it) stayed pending.
+    store = attach_store(default_tracker(), db)
+    tokenspy.record("gpt-4o", input_tokens=1, output_tokens=0)
+    tokenspy.record("gpt-4o", input_tokens=2, output_tokens=0, tags={1: "x", "env": "prod"})
+    tokenspy.record("gpt-4o", input_tokens=3, output_tokens=0)
+    store.flush()
+    loaded = load_records(db)
+    assert [r.input_tokens for r in loaded] == [1, 2, 3]
+    assert loaded[1].tags == {"1": "x", "env": "prod"}

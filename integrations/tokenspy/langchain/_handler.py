@@ -580,7 +580,7 @@ def _keep_partial_output(run: Run, call: Call, response: Any) -> None:
     partial = ex.result_message(response)
     report = ex.result_usage(None, ex.message_of(partial))
     if report is not None:
-        call.set_usage(report)
+        call.add_report(report)
     text = ex.message_text(partial) if partial is not None else ""
     if text:
         call.set_response_text(text)

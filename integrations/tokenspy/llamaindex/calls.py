@@ -297,6 +297,9 @@ class _BatchedEmbedding(Call):
             total, cached = self._input, self._cached
         super().set_usage(input_tokens=total, output_tokens=0, cached_input_tokens=cached or None)
 
+    def add_report(self, report: UsageReport) -> None:
+        self.set_usage(report)  # what the SDK layer hands over: one batch's usage, added to the others
+
 
 class EmbeddingCall:
     """A LlamaIndex embedding call: one batch, or all the concurrent batches of an async one.
