@@ -181,7 +181,9 @@ def _block_text(block: Any) -> str:
             return _content_text(value)
     kind = field_of(block, "type")
     if kind == "tool_use":  # an Anthropic tool call in the history
-        return f"{field_of(block, 'name') or ''}{_json(field_of(block, 'input') or {})}"
+        # A streamed one, merged by LangChain, has `input: {}` and the arguments as `partial_json`.
+        args = field_of(block, "input") or field_of(block, "partial_json") or {}
+        return f"{field_of(block, 'name') or ''}{_json(args)}"
     if kind == "function_call":  # a Responses API tool call in the input
         return f"{field_of(block, 'name') or ''}{_json(field_of(block, 'arguments') or '')}"
     return ""
@@ -224,9 +226,20 @@ def _message_parts(message: Any) -> tuple[str, str]:
         # A Responses API item object (`function_call`): its own content, as its dict is.
         return str(getattr(message, "role", None) or _item_role(kind)), _content_text(message)
     role = getattr(message, "role", None) or getattr(message, "type", None) or ""
+    role = str(getattr(role, "value", role))  # an enum (LlamaIndex's MessageRole)
     text = _content_text(None if content is _ABSENT else content)
     calls = getattr(message, "tool_calls", None)
-    return str(role), text + _tool_calls_text(calls) if calls else text
+    if calls and _has_tool_blocks(content):
+        calls = None  # a LangChain message holding the provider's own tool-call blocks: counted there
+    return _ROLES.get(role, role), text + _tool_calls_text(calls) if calls else text
+
+
+_TOOL_BLOCKS = frozenset({"tool_use", "function_call"})
+
+
+def _has_tool_blocks(content: Any) -> bool:
+    return isinstance(content, list) and any(field_of(block, "type") in _TOOL_BLOCKS for block in content
+                                             if not isinstance(block, str))
 
 
 def _item_role(kind: Any) -> str:

@@ -120,3 +120,24 @@ def test_openai_responses_llm_is_exact(fp: FakeProvider, global_handler: TokenSp
                    "prompt_tokens_details": {"cached_tokens": 4},
                    "completion_tokens_details": {"reasoning_tokens": 2}}
         assert_matches(record, as_chat)
+
+
+def test_a_message_of_several_text_blocks_counts_them_as_sent() -> None:
+    # llama-index-llms-openai sends the text blocks one after the other; `content` joins them with
+    # line breaks that are never sent.
+    from llama_index.core.base.llms.types import TextBlock
+
+    message = ChatMessage(role="user", blocks=[TextBlock(text="Context: Paris is in France."),
+                                               TextBlock(text="Question: where is Paris?")])
+    assert payloads.prompt_of_messages([message]) == [
+        {"role": "user", "content": "Context: Paris is in France.Question: where is Paris?"}]
+
+
+def test_llamaindex_messages_given_to_start_call_count_their_roles_as_sent() -> None:
+    from llama_index.core.base.llms.types import MessageRole
+
+    from tokenspy_core.tokenizer import count_message_tokens
+
+    messages = [ChatMessage(role=MessageRole.SYSTEM, content="Be brief."), ChatMessage(role="user", content="Hi")]
+    sent = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert count_message_tokens(messages, "gpt-4o") == count_message_tokens(sent, "gpt-4o")

@@ -136,13 +136,25 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, Any]]:
     """
     prompt: list[dict[str, Any]] = []
     for message in messages or ():
-        content = _get(message, "content")
-        entry: dict[str, Any] = {"role": _role(message), "content": content if isinstance(content, str) else ""}
+        content = _text_of_message(message)
+        entry: dict[str, Any] = {"role": _role(message), "content": content}
         calls = _history_tool_calls(message)
         if calls:
             entry["tool_calls"] = calls
         prompt.append(entry)
     return prompt
+
+
+def _text_of_message(message: Any) -> str:
+    """A message's text as llama-index-llms-openai sends it: its text blocks one after the other
+    (`content` joins them with line breaks, which are not sent)."""
+    blocks = _get(message, "blocks")
+    if blocks and len(blocks) > 1:
+        texts = [block.text for block in blocks if type(block).__name__ == "TextBlock"]
+        if len(texts) > 1:
+            return "".join(texts)
+    content = _get(message, "content")
+    return content if isinstance(content, str) else ""
 
 
 def _history_tool_calls(message: Any) -> list[dict[str, Any]]:
