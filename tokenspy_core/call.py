@@ -40,8 +40,10 @@ from .usage import (
     UsageReport,
     UsageTypeError,
     UsageValueError,
+    checked_copy,
     drop_impossible_parts,
     dropping_invalid_counts,
+    impossible_parts,
     input_excludes_cache,
     rebase_excluded_cache,
     usage_from_any,
@@ -409,12 +411,10 @@ class Call:
                 report = UsageReport(**fields)
             else:
                 report = usage_from_any(usage)
-                if report is usage or isinstance(usage, Usage):
-                    # The caller's own report, made without any check: checked as fields are, and never
-                    # mutated (nor kept).
-                    given = {name: getattr(report, name) for name in _USAGE_FIELDS}
-                    _check_fields(given)
-                    report = UsageReport(**_as_ints(given))
+                if report is usage:
+                    # The caller's own report, made without a check: checked as fields are, never mutated
+                    # (nor kept).
+                    report = checked_copy(report)
                 if fields:
                     report.update(UsageReport(**fields))
             current = self._report
@@ -429,10 +429,11 @@ class Call:
             if merged.cached_input_tokens or merged.cache_write_tokens or merged.reasoning_tokens:
                 # Parts over their whole would be priced wrong (each cached token billed on top of a
                 # smaller prompt): the caller's error, or, from a provider (`provider_usage`), left out.
-                if dropping_invalid_counts():
+                problem = impossible_parts(merged)
+                if problem is not None:
+                    if not dropping_invalid_counts():
+                        raise UsageValueError(problem)
                     drop_impossible_parts(merged)
-                else:
-                    _check_subsets({name: getattr(merged, name) for name in _USAGE_FIELDS}, None)
             self._report = merged
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error

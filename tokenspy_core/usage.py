@@ -208,17 +208,40 @@ def dropping_invalid_counts() -> bool:
     return _dropping_invalid.get()
 
 
+def checked_copy(report: UsageReport | Usage) -> UsageReport:
+    """A report someone built by hand (made without a check), its counts checked as any are, as ints."""
+    return UsageReport(*(_int(getattr(report, name)) for name in FIELDS))
+
+
+def impossible_parts(report: UsageReport) -> str | None:
+    """What is wrong with a report's parts, if anything. Cache reads and writes are part of the input,
+    reasoning part of the output: a report that says otherwise would bill each cached token on top of
+    a smaller whole."""
+    inp, cached, written = report.input_tokens, report.cached_input_tokens or 0, report.cache_write_tokens or 0
+    if inp is not None and cached + written > inp:
+        return (f"cached_input_tokens + cache_write_tokens ({cached} + {written}) are part of input_tokens "
+                f"({inp}) and cannot exceed it")
+    out, reasoning = report.output_tokens, report.reasoning_tokens or 0
+    if out is not None and reasoning > out:
+        return f"reasoning_tokens ({reasoning}) are part of output_tokens ({out}) and cannot exceed it"
+    if (report.cache_write_1h_tokens or 0) > written:
+        return f"cache_write_1h_tokens are part of cache_write_tokens ({written}) and cannot exceed it"
+    return None
+
+
 def drop_impossible_parts(report: UsageReport) -> None:
-    """Cache reads and writes are part of the input, reasoning part of the output: a report that says
-    otherwise would bill each cached token on top of a smaller whole. The parts are left out."""
+    """A provider's report with `impossible_parts`: the parts are left out (the whole is kept)."""
+    problem = impossible_parts(report)
+    if problem is None:
+        return
+    _log_dropped(problem)
     inp, out = report.input_tokens, report.output_tokens
     if inp is not None and (report.cached_input_tokens or 0) + (report.cache_write_tokens or 0) > inp:
-        _log_dropped(f"cached_input_tokens {report.cached_input_tokens} + cache_write_tokens "
-                     f"{report.cache_write_tokens} > input_tokens {inp}")
         report.cached_input_tokens = report.cache_write_tokens = report.cache_write_1h_tokens = None
-    if out is not None and report.reasoning_tokens is not None and report.reasoning_tokens > out:
-        _log_dropped(f"reasoning_tokens {report.reasoning_tokens} > output_tokens {out}")
+    if out is not None and (report.reasoning_tokens or 0) > out:
         report.reasoning_tokens = None
+    if (report.cache_write_1h_tokens or 0) > (report.cache_write_tokens or 0):
+        report.cache_write_1h_tokens = None
 
 
 def _log_dropped(what: str) -> None:
@@ -396,8 +419,8 @@ def usage_from_any(usage: Any) -> UsageReport:
         return UsageReport()
     if isinstance(usage, UsageReport):
         return usage
-    if isinstance(usage, Usage):
-        return UsageReport(**{name: getattr(usage, name) for name in FIELDS})
+    if isinstance(usage, Usage):  # the user's own, made without a check: its counts are checked here
+        return checked_copy(usage)
     if isinstance(usage, str | bytes | int | float | list | tuple | set | frozenset):
         raise UsageTypeError(f"usage must be a usage object or dict, got {usage!r}")
     # The most common shape first (only OpenAI's has `prompt_tokens`).
