@@ -97,42 +97,35 @@ def content_text(content: Any) -> str:
 
     Tool-use blocks are skipped: their arguments are counted from the final message's tool calls.
     """
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, Sequence):
-        return ""
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping):
-            for key in _TEXT_KEYS:
-                value = block.get(key)
-                if isinstance(value, str):
-                    parts.append(value)
-    return "".join(parts)
-
-
-_TEXT_KEYS = ("text", "thinking", "reasoning")
-# Where a streamed tool-call block (Anthropic `tool_use` / `input_json_delta`, Responses `function_call`,
-# v1 `tool_call_chunk`) holds its name and its raw argument text.
-_TOOL_DELTA_KEYS = ("name", "partial_json", "arguments", "args")
+    return _blocks_text(content, with_tool_calls=False)
 
 
 def streamed_text(content: Any) -> str:
     """Streamed content as an estimate of a stream cut short counts it: the text `content_text` reads,
     and each tool-call block's name and raw argument deltas. Such a stream ends with no message whose
     tool calls `message_text` would count; parsed, its partial arguments would be `{}` anyway."""
+    return _blocks_text(content, with_tool_calls=True)
+
+
+_TEXT_KEYS = ("text", "thinking", "reasoning")
+# Where a streamed tool-call block (Anthropic `tool_use` / `input_json_delta`, Responses `function_call`,
+# v1 `tool_call_chunk`) holds its name and its raw argument text.
+_TOOL_DELTA_KEYS = ("name", "partial_json", "arguments", "args")
+_TEXT_AND_TOOL_KEYS = _TEXT_KEYS + _TOOL_DELTA_KEYS
+
+
+def _blocks_text(content: Any, *, with_tool_calls: bool) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, Sequence):
         return ""
+    other_keys = _TEXT_AND_TOOL_KEYS if with_tool_calls else _TEXT_KEYS  # a block of another type
     parts: list[str] = []
     for block in content:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, Mapping):
-            for key in _TEXT_KEYS if block.get("type") in _TEXT_BLOCK_TYPES else _TOOL_DELTA_KEYS:
+            for key in _TEXT_KEYS if block.get("type") in _TEXT_BLOCK_TYPES else other_keys:
                 value = block.get(key)
                 if isinstance(value, str):
                     parts.append(value)
