@@ -89,7 +89,10 @@ def _since(text: str) -> float:
     """`30m`, `12h`, `7d`, `2w` ago, or an ISO date/time (local time unless it names a zone)."""
     match = _DURATION.fullmatch(text.strip().lower())
     if match:
-        return datetime.now().timestamp() - float(match[1]) * _UNITS[match[2]]
+        since = datetime.now().timestamp() - float(match[1]) * _UNITS[match[2]]
+        if not since >= 0:  # before 1970 (no call is), or past what a float holds
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}: longer than the time since 1970")
+        return since
     try:
         return datetime.fromisoformat(text.strip()).timestamp()
     except ValueError:

@@ -262,6 +262,10 @@ def test_error_messages_say_what_is_wrong(dbs: Any, capsys: pytest.CaptureFixtur
     assert err == f"tokenspy: error: no tokenspy database at {tmp_path / 'missing.db'}\n"
     _, _, err = run(capsys, "report", "--db", dbs.both, "--since", "7x")
     assert "invalid duration '7x'" in err and "7d" in err
+    for command in ("report", "history"):  # a duration past 1970 failed later, as an internal error (exit 1)
+        status, _, err = run(capsys, command, "--db", dbs.both, "--since", "99999999999w", "--commit", "zzz")
+        assert (status, err) == (2, "tokenspy: error: argument --since: invalid duration '99999999999w': "
+                                    "longer than the time since 1970\n")
     (tmp_path / "notes.txt").write_text("hello")
     _, _, err = run(capsys, "history", "--db", tmp_path / "notes.txt")
     assert "is not a tokenspy database" in err
