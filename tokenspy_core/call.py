@@ -45,6 +45,7 @@ from .usage import (
     dropping_invalid_counts,
     impossible_parts,
     input_excludes_cache,
+    is_bedrock_usage,
     rebase_excluded_cache,
     usage_from_any,
 )
@@ -401,7 +402,8 @@ class Call:
                 plain = False
             if not plain:
                 _check_fields(fields)
-                _check_subsets(fields, self._report)
+                if usage is None:  # beside a usage object, the merged report is checked below
+                    _check_subsets(fields, self._report)
                 fields = _as_ints(fields)
         if self.status != "active":
             return
@@ -420,13 +422,17 @@ class Call:
             current = self._report
             if current is None:
                 merged = report  # a fresh report, ours to keep
+                if self.provider is None and usage is not None and input_excludes_cache(usage):
+                    # Anthropic's (or Bedrock's) shape: its later pieces repeat an input without the cache.
+                    self.provider = "bedrock" if is_bedrock_usage(usage) else "anthropic"
             else:
                 merged = current.copy()  # checked before it replaces the call's
                 if usage is not None and (input_excludes_cache(usage) or (
                         type(usage) is dict and self.provider in _CACHE_EXCLUSIVE_INPUT)):
                     rebase_excluded_cache(merged, report)  # reported in pieces: the cache stays in the input
                 merged.update(report)
-            if merged.cached_input_tokens or merged.cache_write_tokens or merged.reasoning_tokens:
+            if (merged.cached_input_tokens or merged.cache_write_tokens or merged.reasoning_tokens
+                    or merged.cache_write_1h_tokens):
                 # Parts over their whole would be priced wrong (each cached token billed on top of a
                 # smaller prompt): the caller's error, or, from a provider (`provider_usage`), left out.
                 problem = impossible_parts(merged)

@@ -253,7 +253,8 @@ def _item_role(kind: Any) -> str:
 
 
 # LangChain message types, as the roles a provider is sent.
-_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "HumanMessageChunk": "user"}
+_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "HumanMessageChunk": "user",
+          "SystemMessageChunk": "system", "ToolMessageChunk": "tool", "FunctionMessageChunk": "function"}
 
 
 def plain_prompt(prompt: Any) -> Any:

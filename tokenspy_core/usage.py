@@ -13,6 +13,7 @@ numbers twice.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
@@ -198,7 +199,7 @@ def provider_usage(apply: Callable[[Any], _R], usage: Any) -> _R:
         return result
     report: Any = result  # (a report when `apply` is a converter; None from a call's set_usage)
     if report.__class__ is UsageReport and (report.cached_input_tokens or report.cache_write_tokens
-                                            or report.reasoning_tokens):  # only a report with parts is checked
+                                            or report.reasoning_tokens or report.cache_write_1h_tokens):
         drop_impossible_parts(report)
     return result
 
@@ -209,8 +210,19 @@ def dropping_invalid_counts() -> bool:
 
 
 def checked_copy(report: UsageReport | Usage) -> UsageReport:
-    """A report someone built by hand (made without a check), its counts checked as any are, as ints."""
-    return UsageReport(*(_int(getattr(report, name)) for name in FIELDS))
+    """A report someone built by hand (made without a check), its counts checked as the user's own
+    numbers are (ints only: not "5", not 5.0), as plain ints."""
+    return UsageReport(*(_user_count(name, getattr(report, name)) for name in FIELDS))
+
+
+def _user_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise UsageTypeError(f"{name} must be an int token count, got {value!r}")
+    if value < 0 or value > MAX_TOKENS:
+        raise UsageValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
+    return int(value)
 
 
 def impossible_parts(report: UsageReport) -> str | None:
@@ -452,8 +464,12 @@ _BEDROCK_KEYS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWr
 
 def input_excludes_cache(usage: Any) -> bool:
     """A usage shape whose input count excludes cache reads and writes: Anthropic's, Bedrock's."""
-    return is_anthropic_usage(usage) or any(
-        (key in usage) if type(usage) is dict else _get(usage, key) is not None for key in _BEDROCK_KEYS)
+    return is_anthropic_usage(usage) or is_bedrock_usage(usage)
+
+
+def is_bedrock_usage(usage: Any) -> bool:
+    """Bedrock Converse's camelCase usage."""
+    return any((key in usage) if type(usage) is dict else _get(usage, key) is not None for key in _BEDROCK_KEYS)
 
 
 def rebase_excluded_cache(current: UsageReport, piece: UsageReport) -> None:

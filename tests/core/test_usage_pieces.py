@@ -186,3 +186,34 @@ def test_a_bedrock_piece_with_only_the_cache_counts_adds_them_to_the_input(piece
     assert record is not None
     assert (record.input_tokens, record.cached_input_tokens, record.cache_write_tokens, record.output_tokens) == (
         1300, 1000, 200, 50)
+
+
+def test_anthropic_dict_pieces_on_a_call_started_without_a_provider() -> None:
+    # The first piece's shape says Anthropic: the delta repeating the raw input keeps the cache in it.
+    # (It raised "cached ... cannot exceed input_tokens" into the caller's code, and lost the output.)
+    call = tokenspy.start_call("claude-3-5-sonnet-20241022")
+    call.set_usage({"input_tokens": 10, "cache_read_input_tokens": 100, "output_tokens": 1})
+    call.set_usage({"input_tokens": 10, "output_tokens": 50})
+    record = call.finish()
+    assert record is not None and record.provider == "anthropic"
+    assert (record.input_tokens, record.cached_input_tokens, record.output_tokens) == (110, 100, 50)
+
+
+def test_fields_beside_a_usage_object_are_checked_against_the_merged_report() -> None:
+    call = tokenspy.start_call("gpt-4o")
+    call.set_usage({"prompt_tokens": 100, "completion_tokens": 1})
+    call.set_usage({"prompt_tokens": 300, "completion_tokens": 20}, cached_input_tokens=200)  # was refused
+    record = call.finish()
+    assert record is not None and (record.input_tokens, record.cached_input_tokens, record.output_tokens) == (
+        300, 200, 20)
+
+
+@pytest.mark.parametrize("usage", [
+    {"input_tokens": 100, "output_tokens": 10, "cache_write_1h_tokens": 50},
+    {"input_tokens": 100, "output_tokens": 10, "cache_creation": {"ephemeral_1h_input_tokens": 50}},
+], ids=["fields-dict", "anthropic-shape"])
+def test_one_hour_cache_writes_over_all_cache_writes_are_refused(usage: dict[str, object]) -> None:
+    call = tokenspy.start_call("claude-3-5-sonnet-20241022")
+    with pytest.raises(ValueError, match="cache_write_1h_tokens are part of cache_write_tokens"):
+        call.set_usage(usage)
+    call.abort()

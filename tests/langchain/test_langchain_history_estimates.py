@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessageChunk, ToolMessageChunk
 from lc_helpers import CLAUDE, GPT
 
 from tokenspy_core.tokenizer import count_message_tokens
@@ -28,3 +28,12 @@ def test_a_tool_call_held_as_a_block_and_as_a_tool_call_counts_once() -> None:
     sent = [{"role": "assistant", "content": [block]}]
     for message in (invoked, streamed):
         assert count_message_tokens([message], CLAUDE) == count_message_tokens(sent, CLAUDE)
+
+
+def test_system_and_tool_message_chunks_count_their_roles_as_sent() -> None:
+    history = [SystemMessageChunk("Be brief."), HumanMessage("Weather?"),
+               AIMessage("", tool_calls=TOOL_CALLS), ToolMessageChunk("sunny", tool_call_id="toolu_1")]
+    sent = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": TOOL_CALLS},
+            {"role": "tool", "content": "sunny", "tool_call_id": "toolu_1"}]
+    assert count_message_tokens(history, GPT) == count_message_tokens(sent, GPT)
