@@ -212,6 +212,21 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
 
 
 
+def _has_parts(report: UsageReport) -> bool:
+    return bool(report.cached_input_tokens or report.cache_write_tokens or report.reasoning_tokens
+                or report.cache_write_1h_tokens)
+
+
+def _check_parts(report: UsageReport) -> None:
+    """Parts over their whole would be priced wrong (each cached token billed on top of a smaller
+    prompt): the caller's error, raised; from a provider (`provider_usage`), the parts are left out."""
+    problem = impossible_parts(report)
+    if problem is not None:
+        if not dropping_invalid_counts():
+            raise UsageValueError(problem)
+        drop_impossible_parts(report)
+
+
 def _as_ints(fields: dict[str, Any]) -> dict[str, int | None]:
     """Checked counts as plain ints: a numpy or other Integral count kept as it is would reach the
     totals' Decimal arithmetic and the store, which refuse it."""
@@ -421,26 +436,31 @@ class Call:
                     report.update(UsageReport(**fields))
             current = self._report
             if current is None:
-                merged = report  # a fresh report, ours to keep
                 if self.provider is None and usage is not None and input_excludes_cache(usage):
                     # Anthropic's (or Bedrock's) shape: its later pieces repeat an input without the cache.
                     self.provider = "bedrock" if is_bedrock_usage(usage) else "anthropic"
-            else:
-                merged = current.copy()  # checked before it replaces the call's
-                if usage is not None and (input_excludes_cache(usage) or (
-                        type(usage) is dict and self.provider in _CACHE_EXCLUSIVE_INPUT)):
-                    rebase_excluded_cache(merged, report)  # reported in pieces: the cache stays in the input
-                merged.update(report)
-            if (merged.cached_input_tokens or merged.cache_write_tokens or merged.reasoning_tokens
-                    or merged.cache_write_1h_tokens):
-                # Parts over their whole would be priced wrong (each cached token billed on top of a
-                # smaller prompt): the caller's error, or, from a provider (`provider_usage`), left out.
+                if _has_parts(report):
+                    _check_parts(report)
+                self._report = report  # a fresh report, ours to keep
+                return
+            rebase = usage is not None and (input_excludes_cache(usage) or (
+                type(usage) is dict and self.provider in _CACHE_EXCLUSIVE_INPUT))
+            problem = None
+            if _has_parts(report) or _has_parts(current):
+                merged, piece = current.copy(), report.copy()  # what the call would hold, checked first
+                if rebase:
+                    rebase_excluded_cache(merged, piece)
+                merged.update(piece)
                 problem = impossible_parts(merged)
-                if problem is not None:
-                    if not dropping_invalid_counts():
-                        raise UsageValueError(problem)
-                    drop_impossible_parts(merged)
-            self._report = merged
+                if problem is not None and not dropping_invalid_counts():
+                    raise UsageValueError(problem)  # the caller's numbers: nothing applied
+            # In place, field by field (each write atomic): a piece another thread reports meanwhile is
+            # kept, as a copy put back would lose it.
+            if rebase:
+                rebase_excluded_cache(current, report)  # reported in pieces: the cache stays in the input
+            current.update(report)
+            if problem is not None:
+                drop_impossible_parts(current)  # a provider's parts over their whole: left out
         except (UsageTypeError, UsageValueError):
             raise  # a usage dict with a bad count (a string, a negative number): the caller's error
         except Exception as exc:

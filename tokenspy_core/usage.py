@@ -346,14 +346,12 @@ def usage_from_anthropic(usage: Any) -> UsageReport:
     A field absent from this report (e.g. a `message_delta` that carries only output) stays None.
     """
     raw_input = _int(_get(usage, "input_tokens"))
-    cache_read = _int(_get(usage, "cache_read_input_tokens"))
-    cache_write = _int(_get(usage, "cache_creation_input_tokens"))
+    given_read, given_write = _get(usage, "cache_read_input_tokens"), _get(usage, "cache_creation_input_tokens")
+    cache_read, cache_write = _int(given_read), _int(given_write)
     creation = _get(usage, "cache_creation")
     write_1h = _int(_get(creation, "ephemeral_1h_input_tokens"))
     output_details = _get(usage, "output_tokens_details")
-    total_input = None
-    if raw_input is not None:
-        total_input = raw_input + (cache_read or 0) + (cache_write or 0)
+    total_input = _input_with_cache(raw_input, given_read, cache_read, given_write, cache_write)
     return UsageReport(
         input_tokens=total_input,
         output_tokens=_int(_get(usage, "output_tokens")),
@@ -487,13 +485,23 @@ def rebase_excluded_cache(current: UsageReport, piece: UsageReport) -> None:
     piece.input_tokens = raw + (cached or 0) + (written or 0)
 
 
+def _input_with_cache(raw_input: int | None, given_read: Any, cache_read: int | None, given_write: Any,
+                      cache_write: int | None) -> int | None:
+    """The whole input of a shape whose input excludes the cache. Unknown (so estimated) if a cache count
+    was given but left out as impossible (`provider_usage`): the raw input alone is not the prompt."""
+    if raw_input is None or (cache_read is None and given_read is not None) or (
+            cache_write is None and given_write is not None):
+        return None
+    return raw_input + (cache_read or 0) + (cache_write or 0)
+
+
 def _bedrock_converse(usage: Any) -> UsageReport:
     """AWS Bedrock Converse `usage` (camelCase): like Anthropic's, its `inputTokens` excludes the cache."""
     raw_input = _int(_get(usage, "inputTokens"))
-    cache_read = _int(_get(usage, "cacheReadInputTokens"))
-    cache_write = _int(_get(usage, "cacheWriteInputTokens"))
+    given_read, given_write = _get(usage, "cacheReadInputTokens"), _get(usage, "cacheWriteInputTokens")
+    cache_read, cache_write = _int(given_read), _int(given_write)
     return UsageReport(
-        input_tokens=None if raw_input is None else raw_input + (cache_read or 0) + (cache_write or 0),
+        input_tokens=_input_with_cache(raw_input, given_read, cache_read, given_write, cache_write),
         output_tokens=_int(_get(usage, "outputTokens")),
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,

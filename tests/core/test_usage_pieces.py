@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from anthropic.types import MessageDeltaUsage
@@ -217,3 +218,32 @@ def test_one_hour_cache_writes_over_all_cache_writes_are_refused(usage: dict[str
     with pytest.raises(ValueError, match="cache_write_1h_tokens are part of cache_write_tokens"):
         call.set_usage(usage)
     call.abort()
+
+
+def test_pieces_reported_from_several_threads_are_all_kept() -> None:
+    # Merged into a copy put back, a piece another thread reported meanwhile was lost (a silent 0).
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(200):
+            call = tokenspy.start_call("gpt-4o")
+            call.set_usage(input_tokens=1000, output_tokens=200)
+            pieces = ({"cached_input_tokens": 300}, {"reasoning_tokens": 50}, {"cache_write_tokens": 100})
+
+            def report(call: Any, piece: dict[str, int]) -> None:
+                for _ in range(20):
+                    call.set_usage(**piece)
+
+            threads = [threading.Thread(target=report, args=(call, piece)) for piece in pieces]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            record = call.finish()
+            assert record is not None
+            assert (record.cached_input_tokens, record.reasoning_tokens, record.cache_write_tokens) == (300, 50, 100)
+    finally:
+        sys.setswitchinterval(interval)

@@ -216,3 +216,17 @@ def test_a_streamed_text_delta_that_is_not_text_leaves_the_rest_counted() -> Non
     record = only_record()
     assert (record.status, record.usage_source) == ("finished", "estimated")
     assert record.output_tokens == count_tokens("Hello world", "gpt-3.5-turbo-instruct")
+
+
+def test_an_anthropic_cache_count_no_number_of_tokens_can_be_leaves_the_input_estimated(fp: FakeProvider) -> None:
+    # Anthropic's input excludes the cache: without a usable cache count the prompt's size is unknown
+    # (the raw input alone was recorded as an exact, too small input).
+    client = tokenspy.observe(anthropic.Anthropic(
+        base_url=fp.anthropic_base_url, api_key="test", max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(
+            _corrupting(httpx2, "cache_read_input_tokens", -3)))))
+    client.messages.create(model=HAIKU_MODEL, max_tokens=256, messages=MESSAGES)
+    billed = anthropic_expected(fp.requests[0]["usage"])
+    record = only_record()
+    assert (record.usage_source, record.estimated_fields) == ("mixed", ("input_tokens",))
+    assert (record.input_tokens, record.output_tokens) == (billed["input_tokens"], billed["output_tokens"])
