@@ -439,7 +439,8 @@ class Call:
                 if self.provider is None and usage is not None and input_excludes_cache(usage):
                     # Anthropic's (or Bedrock's) shape: its later pieces repeat an input without the cache.
                     self.provider = "bedrock" if is_bedrock_usage(usage) else "anthropic"
-                if _has_parts(report):
+                if (report.cached_input_tokens or report.cache_write_tokens or report.reasoning_tokens
+                        or report.cache_write_1h_tokens):  # (inline: once per call, on every adapter's path)
                     _check_parts(report)
                 self._report = report  # a fresh report, ours to keep
                 return
