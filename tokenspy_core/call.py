@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import numbers
 import sys
 import threading
 import time
@@ -34,7 +33,6 @@ from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
 from .tokenizer import count_prompt_tokens, count_tokens, count_tool_tokens, plain_prompt, tokenizer_model
 from .usage import (
-    MAX_TOKENS,
     TOKEN_BITS,
     Usage,
     UsageReport,
@@ -48,6 +46,7 @@ from .usage import (
     is_bedrock_usage,
     rebase_excluded_cache,
     usage_from_any,
+    user_count,
 )
 
 if TYPE_CHECKING:
@@ -198,18 +197,16 @@ _USAGE_FIELDS = frozenset(("input_tokens", "output_tokens", "cached_input_tokens
                            "reasoning_tokens", "cache_write_1h_tokens"))
 
 
-def _check_fields(fields: Mapping[str, Any]) -> None:
+def _checked_fields(fields: Mapping[str, Any]) -> dict[str, int | None]:
+    """The user's fields, checked (`usage.user_count`) and as plain ints: a numpy or other Integral count
+    kept as it is would reach the totals' Decimal arithmetic and the store, which refuse it."""
+    checked: dict[str, int | None] = {}
     for name, value in fields.items():
         if name not in _USAGE_FIELDS:
             raise TypeError(f"set_usage() got an unknown usage field {name!r}; "
                             f"known: {', '.join(sorted(_USAGE_FIELDS))}")
-        if value is None:
-            continue
-        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            raise TypeError(f"{name} must be an int token count, got {value!r}")
-        if value < 0 or value > MAX_TOKENS:
-            raise ValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
-
+        checked[name] = None if value is None else user_count(name, value)
+    return checked
 
 
 def _has_parts(report: UsageReport) -> bool:
@@ -227,12 +224,6 @@ def _check_parts(report: UsageReport) -> None:
         drop_impossible_parts(report)
 
 
-def _as_ints(fields: dict[str, Any]) -> dict[str, int | None]:
-    """Checked counts as plain ints: a numpy or other Integral count kept as it is would reach the
-    totals' Decimal arithmetic and the store, which refuse it."""
-    return {name: value if value is None or type(value) is int else int(value) for name, value in fields.items()}
-
-
 def _joined(parts: list[str]) -> str:
     """The streamed text. Adapters append a provider's text deltas as they come, unchecked (a check per
     chunk would cost every stream): one that is not text (a gateway's number) is left out here, rather
@@ -244,20 +235,13 @@ def _joined(parts: list[str]) -> str:
 
 
 def _check_subsets(fields: Mapping[str, Any], current: UsageReport | None) -> None:
-    """Cached and cache-write tokens are part of the input, reasoning part of the output: numbers that say
-    otherwise would be priced wrong (every cached token billed on top of the whole input)."""
-    def value(name: str) -> int | None:
-        given = fields.get(name)
-        return given if given is not None else None if current is None else getattr(current, name)
-
-    input_tokens, output_tokens = value("input_tokens"), value("output_tokens")
-    cached = (value("cached_input_tokens") or 0) + (value("cache_write_tokens") or 0)
-    if input_tokens is not None and cached > input_tokens:
-        raise UsageValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
-    if output_tokens is not None and (value("reasoning_tokens") or 0) > output_tokens:
-        raise UsageValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
-    if (value("cache_write_1h_tokens") or 0) > (value("cache_write_tokens") or 0):
-        raise UsageValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
+    """The user's fields, merged over what the call holds, must make parts no larger than their whole
+    (`usage.impossible_parts`)."""
+    merged = UsageReport() if current is None else current.copy()
+    merged.update(UsageReport(**fields))
+    problem = impossible_parts(merged)
+    if problem is not None:
+        raise UsageValueError(problem)
 
 
 # Packages whose exceptions describe a request's transport or the provider's status, never its content.
@@ -416,10 +400,9 @@ class Call:
             else:
                 plain = False
             if not plain:
-                _check_fields(fields)
+                fields = _checked_fields(fields)
                 if usage is None:  # beside a usage object, the merged report is checked below
                     _check_subsets(fields, self._report)
-                fields = _as_ints(fields)
         if self.status != "active":
             return
         # `guarded("set_usage")` inlined: a context manager per report costs more than the report.

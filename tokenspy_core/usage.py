@@ -212,12 +212,13 @@ def dropping_invalid_counts() -> bool:
 def checked_copy(report: UsageReport | Usage) -> UsageReport:
     """A report someone built by hand (made without a check), its counts checked as the user's own
     numbers are (ints only: not "5", not 5.0), as plain ints."""
-    return UsageReport(*(_user_count(name, getattr(report, name)) for name in FIELDS))
+    return UsageReport(*(None if (value := getattr(report, name)) is None else user_count(name, value)
+                         for name in FIELDS))
 
 
-def _user_count(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
+def user_count(name: str, value: Any) -> int:
+    """A token count the user passes (`record`, `set_usage`, a report they built): an int (any Integral,
+    returned as a plain int; not a bool, not "5", not 5.0) from 0 to MAX_TOKENS, else a clear error."""
     if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise UsageTypeError(f"{name} must be an int token count, got {value!r}")
     if value < 0 or value > MAX_TOKENS:

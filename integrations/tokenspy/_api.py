@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import numbers
 import os
 import sqlite3
 import sys
@@ -17,7 +16,7 @@ from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageRe
 from tokenspy_core import start_call as _core_start_call
 from tokenspy_core.report import BOX_GLYPHS
 from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit
-from tokenspy_core.usage import MAX_TOKENS, TOKEN_BITS
+from tokenspy_core.usage import TOKEN_BITS, impossible_parts, user_count
 
 from . import _instrument
 
@@ -156,12 +155,7 @@ def set_price(model: str, *, input: float | Decimal | Fraction, output: float | 
                      cache_write_1h=cache_write_1h)
 
 
-def _count(name: str, value: Any) -> int:
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 0 or value > MAX_TOKENS:
-        raise ValueError(f"{name} must be between 0 and {MAX_TOKENS:,}, got {value!r}")
-    return int(value)
+_count = user_count  # a token count the user passes: checked once, for record() and set_usage() alike
 
 
 def _model(model: Any) -> str:
@@ -191,21 +185,19 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
         cached_input_tokens = _count("cached_input_tokens", cached_input_tokens)
         cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
         reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
-    if cached_input_tokens + cache_write_tokens > input_tokens:
-        raise ValueError("cached_input_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
-    if reasoning_tokens > output_tokens:
-        raise ValueError("reasoning_tokens are part of output_tokens and cannot exceed it")
     if cache_write_1h_tokens.__class__ is not int or cache_write_1h_tokens:  # rare (Anthropic's 1-hour writes)
         cache_write_1h_tokens = _count("cache_write_1h_tokens", cache_write_1h_tokens)
-        if cache_write_1h_tokens > cache_write_tokens:
-            raise ValueError("cache_write_1h_tokens are part of cache_write_tokens and cannot exceed it")
+    report = UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens,
+                         cache_write_1h_tokens or None)
+    if cached_input_tokens or cache_write_tokens or reasoning_tokens or cache_write_1h_tokens:
+        problem = impossible_parts(report)
+        if problem is not None:
+            raise ValueError(problem)
     _check_call_options(provider, tags)
     # Under a spent `on_exceeded="raise"` budget this raises like any call start: for a provider tokenspy
     # does not wrap, refusing to record is the only way to stop the caller's loop.
     call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
-    # A ready UsageReport (the same fields set_usage(**fields) would build, without the dict).
-    call.add_report(UsageReport(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
-                               reasoning_tokens, cache_write_1h_tokens or None))
+    call.add_report(report)  # a ready report: the same fields set_usage(**fields) would build, without the dict
     return call.finish()
 
 

@@ -51,14 +51,10 @@ class Plan(StreamTracker):
         self.complete = False
         self.options = options  # the request options to send: the caller's, or a copy tokenspy amended
         self.streamed = streamed
-        # What a stream's non-empty text deltas go to: the call's text appender, from the first one
-        # (`first_text`). Not this plan's own method until then: a plan referring to itself would outlive
-        # its request until a garbage collection, and with it the end of a call cut short.
-        self._text: Callable[[str], None] | None = None
-
-    def first_text(self, text: str) -> None:
-        self._text = append = self.call.text_appender()  # the first token: its time is taken here
-        append(text)
+        # What a stream's non-empty text deltas go to, per chunk with no test: at the first one, the call's
+        # text appender (`_first_text`), which replaces it. Through a weak reference: a plan referring to
+        # itself would outlive its request until a garbage collection, and with it the end of a call cut short.
+        self._text: Callable[[str], None] = functools.partial(_first_text, weakref.ref(self))
 
     def on_body(self, body: Any) -> None:
         """A response object, or its JSON dict."""
@@ -96,6 +92,13 @@ class Plan(StreamTracker):
             return getattr(type(response), name)(response, chunk_size)
         _RawRead(self, self._source).install(response, is_async=is_async)  # from now on, in place of this
         return getattr(response, name)(chunk_size)
+
+
+def _first_text(plan_ref: weakref.ref[Plan], text: str) -> None:
+    plan = plan_ref()
+    if plan is not None:
+        plan._text = append = plan.call.text_appender()  # the first token: its time is taken here
+        append(text)
 
 
 class Planner(Protocol):

@@ -157,11 +157,7 @@ class _Messages(Plan):
                 attr = _DELTA_TEXT.get(delta_kind)
                 text = getattr(delta, attr, None) if attr is not None else None
             if text:
-                append = self._text
-                if append is not None:
-                    append(text)
-                else:
-                    self.first_text(text)
+                self._text(text)
             else:
                 self.call.mark_first_token()
             return False

@@ -252,11 +252,7 @@ class _ChatChunks(_Request):
             if delta is not None:
                 content = delta.content
                 if content:
-                    append = self._text
-                    if append is not None:
-                        append(content)
-                    else:
-                        self.first_text(content)
+                    self._text(content)
                 elif delta.tool_calls:
                     self.call.mark_first_token()
                     for tool_call in delta.tool_calls:
@@ -303,11 +299,7 @@ class _CompletionChunks(_Request):
         for choice in choices:
             text = choice.text
             if text:
-                append = self._text
-                if append is not None:
-                    append(text)
-                else:
-                    self.first_text(text)
+                self._text(text)
             if choice.finish_reason is not None and not self._expect_usage:
                 self._unfinished -= 1
                 if self._unfinished <= 0:
@@ -344,11 +336,7 @@ class _ResponsesEvents(_Request):
         if kind in _TEXT_DELTAS:
             delta = event.delta
             if delta:
-                append = self._text
-                if append is not None:
-                    append(delta)
-                else:
-                    self.first_text(delta)
+                self._text(delta)
             else:
                 self.call.mark_first_token()
         elif kind == "response.output_item.added":
