@@ -263,16 +263,27 @@ def _account(on_item: Callable[[Any], bool], item: Any) -> bool:
     return on_item(_JsonView(item) if isinstance(item, Mapping) else item)
 
 
+def _skipping(on_item: Callable[[Any], bool], item: Any) -> bool:
+    try:
+        return on_item(item)
+    except Exception as exc:
+        log_internal_error("stream item", exc)
+        return False
+
+
 def _disabled(exc: Exception, on_item: Callable[[Any], bool], item: Any) -> tuple[Callable[[Any], bool], bool]:
-    """After `on_item(item)` raised: (what accounts the following items, whether to hide `item`)."""
+    """After `on_item(item)` raised: (what accounts the following items, whether to hide `item`).
+
+    An item tokenspy cannot read (a gateway's `"choices": null`) is skipped, and so is every later one
+    that raises: the stream goes on, and so does the accounting of the items that can be read."""
     if isinstance(item, Mapping):
+        on_item = functools.partial(_account, on_item)
         try:
-            return functools.partial(_account, on_item), _account(on_item, item)
+            return on_item, on_item(item)
         except Exception as retried:
             exc = retried
-    # A bug in tokenspy's per-item accounting: stop accounting for this stream, keep streaming.
     log_internal_error("stream item", exc)
-    return (lambda item: False), False
+    return functools.partial(_skipping, on_item), False
 
 
 def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
@@ -294,7 +305,8 @@ def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
     tracker.exhausted()
 
 
-async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIterator[Any]:
+async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker, *, owned: bool = False) -> AsyncIterator[Any]:
+    """`owned`: `inner` is the SDK's own `__aiter__` generator, made for this loop alone."""
     on_item: Callable[[Any], bool] = tracker.on_item
     try:
         async for item in inner:
@@ -306,6 +318,12 @@ async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker) -> AsyncIte
                 yield item
     except GeneratorExit:
         tracker.stopped()
+        if owned:
+            # Closed now, as the consumer's loop would have closed it without tokenspy. Left to the
+            # event loop's finalizer, its close would be queued behind this one and could run while
+            # `asyncio.run()` shuts the SDK's inner generators down ("aclose(): asynchronous
+            # generator is already running", logged at shutdown).
+            await inner.aclose()  # type: ignore[attr-defined]
         raise
     except BaseException as exc:
         tracker.errored(exc)
@@ -423,7 +441,9 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
             tracker: StreamTracker | None = getattr(self, _ATTR, None)
             if tracker is None:
                 return sdk_aiter(self)  # type: ignore[no-any-return]
-            return _AsyncConsumer(_aitems(self._iterator if plain else sdk_aiter(self), tracker), tracker)
+            if plain:
+                return _AsyncConsumer(_aitems(self._iterator, tracker), tracker)
+            return _AsyncConsumer(_aitems(sdk_aiter(self), tracker, owned=True), tracker)
 
         def __anext__(self: Any) -> Any:
             tracker = getattr(self, _ATTR, None)

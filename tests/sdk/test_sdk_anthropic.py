@@ -364,3 +364,32 @@ def test_messages_given_as_a_generator_are_sent_and_counted(
     first, second = tokenspy.calls()
     assert (second.input_tokens, second.output_tokens, second.usage_source) == (
         first.input_tokens, first.output_tokens, "provider")
+
+
+def test_async_break_in_a_helper_coroutine_closes_like_the_bare_sdk(fp: FakeProvider) -> None:
+    """The SDK's own `__aiter__` generator under tokenspy's is closed with it, in order: left to the event
+    loop's finalizer, its close ran while `asyncio.run()` shut the SDK's inner generators down, and
+    asyncio logged "aclose(): asynchronous generator is already running" (the bare SDK logs nothing)."""
+    errors: list[str] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context["message"]))
+        client = tokenspy.observe(anthropic.AsyncAnthropic(base_url=fp.anthropic_base_url, api_key="k",
+                                                           max_retries=0))
+        stream = await client.messages.create(**ARGS, stream=True)
+
+        async def consume() -> None:
+            seen = 0
+            async for _ in stream:
+                seen += 1
+                if seen == 4:  # message_start, content_block_start, two text deltas
+                    break
+
+        await consume()
+        await client.close()
+
+    fp.reply = " ".join(["word"] * 40)
+    asyncio.run(main())
+    (record,) = tokenspy.calls()
+    assert (record.status, record.partial, record.output_tokens) == ("aborted", True, 2)
+    assert errors == []

@@ -336,3 +336,28 @@ def test_anthropic_low_level_stream_of_dicts_is_accounted(ant: anthropic.Anthrop
     record = only_record()
     assert (record.usage_source, record.status, record.partial) == ("provider", "finished", False)
     assert_exact(record, anthropic_expected(fp.requests[-1]["usage"]), HAIKU)
+
+
+# -- a gateway's malformed chunk ---------------------------------------------------------------------
+
+def test_a_chunk_tokenspy_cannot_read_is_skipped_and_the_rest_still_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`"choices": null` (a gateway's) made the chunk reader raise, and accounting stopped for the rest of
+    the stream: the text after it was not counted, nor the usage chunk. Now only that chunk is skipped."""
+    monkeypatch.setenv("TOKENSPY_STRICT", "0")
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o"}
+    events = [
+        {**chunk, "choices": None},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]},
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    client = tokenspy.observe(_mock(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body.encode())))
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True})
+    assert len(list(stream)) == 4  # the user's stream is untouched
+    record = only_record()
+    assert (record.status, record.input_tokens, record.output_tokens, record.usage_source) == (
+        "finished", 9, 2, "provider")
+    assert record.cost == cost(GPT_4O, input=9, output=2)
