@@ -658,12 +658,14 @@ class Call:
                 budget.add(record.cost_femto)
         return record
 
-    def _unknown_price(self, model: str | None) -> ModelRates | None:
-        """No price for `model`: priced by `PriceBook.priced_name`; warned, once, under the name that has
-        none."""
-        prices, provider, tier, speed = self.tracker.prices, self.provider, self.service_tier, self.speed
-        return prices.rates_for(prices.priced_name(model, self.request_model, provider, tier, speed), provider,
-                                tier, True, speed)
+    def _priced_by_name(self, model: str | None) -> ModelRates | None:
+        """`model` (the served name) has no price, or the user set prices: the rates of the name
+        `PriceBook.priced_name` picks of the served and the requested one; an unpriced call is warned
+        about, once, under the name that has none."""
+        prices, provider, tier, speed, at = (self.tracker.prices, self.provider, self.service_tier, self.speed,
+                                             self._started_wall)
+        return prices.rates_for(prices.priced_name(model, self.request_model, provider, tier, speed, at), provider,
+                                tier, True, speed, at)
 
     def _build(self, status: Status, error: str | None) -> CallRecord:
         # The call's latency ends here, before tokenspy's own work (estimates, the first price lookup).
@@ -712,9 +714,13 @@ class Call:
         if self.cache_hit:
             cost: int | None = 0
         else:
-            rates = self.tracker.prices.rates_for(model, self.provider, self.service_tier, False, self.speed)
-            if rates is None:
-                rates = self._unknown_price(model)
+            prices = self.tracker.prices
+            # Priced at the time the call was made: genai-prices dates its price changes.
+            rates = prices.rates_for(model, self.provider, self.service_tier, False, self.speed, self._started_wall)
+            if rates is None or (prices.overridden and rates.source != "user" and model != self.request_model):
+                # A price the user set for the name they asked for (an Azure deployment) beats the served
+                # model's listed one: checked only once `set_price` was used.
+                rates = self._priced_by_name(model)
             cost = None if rates is None else rates._cost(input_tokens, output_tokens, cached_input_tokens,
                                                             cache_write_tokens, cache_write_1h_tokens)
         tags: Mapping[str, Any] = config.tags

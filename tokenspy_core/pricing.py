@@ -1,4 +1,5 @@
-"""Prices from genai-prices, resolved once per model, applied with exact integer arithmetic.
+"""Prices from genai-prices, resolved once per model (until its next dated price change), applied with
+exact integer arithmetic.
 
 Costs are integers in femto-dollars (1e-15 USD) so that sums over millions of calls never drift;
 `cost_usd` floats are derived from them only for display. A price in USD per million tokens is
@@ -10,11 +11,16 @@ library calling its `UpdatePrices` cannot change our numbers mid-process.
 
 from __future__ import annotations
 
+import calendar
 import logging
+import math
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from numbers import Integral, Rational, Real
@@ -182,6 +188,43 @@ def _from_genai(model_price: Any) -> ModelRates | None:
     return ModelRates(base=build(None), tiers=tuple((s, build(s)) for s in starts))
 
 
+_DAY = 86_400.0
+
+
+def _price_window(info: Any, at: float) -> tuple[float, float]:
+    """[start, until): the span of time around `at` (epoch seconds) in which `info`'s prices stay what
+    they are at `at`. genai-prices dates price changes (`StartDateConstraint`: a new price from a UTC
+    day on) and prices some hours apart (`TimeOfDateConstraint`: off-peak rates); its `get_prices`
+    picks by the request's time, so a price kept past a boundary would be another day's."""
+    constraints = [price.constraint for price in info.prices] if isinstance(info.prices, list) else []
+    constraints += [variant.constraint for variant in info.price_variants or ()]
+    start, until = -math.inf, math.inf
+    for constraint in constraints:
+        day = getattr(constraint, "start_date", None)
+        if isinstance(day, date):  # active from that UTC day's midnight on
+            boundaries: tuple[float, ...] = (float(calendar.timegm(day.timetuple())),)
+        elif constraint is not None and hasattr(constraint, "start_time"):  # a daily interval, in UTC
+            midnight = at - at % _DAY
+            boundaries = tuple(midnight + offset + _utc_seconds(moment)
+                               for moment in (constraint.start_time, constraint.end_time)
+                               for offset in (-_DAY, 0.0, _DAY))
+        else:  # none, or a kind this genai-prices version does not have: the price does not move
+            continue
+        for boundary in boundaries:
+            if boundary <= at:
+                start = max(start, boundary)
+            else:
+                until = min(until, boundary)
+    return start, until
+
+
+def _utc_seconds(moment: time_of_day) -> float:
+    """Seconds into the UTC day of a time of day (a naive one is UTC, as genai-prices reads it)."""
+    if moment.tzinfo is not None:
+        moment = datetime.combine(date(1970, 1, 1), moment).astimezone(UTC).timetz()
+    return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
+
+
 def _exact_names(providers: list[Any]) -> dict[str, tuple[tuple[str, Any], ...]]:
     """Lower-cased name -> (provider id, listing) for every name a provider lists exactly: a model's
     id and the names its match rule equals (not the prefixes, substrings or patterns it also takes)."""
@@ -208,7 +251,15 @@ class PriceBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._overrides: dict[str, ModelRates] = {}
+        # Whether `set_price` was ever used (since `clear_overrides`): without, a call's pricing skips
+        # every check for a price set on another of its names.
+        self.overridden = False
         self._cache: dict[tuple[str, str | None, str | None, str | None], ModelRates | None] = {}
+        # [from, until), epoch seconds: when every cached price holds (genai-prices dates price changes).
+        # A lookup past `until` empties the cache; one before `from` (a call started before a price
+        # change, ended after) is not cached.
+        self._valid_from = -math.inf
+        self._valid_until = math.inf
         self._warned: set[str] = set()
         self._snapshot: Any = None
         self._by_name: dict[str, tuple[tuple[str, Any], ...]] | None = None  # built at the first use
@@ -227,44 +278,84 @@ class PriceBook:
         )
         with self._lock:
             self._overrides[model.lower()] = ModelRates(base=rates, source="user")
-            self._cache.clear()
+            self.overridden = True
+            self._clear_cache()
 
     def clear_overrides(self) -> None:
         with self._lock:
             self._overrides.clear()
-            self._cache.clear()
+            self.overridden = False
+            self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        self._cache.clear()
+        self._valid_from, self._valid_until = -math.inf, math.inf
 
     def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None,
-                  warn: bool = True, speed: str | None = None) -> ModelRates | None:
+                  warn: bool = True, speed: str | None = None, at: float | None = None) -> ModelRates | None:
         """`model`'s rates, or None (warned about once per model, unless `warn` is false: a lookup that
         prices no call, such as a hint's, must not claim calls went unpriced).
 
         `service_tier`: the tier the provider says it served the call at (OpenAI's "flex", "priority",
         ...), priced at that tier's rates where genai-prices has them; likewise `speed` (Anthropic's
-        "fast" mode). A price set with `set_price` is what the user pays, whatever the tier or speed."""
+        "fast" mode). A price set with `set_price` is what the user pays, whatever the tier or speed.
+        `at`: when the call was made (epoch seconds; now if not given), for prices that change on a date."""
         if not model:
             return None
+        if at is None:
+            at = time.time()
         key = (model, provider, service_tier, speed)
-        try:
-            rates = self._cache[key]
-        except KeyError:
-            rates = self._override(model) or self._lookup(model, provider, service_tier, speed)
-            with self._lock:
-                self._cache[key] = rates
+        rates: ModelRates | None
+        if self._valid_from <= at < self._valid_until:
+            try:
+                rates = self._cache[key]
+            except KeyError:
+                rates = self._resolve(key, at)
+        else:
+            rates = self._resolve(key, at)
         if rates is None and warn:
             self._warn_unpriced(model)  # once per model: the first lookup that prices a call says it
         return rates
 
+    def _resolve(self, key: tuple[str, str | None, str | None, str | None], at: float) -> ModelRates | None:
+        """`rates_for` past the cache: looked up, and cached unless `at` is before the cached prices' time."""
+        model, provider, service_tier, speed = key
+        if at >= self._valid_until:  # the clock passed a cached price's next change: none is kept
+            with self._lock:
+                if at >= self._valid_until:
+                    self._clear_cache()
+        rates: ModelRates | None = self._override(model)
+        start, until = -math.inf, math.inf
+        if rates is None:
+            rates, start, until = self._lookup(model, provider, service_tier, speed, at)
+        with self._lock:
+            if self._valid_from <= at < self._valid_until:
+                self._cache[key] = rates
+                self._valid_from = max(self._valid_from, start)
+                self._valid_until = min(self._valid_until, until)
+        return rates
+
     def priced_name(self, model: str | None, requested: str | None, provider: str | None = None,
-                    service_tier: str | None = None, speed: str | None = None) -> str | None:
-        """The name a call is priced by: the model the provider served, or the model asked for when no price
-        source knows the served name (a gateway's alias, a fake's fixed name)."""
-        if (requested and requested != model
-                and self.rates_for(model, provider, service_tier, False, speed) is None):
-            return requested
-        return model
+                    service_tier: str | None = None, speed: str | None = None,
+                    at: float | None = None) -> str | None:
+        """The name a call is priced by, of the model the provider served (`model`) and the one asked for
+        (`requested`: an Azure deployment, a gateway's or a team's alias): a price the user set for the
+        served one, else one set for the one asked for, else the served one's listed price, else the
+        one asked for (a served name no price source knows, such as a fake's fixed name)."""
+        if not requested or requested == model:
+            return model
+        served = self.rates_for(model, provider, service_tier, False, speed, at)
+        if served is not None and served.source == "user":
+            return model
+        if self.overridden:
+            asked = self.rates_for(requested, provider, service_tier, False, speed, at)
+            if asked is not None and asked.source == "user":
+                return requested
+        return requested if served is None else model
 
     def _override(self, model: str) -> ModelRates | None:
+        if not self._overrides:
+            return None
         name = model.lower()
         for candidate in (name, _DATE_SUFFIX.sub("", name), name.rsplit("/", 1)[-1],
                           _DATE_SUFFIX.sub("", name.rsplit("/", 1)[-1])):
@@ -272,26 +363,26 @@ class PriceBook:
                 return self._overrides[candidate]
         return None
 
-    def _lookup(self, model: str, provider: str | None, service_tier: str | None = None,
-                speed: str | None = None) -> ModelRates | None:
+    def _lookup(self, model: str, provider: str | None, service_tier: str | None, speed: str | None,
+                at: float) -> tuple[ModelRates | None, float, float]:
+        """genai-prices' rates for `model` at `at`, with the span of time they hold (`_price_window`)."""
         snapshot = self._genai_snapshot()
         if snapshot is None:
-            return None
+            return None, -math.inf, math.inf
         provider_id = _PROVIDER_IDS.get(provider or "", provider) if provider else None
         attempts: list[str | None] = [provider_id] if provider_id else []
         attempts.append(None)
         if "/" in model:
             attempts.append("litellm")
-        from datetime import UTC, datetime
-
         context = {name: value for name, value in (("service_tier", service_tier), ("speed", speed)) if value} or None
-        now = datetime.now(tz=UTC)
+        now = datetime.fromtimestamp(at, tz=UTC)
+
         for attempt in attempts:
             try:
                 _, info = snapshot.find_provider_model(model, None, attempt, None)
             except LookupError:
                 continue
-            return _from_genai(info.get_prices(now, context))
+            return (_from_genai(info.get_prices(now, context)), *_price_window(info, at))
         # No provider's name pattern claims the model (text-embedding-3-small, chatgpt-4o-latest, a name
         # only hosts list): look it up by exact name in every provider's list. Only after every attempt
         # above missed, so no model priced by them changes price.
@@ -299,17 +390,19 @@ class PriceBook:
         for maker in _MAKERS:
             for provider_id, info in listings:
                 if provider_id == maker:
-                    return _from_genai(info.get_prices(now, context))
+                    return (_from_genai(info.get_prices(now, context)), *_price_window(info, at))
         if provider or not listings:
             # The caller named who served the call (a local server, a gateway): another host's price
             # for the name would be a guess about someone else's bill.
-            return None
+            return None, -math.inf, math.inf
         found = {rates for _, info in listings if (rates := _from_genai(info.get_prices(now, context))) is not None}
+        windows = [_price_window(info, at) for _, info in listings]
+        start, until = max(window[0] for window in windows), min(window[1] for window in windows)
         if len(found) == 1:
-            return found.pop()
+            return found.pop(), start, until
         if found:  # hosts charge different prices for one open model: which one served it is unknown
             self._ambiguous[model] = tuple(provider_id for provider_id, _ in listings)
-        return None
+        return None, start, until
 
     def _listed_as(self, model: str) -> tuple[tuple[str, Any], ...]:
         """(provider id, listing) of every provider that lists `model` under exactly that name.

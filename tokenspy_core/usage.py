@@ -261,8 +261,10 @@ def _log_dropped(what: str) -> None:
     global _dropped_logged
     if not _dropped_logged:
         _dropped_logged = True
+        # Once per process, so it says what happens to either kind of count.
         logger.warning("tokenspy: a provider reported a usage count no number of tokens can be (%s): it is "
-                       "left out and estimated", what)
+                       "left out; an input or output count left out is estimated, a cache or reasoning count "
+                       "left out is taken as 0 beside its whole as reported", what)
 
 
 def usage_from_openai(usage: Any) -> UsageReport:
@@ -276,13 +278,29 @@ def usage_from_openai(usage: Any) -> UsageReport:
         return _openai_chat(usage, prompt)
     input_details = _get(usage, "input_tokens_details")
     output_details = _get(usage, "output_tokens_details")
-    return UsageReport(
+    report = UsageReport(
         input_tokens=_int(_get(usage, "input_tokens")),
         output_tokens=_int(_get(usage, "output_tokens")),
         cached_input_tokens=_int(_get(input_details, "cached_tokens")),
         cache_write_tokens=_int(_get(input_details, "cache_write_tokens")),
         reasoning_tokens=_int(_get(output_details, "reasoning_tokens")),
     )
+    if report.reasoning_tokens:
+        _reasoning_beside_output(report, _get(usage, "total_tokens"))
+    return report
+
+
+def _reasoning_beside_output(report: UsageReport, total: Any) -> None:
+    """Gemini's OpenAI-compatible endpoint (and gateways that map Gemini's usage the same way) counts
+    thoughts beside the answer, not in it: `completion_tokens` is the answer alone, `reasoning_tokens`
+    the thoughts, and `total_tokens` prompt + answer + thoughts, which Google bills as output. OpenAI's
+    own total is prompt + completion, reasoning inside: only a total that says the reasoning is apart
+    makes it so here (the output becomes answer + reasoning, reasoning its subset). Without such a
+    total, a reasoning count over the output stays a part over its whole (`drop_impossible_parts`)."""
+    prompt, output, reasoning = report.input_tokens, report.output_tokens, report.reasoning_tokens
+    if (prompt is not None and output is not None and reasoning and type(total) is int
+            and total == prompt + output + reasoning and output + reasoning <= MAX_TOKENS):
+        report.output_tokens = output + reasoning
 
 
 def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
@@ -295,13 +313,16 @@ def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
     if completion is None and _get(usage, "total_tokens") is not None:
         output = 0  # a whole report without output (embeddings): nothing was generated
     # Positional, in field order: the hot path of every OpenAI-shaped report.
-    return UsageReport(
+    report = UsageReport(
         _int(prompt),  # input_tokens
         output,  # output_tokens; None in a piece that reports only the prompt: estimated if never reported
         _int(_get(prompt_details, "cached_tokens")),  # cached_input_tokens
         _int(_get(prompt_details, "cache_write_tokens")),  # cache_write_tokens
         _int(_get(completion_details, "reasoning_tokens")),  # reasoning_tokens
     )
+    if report.reasoning_tokens:
+        _reasoning_beside_output(report, _get(usage, "total_tokens"))
+    return report
 
 
 def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
@@ -318,7 +339,7 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
     output = get("completion_tokens")
     if output is None and get("total_tokens") is not None:
         output = 0  # a whole report without output (embeddings): nothing was generated
-    return UsageReport(
+    report = UsageReport(
         prompt if type(prompt) is int and not prompt >> TOKEN_BITS else _int(prompt),
         output if type(output) is int and not output >> TOKEN_BITS else _int(output),
         cached if cached is None or (type(cached) is int and not cached >> TOKEN_BITS) else _int(cached),
@@ -326,6 +347,9 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
         reasoning if reasoning is None or (type(reasoning) is int and not reasoning >> TOKEN_BITS)
         else _int(reasoning),
     )
+    if reasoning:  # (a reasoning model's call: the others pay nothing more)
+        _reasoning_beside_output(report, get("total_tokens"))
+    return report
 
 
 def is_anthropic_usage(usage: Any) -> bool:
@@ -385,7 +409,7 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
     write_5m = _int(_get(details, "ephemeral_5m_input_tokens"))
     write_1h = _int(_get(details, "ephemeral_1h_input_tokens"))
     parts = [v for v in (creation, write_5m, write_1h) if v is not None]
-    return UsageReport(
+    report = UsageReport(
         input_tokens=_int(_get(usage_metadata, "input_tokens")),
         output_tokens=_int(_get(usage_metadata, "output_tokens")),
         cached_input_tokens=_int(_tiered(details, "cache_read")),
@@ -393,6 +417,10 @@ def usage_from_langchain(usage_metadata: Any) -> UsageReport:
         reasoning_tokens=_int(_tiered(out_details, "reasoning")),
         cache_write_1h_tokens=write_1h,
     )
+    if report.reasoning_tokens:
+        # langchain-openai passes OpenAI's counts through as they are, a Gemini-compatible endpoint's too.
+        _reasoning_beside_output(report, _get(usage_metadata, "total_tokens"))
+    return report
 
 
 def _tiered(details: Any, key: str) -> Any:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
 
 from tokenspy_core import PriceBook, Usage
 from tokenspy_core.pricing import usd
@@ -69,3 +73,50 @@ def test_anthropic_fast_mode_is_priced_at_its_own_rates() -> None:
     call.set_usage(input_tokens=10_000, output_tokens=2_000)
     record = call.finish()
     assert record is not None and record.cost == Decimal("0.2")
+
+
+# -- prices genai-prices dates (a new price from a day on, off-peak hours) ------------------------------------
+def _epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return float(calendar.timegm((year, month, day, hour, minute, 0)))
+
+
+def test_a_cached_price_gives_way_at_its_dated_price_change() -> None:
+    book = PriceBook()
+    million_each = Usage(1_000_000, 1_000_000)
+
+    def cost_at(at: float) -> Decimal:
+        rates = book.rates_for("gemini-3.6-flash", "google", at=at)
+        assert rates is not None
+        return usd(rates.cost(million_each))
+
+    assert cost_at(_epoch(2026, 12, 31, 23, 59)) == Decimal("4.5")  # $0.75 / $3.75 per million
+    assert cost_at(_epoch(2027, 1, 1)) == Decimal("9")  # $1.50 / $7.50 from 2027-01-01 (UTC)
+    # A call made before the change and priced after it (a long stream): the price of its time.
+    assert cost_at(_epoch(2026, 12, 31, 23, 59)) == Decimal("4.5")
+    assert cost_at(_epoch(2027, 3, 1)) == Decimal("9")
+
+
+def test_off_peak_hours_are_priced_at_their_own_rates_every_day() -> None:
+    book = PriceBook()
+    million_each = Usage(1_000_000, 1_000_000)
+    costs = []
+    for day in (23, 24):
+        for hour in (12, 20):
+            rates = book.rates_for("deepseek-chat", "deepseek", at=_epoch(2026, 11, day, hour))
+            assert rates is not None
+            costs.append(usd(rates.cost(million_each)))
+    assert costs == [Decimal("1.37"), Decimal("0.685")] * 2  # 00:30-16:30 UTC standard, else half
+
+
+def test_a_long_running_process_prices_a_call_after_a_dated_change_at_the_new_price(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tokenspy
+    from tokenspy_core import call
+
+    now = [_epoch(2026, 12, 31, 23, 59)]
+    monkeypatch.setattr(call, "time", SimpleNamespace(time=lambda: now[0]))  # the calls' wall clock
+    first = tokenspy.record("gemini-3.6-flash", input_tokens=1_000_000, output_tokens=1_000_000, provider="google")
+    now[0] = _epoch(2027, 1, 2)
+    second = tokenspy.record("gemini-3.6-flash", input_tokens=1_000_000, output_tokens=1_000_000, provider="google")
+    assert first is not None and second is not None
+    assert (first.cost, second.cost) == (Decimal("4.5"), Decimal("9"))

@@ -160,3 +160,49 @@ def test_prompt_estimates_count_tool_calls_and_results_in_the_history() -> None:
 def test_langchain_usage_without_details_refuses_a_negative_count() -> None:
     with pytest.raises(ValueError, match="-5"):
         usage_from_langchain({"input_tokens": -5, "output_tokens": 3})
+
+
+# -- Gemini's OpenAI-compatible usage: thoughts beside the completion, in the total --------------------------
+GEMINI_COMPAT_CHAT = {"prompt_tokens": 20, "completion_tokens": 198, "total_tokens": 623,
+                      "completion_tokens_details": {"reasoning_tokens": 405}}
+
+
+@pytest.mark.parametrize("usage", [
+    GEMINI_COMPAT_CHAT,
+    SimpleNamespace(prompt_tokens=20, completion_tokens=198, total_tokens=623, prompt_tokens_details=None,
+                    completion_tokens_details=SimpleNamespace(reasoning_tokens=405)),
+    {"input_tokens": 20, "output_tokens": 198, "total_tokens": 623,
+     "output_tokens_details": {"reasoning_tokens": 405}},
+], ids=["chat dict", "chat object", "responses"])
+def test_gemini_compatible_reasoning_beside_the_completion_is_output(usage: object) -> None:
+    assert usage_from_openai(usage) == UsageReport(20, 603, None, None, 405)
+
+
+def test_gemini_compatible_reasoning_smaller_than_the_answer_is_output_too() -> None:
+    usage = {"prompt_tokens": 20, "completion_tokens": 500, "total_tokens": 620,
+             "completion_tokens_details": {"reasoning_tokens": 100}}
+    assert usage_from_any(usage) == UsageReport(20, 600, None, None, 100)
+
+
+def test_gemini_compatible_reasoning_through_langchain_openai_is_output() -> None:
+    # langchain-openai's usage_metadata keeps OpenAI's counts and total as they are.
+    meta = {"input_tokens": 20, "output_tokens": 0, "total_tokens": 80,
+            "input_token_details": {}, "output_token_details": {"reasoning": 60}}
+    assert usage_from_langchain(meta) == UsageReport(20, 60, None, None, 60, None)
+
+
+def test_openai_reasoning_inside_the_completion_is_not_added_again() -> None:
+    assert usage_from_openai(OPENAI_CHAT).output_tokens == 23  # total 124 = prompt + completion
+    assert usage_from_openai(OPENAI_RESPONSES).output_tokens == 25
+
+
+def test_reasoning_over_the_completion_without_a_total_saying_why_is_left_out_not_estimated() -> None:
+    import tokenspy
+    from tokenspy_core.usage import provider_usage
+
+    call = tokenspy.start_call("gpt-4o", provider="openai", prompt=[{"role": "user", "content": "hi"}])
+    provider_usage(call.set_usage, {**GEMINI_COMPAT_CHAT, "total_tokens": 218})  # prompt + completion
+    record = call.finish()
+    assert record is not None
+    assert (record.input_tokens, record.output_tokens, record.reasoning_tokens) == (20, 198, 0)
+    assert (record.usage_source, record.estimated_fields) == ("provider", ())
