@@ -3,7 +3,9 @@
 A stream the script never finished reading (held by a global, or dropped only at interpreter shutdown,
 when prices can no longer be imported) would otherwise be lost from the database. Adapters register
 what ends their open objects (`end_open_at_exit`); the store's exit flush runs `end_open_calls` (only
-with a store attached: one pass over the heap, at exit).
+with a store attached: one pass over the heap, at exit): from atexit, from multiprocessing's exit
+finalizer in a child, and from the SIGTERM handler (there in a thread it waits for a bounded time: the
+interrupted code may hold a lock an end hook takes).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def _cost_text(agg: dict[str, Any]) -> str:
     if agg.get("cost_usd") is None or (calls and unpriced == calls):
         return "unpriced"
     text = fmt_cost(_femto(agg) / FEMTO_PER_USD)
-    return f"{text} + {unpriced} unpriced" if unpriced else text
+    return f"{text} + {unpriced:,} unpriced" if unpriced else text
 
 
 def _share_text(femto: int, total: int, *, unpriced: bool = False) -> str:

@@ -56,7 +56,7 @@ def _plural(n: int, word: str) -> str:
 def _cost_of(node: dict[str, Any]) -> str:
     text = fmt_cost(node["cost_usd"])
     if node["unpriced_calls"] and node["cost_usd"] is not None:
-        text += f" + {node['unpriced_calls']} unpriced"
+        text += f" + {node['unpriced_calls']:,} unpriced"
     return text
 
 
@@ -70,11 +70,11 @@ def _token_line(agg: dict[str, Any], dot: str) -> str:
         parts.append(f"reasoning {agg['reasoning_tokens']:,}")
     flags = []
     if agg["partial_calls"]:
-        flags.append(f"{agg['partial_calls']} partial")
+        flags.append(f"{agg['partial_calls']:,} partial")
     if agg["estimated_calls"]:
-        flags.append(f"{agg['estimated_calls']} estimated")
+        flags.append(f"{agg['estimated_calls']:,} estimated")
     if agg["failed_calls"]:
-        flags.append(f"{agg['failed_calls']} failed")
+        flags.append(f"{agg['failed_calls']:,} failed")
     line = f"{_plural(agg['tokens'], 'token')} ({f' {dot} '.join(parts)})"
     return line + (f"  [{', '.join(flags)}]" if flags else "")
 
@@ -91,13 +91,13 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
         total = (f"total: {fmt_cost(None if all_unpriced else stats['total_cost_usd'])}"
                  f"  {dot}  {_plural(stats['total_tokens'], 'token')}  {dot}  {_plural(stats['total_calls'], 'call')}")
         if stats["unpriced_calls"]:
-            total += f"  {dot}  {stats['unpriced_calls']} unpriced"
+            total += f"  {dot}  {stats['unpriced_calls']:,} unpriced"
         header.append(total)
         body = []
         _rows(stats["tree"], 0, total_femto, g, body, root=True)
         if len(body) > _MAX_ROWS:
             hidden = len(body) - _MAX_ROWS
-            body = [*body[:_MAX_ROWS], (f"{g['more']} {hidden} more rows (see tokenspy.stats()['tree'])", "", "")]
+            body = [*body[:_MAX_ROWS], (f"{g['more']} {hidden:,} more rows (see tokenspy.stats()['tree'])", "", "")]
     body = [(_one_line(r[0]), r[1], r[2]) for r in body]
     priced_rows = [r for r in body if r[1] or r[2]] or [("", "", "")]
     name_w = max(len(r[0]) for r in priced_rows)

@@ -5,7 +5,7 @@ queue every `FLUSH_INTERVAL_S` in one transaction. So:
 
 - a clean exit loses nothing: `atexit`, a SIGTERM handler (main thread, only if SIGTERM still has its
   default action; it flushes, then dies by SIGTERM as before) and multiprocessing's exit finalizers
-  all flush;
+  all end the calls still open (`at_exit.end_open_calls`) and flush;
 - `kill -9` (or `os._exit`) loses at most the records of the last flush interval plus one write;
 - several processes can share one file: WAL mode, `BEGIN IMMEDIATE`, a busy timeout and retries.
   A forked child (web workers, multiprocessing) drops its copy of the parent's queue and connection
@@ -56,6 +56,7 @@ WRITE_ATTEMPTS = 3          # ... and we retry that many times before keeping th
 MAX_BATCH = 2_000           # rows per transaction (~0.1 s): bounds how long other processes wait
 MAX_PENDING = 1_000_000     # an unwritable file must not grow memory forever: drop oldest beyond this
 _SIGNAL_FLUSH_TIMEOUT_S = 5.0
+_SIGNAL_END_TIMEOUT_S = 3.0  # ending the open calls at SIGTERM (a tokenizer load, a heap pass) waits no longer
 _INT64 = 2**63
 
 
@@ -576,7 +577,10 @@ _hooks_pid: int | None = None
 _inherited_connections: list[sqlite3.Connection] = []
 _deferred_signal: int | None = None
 _mp_hooked_pid: int | None = None
+_mp_finalizer: Any = None  # the multiprocessing.util.Finalize that ends and flushes at a child's exit
+_mp_after_fork_hooked = False  # inherited by a forked child, as multiprocessing's after-fork registry is
 _mp_anchor = type("_MpAnchor", (), {})()  # multiprocessing's after-fork registry holds weak refs
+_exited_pid: int | None = None
 
 
 def attach_store(tracker: Tracker, path: str | os.PathLike[str] | None = None, *,
@@ -625,11 +629,21 @@ def _flush_all(timeout: float = -1) -> None:
             logger.error("tokenspy: could not write pending records to %s: %s", store.path, exc)
 
 
-def _at_exit() -> None:
+def _end_open_calls() -> None:
     try:
         end_open_calls()
     except Exception as exc:  # strict mode re-raises; at exit a log line is all we can give
         logger.error("tokenspy: could not end the calls still open at exit: %s", exc)
+
+
+def _at_exit() -> None:
+    """The exit of a process: from atexit, or from multiprocessing's exit finalizer in its children (they
+    leave through os._exit, skipping atexit): once per process."""
+    global _exited_pid
+    if _exited_pid == os.getpid():
+        return
+    _exited_pid = os.getpid()
+    _end_open_calls()
     for store in stores():
         try:
             store.close()
@@ -657,11 +671,25 @@ def _deliver_deferred_signal() -> None:
 
 
 def _terminate(signum: int) -> None:
-    # Flush, then behave exactly as if we had never been here: the default action (die by SIGTERM).
+    # End the calls still open (as a clean exit does: a stream being read is saved aborted, partial),
+    # flush, then behave exactly as if we had never been here: the default action (die by SIGTERM).
+    _end_open_calls_within(_SIGNAL_END_TIMEOUT_S)
     _flush_all(_SIGNAL_FLUSH_TIMEOUT_S)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # only reached if SIGTERM is blocked in this thread
+
+
+def _end_open_calls_within(timeout: float) -> None:
+    # In a thread, waited for at most `timeout`: the code the signal interrupted may hold a lock that ending
+    # a call takes (the tokenizer's first load, an adapter's table); in the handler itself that would
+    # wait forever, and the process would never die by the SIGTERM it was sent.
+    ender = threading.Thread(target=_end_open_calls, name="tokenspy-end-open-calls", daemon=True)
+    try:
+        ender.start()
+    except RuntimeError:  # the interpreter is exiting: its atexit hook ends them
+        return
+    ender.join(timeout)
 
 
 def _maybe_restore_sigterm() -> None:
@@ -680,13 +708,39 @@ def _install_sigterm() -> None:
 
 
 def _hook_multiprocessing() -> None:
-    """multiprocessing children leave through os._exit, skipping atexit: flush in their finalizers."""
-    global _mp_hooked_pid
+    """multiprocessing children (fork, forkserver) leave through os._exit, skipping atexit: end the open
+    calls and flush in their exit finalizers, as atexit would."""
+    global _mp_hooked_pid, _mp_finalizer
     mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is None or _mp_hooked_pid == os.getpid():
+    if mp_util is None:
+        return
+    _hook_mp_after_fork(mp_util)
+    # A finalizer inherited through fork is ignored in the child, and a child's bootstrap clears every
+    # finalizer registered before it: a spawn or forkserver child imports __main__ (and so runs init())
+    # before that.
+    if _mp_hooked_pid == os.getpid() and _mp_finalizer is not None and _mp_finalizer.still_active():
         return
     _mp_hooked_pid = os.getpid()
-    mp_util.Finalize(None, _flush_all, exitpriority=100)
+    _mp_finalizer = mp_util.Finalize(None, _mp_exit, exitpriority=100)
+
+
+def _mp_exit() -> None:
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is None:
+        # The main process: its atexit hook runs later (after atexit hooks registered after ours, which may
+        # still record), and ends the open calls then.
+        _flush_all()
+        return
+    _at_exit()  # a child: os._exit (fork, forkserver) or the same exit sys.exit gives (spawn) follows
+
+
+def _hook_mp_after_fork(mp_util: Any) -> None:
+    # A multiprocessing child's bootstrap clears the finalizers, then runs the after-fork callbacks
+    # (fork, spawn and forkserver alike): register the exit finalizer again there.
+    global _mp_after_fork_hooked
+    if not _mp_after_fork_hooked:
+        _mp_after_fork_hooked = True
+        mp_util.register_after_fork(_mp_anchor, lambda _: _hook_multiprocessing())
 
 
 def _after_fork_in_child() -> None:
@@ -696,9 +750,7 @@ def _after_fork_in_child() -> None:
         store._after_fork_in_child()
     mp_util = sys.modules.get("multiprocessing.util")
     if mp_util is not None and _stores:
-        # A multiprocessing child (loaded by now even if it was not at init) clears inherited
-        # finalizers when it starts, then runs its after-fork callbacks: register our flush there.
-        mp_util.register_after_fork(_mp_anchor, lambda _: _hook_multiprocessing())
+        _hook_mp_after_fork(mp_util)  # multiprocessing may have been imported only after init()
 
 
 def _install_process_hooks() -> None:

@@ -231,7 +231,7 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
 def _flags(agg: Aggregate) -> str:
     counts = ((agg.partial_calls, "partial"), (agg.estimated_calls, "estimated"),
               (agg.failed_calls, "failed"), (agg.unpriced_calls, "unpriced"))
-    flags = [f"{n} {what}" for n, what in counts if n]
+    flags = [f"{n:,} {what}" for n, what in counts if n]
     return ", ".join(flags)
 
 
@@ -303,7 +303,8 @@ def _grouped(records: Iterable[CallRecord], args: argparse.Namespace) -> str:
                               a.unpriced_calls] for name, a in ordered])
     rows = [[label, "calls", "input", "output", "tokens", "cost", "share", "flags"]]
     for name, a in [*ordered, ("total", total)]:
-        share = f"{a.cost / total.cost * 100:.0f}%" if total.cost else ""
+        # No price, no share: an unpriced group is not 0% of the cost (the HTML page leaves it empty too).
+        share = f"{a.cost / total.cost * 100:.0f}%" if total.cost and a.cost_usd is not None else ""
         rows.append([name, f"{a.calls:,}", f"{a.input_tokens:,}", f"{a.output_tokens:,}",
                      f"{a.total_tokens:,}", fmt_cost(a.cost_usd), share, _flags(a)])
     text = _align(rows, right={1, 2, 3, 4, 5, 6})
@@ -430,7 +431,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     unpriced = a.total.unpriced_calls + b.total.unpriced_calls
     if unpriced:
         calls = "call counts" if unpriced == 1 else "calls count"
-        text += f"\n({unpriced} unpriced {calls} as $0 here: tokenspy.set_price(...) them)"
+        text += f"\n({unpriced:,} unpriced {calls} as $0 here: tokenspy.set_price(...) them)"
     _emit(text, None)
     return 0
 

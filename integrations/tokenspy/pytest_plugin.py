@@ -44,6 +44,8 @@ _WORKER_KEY = "tokenspy_rows"
 _BUCKET = pytest.StashKey[Tracker]()
 _BUDGET = pytest.StashKey[int]()  # the marker's budget, femto-dollars
 _OVER = pytest.StashKey[bool]()
+_NOTE = pytest.StashKey[str]()  # the budget message for a phase that failed on its own
+_FAILURE = pytest.StashKey[BaseException]()  # the budget failure a phase raised
 _MARKER_KEYWORDS = ("budget_usd",)
 
 
@@ -244,25 +246,56 @@ class _Tracking:
             pytest.fail(f"@pytest.mark.tokenspy takes budget_usd=<USD >= 0>, got {budget!r}", pytrace=False)
         item.stash[_BUDGET] = int(amount * FEMTO_PER_USD)
 
+    # The budget is judged after the body (setup's calls included) and again after teardown (its calls
+    # too). Over it, the phase raises as a failing assert would: pytest's own outcome rules then apply
+    # (an `xfail` test over budget is xfailed, or fails when `raises=` names another exception).
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        yield from self._judged(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item,
+                                nextitem: pytest.Item | None) -> Generator[None, None, None]:
+        yield from self._judged(item)
+
+    def _judged(self, item: pytest.Item) -> Generator[None, None, None]:
+        try:
+            yield
+        except BaseException:
+            # The phase failed on its own (or skipped): that stays its outcome; the budget is a note.
+            message = self._over_budget(item)
+            if message is not None:
+                item.stash[_NOTE] = message
+            raise
+        message = self._over_budget(item)
+        if message is not None:
+            failure = pytest.fail.Exception(message, pytrace=False)
+            item.stash[_FAILURE] = failure
+            raise failure
+
+    def _over_budget(self, item: pytest.Item) -> str | None:
+        """The budget message, once per test, when the test's calls so far cost more than its marker allows."""
+        bucket, limit = item.stash.get(_BUCKET, None), item.stash.get(_BUDGET, None)
+        if bucket is None or limit is None or item.stash.get(_OVER, False):
+            return None
+        spent = bucket.totals()
+        if spent.cost <= limit:
+            return None
+        item.stash[_OVER] = True
+        return (f"tokenspy budget exceeded: {item.nodeid} spent {_exact(spent.cost)} on "
+                f"{spent.calls} LLM call{'s' if spent.calls != 1 else ''}, over its budget of "
+                f"{_exact(limit)}; {_costliest_call(bucket)}")
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report: pytest.TestReport = yield
-        bucket, limit = item.stash.get(_BUCKET, None), item.stash.get(_BUDGET, None)
-        # Judged after the call (setup's calls included) and again after teardown (its calls too).
-        if bucket is None or limit is None or call.when == "setup" or item.stash.get(_OVER, False):
-            return report
-        spent = bucket.totals()
-        if spent.cost > limit:
-            item.stash[_OVER] = True
-            message = (f"tokenspy budget exceeded: {item.nodeid} spent {_exact(spent.cost)} on "
-                       f"{spent.calls} LLM call{'s' if spent.calls != 1 else ''}, over its budget of "
-                       f"{_exact(limit)}; {_costliest_call(bucket)}")
-            if report.passed:
-                report.outcome = "failed"
-                report.longrepr = message
-            else:
-                report.sections.append(("tokenspy budget", message))
+        note = item.stash.get(_NOTE, None)
+        if note is not None:
+            del item.stash[_NOTE]
+            report.sections.append(("tokenspy budget", note))
+        elif report.failed and call.excinfo is not None and call.excinfo.value is item.stash.get(_FAILURE, None):
+            report.longrepr = str(call.excinfo.value)  # the message alone, also in the short summary
         return report
 
     # -- the run ---------------------------------------------------------------------------------

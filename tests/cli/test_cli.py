@@ -55,6 +55,22 @@ def test_report_by_model_table(dbs: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert lines[3].split() == ["total", "5", "6,100", "1,410", "7,510", "$0.0209", "100%"]
 
 
+def test_report_by_model_flags_count_in_thousands_as_every_other_column(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tokenspy.set_price("gpt-4o", input=2.5, output=10)
+    db = store.attach_store(default_tracker(), tmp_path / "many.db")
+    tokenspy.record("gpt-4o", input_tokens=1000, output_tokens=100)  # $0.0035
+    with pytest.warns(UserWarning, match="no price known"):
+        for _ in range(1_200):
+            tokenspy.record("private-model", input_tokens=1, output_tokens=1)
+    db.close()
+    status, out, _ = run(capsys, "report", "--db", tmp_path / "many.db", "--by", "model")
+    lines = [line.split() for line in out.splitlines()]
+    assert status == 0
+    assert lines[2] == ["private-model", "1,200", "1,200", "1,200", "2,400", "unpriced", "1,200", "unpriced"]
+    assert lines[3] == ["total", "1,201", "2,200", "1,300", "3,500", "$0.0035", "100%", "1,200", "unpriced"]
+
+
 def test_report_by_tag_json_and_by_one_tag_csv(dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "report", "--db", dbs.base, "--by", "tag", "--format", "json")
     groups = {g["tag"]: (g["calls"], g["cost_usd"]) for g in json.loads(out)["groups"]}

@@ -13,6 +13,7 @@ import pytest
 import tokenspy
 from tokenspy_core.hints import Hint
 from tokenspy_core.html_report import render_html
+from tokenspy_core.report import render_box
 
 EVIL = "</script><img src=x onerror=alert(1)>&amp;\u2028"
 
@@ -134,6 +135,22 @@ def test_unpriced_costs_are_shown_as_unpriced_never_zero_dollars(tmp_path: Path)
     assert "<div class='value'>unpriced</div>" in page
     node = _data(page)["tree"]["children"][0]
     assert (node["name"], node["costText"], node["share"], node["cost"]) == ("mystery", "unpriced", "", 0)
+
+
+def test_unpriced_call_counts_keep_their_thousands_separator(known_stats: dict[str, Any]) -> None:
+    @tokenspy.profile
+    def bulk() -> None:
+        tokenspy.record("model-b", input_tokens=2_000, output_tokens=0)  # $0.001
+        with pytest.warns(UserWarning, match="no price known"):
+            for _ in range(1_200):
+                tokenspy.record("bulk-unpriced-model", input_tokens=1, output_tokens=1)
+
+    bulk()
+    stats = tokenspy.stats()
+    node = next(n for n in _chart_nodes(_data(render_html(stats))["tree"]) if n["path"] == ["bulk"])
+    assert (node["costText"], node["flags"]) == ("$0.0010 + 1,200 unpriced", "1,200 unpriced")
+    box = render_box(stats)  # the box the page mirrors
+    assert "$0.0010 + 1,200 unpriced" in box and "1,201 unpriced" in box
 
 
 def test_user_strings_are_escaped_in_markup_and_json(tmp_path: Path) -> None:

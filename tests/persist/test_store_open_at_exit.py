@@ -4,6 +4,7 @@ when prices could no longer be imported either)."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -35,19 +36,17 @@ OPEN_AT_EXIT = {
 }
 
 
-@pytest.mark.parametrize("case", list(OPEN_AT_EXIT))
-def test_a_call_still_open_at_exit_is_saved_partial(case: str, db: Path,
-                                                     run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
-    proc = run("""
-        import sys, openai, tokenspy
+PREAMBLE = """
+        import os, signal, sys, openai, tokenspy
         from tokenspy.testing import FakeProvider
         PROMPT = [{"role": "user", "content": "hi"}]
         tokenspy.set_price("gpt-4o", input=2.5, output=10)
         tokenspy.init(persist=sys.argv[1])
         fp = FakeProvider(chunk_delay=0.01).start()
-    """ + OPEN_AT_EXIT[case], str(db))
-    assert proc.returncode == 0, proc.stderr
-    assert "no price known" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    """
+
+
+def assert_saved_partial(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         saved = conn.execute("SELECT status, partial, input_tokens, output_tokens, cost_femto FROM calls "
                              "ORDER BY rowid").fetchall()
@@ -55,3 +54,25 @@ def test_a_call_still_open_at_exit_is_saved_partial(case: str, db: Path,
     status, partial, input_tokens, output_tokens, cost = saved[1]
     assert (status, partial) == ("aborted", 1) and len(saved) == 2
     assert input_tokens > 0 and output_tokens == 1 and cost > 0  # the prompt billed, one token read
+
+
+@pytest.mark.parametrize("case", list(OPEN_AT_EXIT))
+def test_a_call_still_open_at_exit_is_saved_partial(case: str, db: Path,
+                                                     run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    proc = run(PREAMBLE + OPEN_AT_EXIT[case], str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "no price known" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert_saved_partial(db)
+
+
+@pytest.mark.parametrize("case", ["openai stream", "a call by hand"])
+def test_a_call_still_open_at_sigterm_is_saved_partial(case: str, db: Path,
+                                                        run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    # `docker stop`, Kubernetes: the default action, so tokenspy's own handler ends the open calls too.
+    proc = run(PREAMBLE + OPEN_AT_EXIT[case] + """
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached")
+    """, str(db))
+    assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout, proc.stderr
+    assert "no price known" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert_saved_partial(db)

@@ -190,3 +190,71 @@ def test_sigterm_during_a_write_lets_the_write_commit_first(
     """, str(db))
     assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout, proc.stderr
     assert rows(db) == 100
+
+
+# init() at module level, as scripts do: spawn and forkserver children (forkserver: Linux's default from
+# Python 3.14) run it again while importing __main__, before the child's bootstrap clears the exit
+# finalizers registered so far; they then leave through os._exit (forkserver, fork) or sys.exit (spawn).
+START_METHOD_SCRIPT = """
+    import multiprocessing as mp, sys, tokenspy
+    tokenspy.set_price("m", input=1, output=2)
+    tokenspy.init(persist=sys.argv[1])
+    OPEN = []
+
+    def work(n):
+        for _ in range(n):
+            with tokenspy.session("job"):
+                tokenspy.record("m", input_tokens=10, output_tokens=1)
+        call = tokenspy.start_call("m", stream=True)  # a stream still being read at exit
+        call.set_usage(input_tokens=10, output_tokens=1)  # reported: nothing to estimate (tiktoken is slow to load)
+        OPEN.append(call)
+
+    if __name__ == "__main__":
+        ctx = mp.get_context(sys.argv[2])
+        pool = ctx.Pool(2)
+        pool.map(work, [25] * 4, chunksize=1)
+        pool.close()  # the workers leave when their tasks are done, not by SIGTERM
+        pool.join()
+        p = ctx.Process(target=work, args=(50,))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork and forkserver start methods")
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_children_keep_every_record_with_each_start_method(
+        method: str, db: Path, run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    proc = run(START_METHOD_SCRIPT, str(db), method)
+    assert proc.returncode == 0, proc.stderr
+    records = load_records(db)
+    finished = [r for r in records if r.status == "finished"]
+    aborted = [r for r in records if r.status == "aborted"]
+    assert len(finished) == 4 * 25 + 50 and len(aborted) == 4 + 1
+    assert all(r.partial for r in aborted)
+    assert sum(r.cost_femto or 0 for r in records) == 155 * (10 * 10**9 + 2 * 10**9)
+    assert len({r.id for r in records}) == len(records)
+
+
+def test_sigterm_still_kills_when_the_interrupted_code_holds_what_ending_open_calls_needs(
+        db: Path, run: Callable[..., subprocess.CompletedProcess[str]], rows: Callable[[Path], int]) -> None:
+    # The main thread holds a lock that ending a call takes (as the tokenizer's first load does): ending the
+    # open calls waits for it a bounded time, then the finished calls are written and the process dies.
+    proc = run("""
+        import os, signal, sys, threading, time, tokenspy
+        from tokenspy_core import at_exit, store
+        store._SIGNAL_END_TIMEOUT_S = 0.5
+        busy = threading.Lock()
+        at_exit.before_exit_flush(busy.acquire)  # an adapter's exit hook, waiting for the interrupted code
+        tokenspy.set_price("m", input=1, output=2)
+        tokenspy.init(persist=sys.argv[1])
+        for i in range(20):
+            tokenspy.record("m", input_tokens=1, output_tokens=1)
+        with busy:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(20)
+        print("not reached")
+    """, str(db), timeout=15)
+    assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout, proc.stderr
+    assert rows(db) == 20

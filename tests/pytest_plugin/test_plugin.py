@@ -120,6 +120,79 @@ def test_marker_fails_a_test_whose_own_calls_cost_more(pytester: pytest.Pytester
     result.stdout.no_fnmatch_line("*LLM calls by test*")
 
 
+XFAIL_MARKED = PRELUDE + '''
+
+@pytest.mark.xfail(reason="known to be too dear")
+@pytest.mark.tokenspy(budget_usd=0.001)
+def test_xfail_over_budget():
+    summarize(500)                                                      # 2,600 µ$
+
+
+@pytest.mark.xfail(strict=True, reason="known to be too dear")
+@pytest.mark.tokenspy(budget_usd=0.001)
+def test_strict_xfail_over_budget():
+    summarize(500)
+
+
+@pytest.mark.xfail(raises=ValueError)
+@pytest.mark.tokenspy(budget_usd=0.001)
+def test_xfail_for_another_reason_over_budget():
+    summarize(500)
+
+
+@pytest.mark.xfail
+@pytest.mark.tokenspy(budget_usd=0.01)
+def test_xfail_within_budget():
+    summarize(500)
+
+
+@pytest.mark.xfail(strict=True)
+@pytest.mark.tokenspy(budget_usd=0.01)
+def test_strict_xfail_within_budget():
+    summarize(500)
+
+
+@pytest.mark.skip
+@pytest.mark.tokenspy(budget_usd=0.0)
+def test_skipped():
+    summarize(500)
+
+
+@pytest.mark.tokenspy(budget_usd=0.001)
+def test_skips_itself_after_spending():
+    summarize(500)
+    pytest.skip("no provider")
+
+
+@pytest.mark.tokenspy(budget_usd=0.001)
+def test_fails_on_its_own_over_budget():
+    summarize(500)
+    raise ValueError("boom")
+'''
+
+
+def test_marker_budget_follows_pytest_xfail_and_skip(pytester: pytest.Pytester) -> None:
+    # Over budget is a failure of the test like any other: an expected failure is xfailed (strict or
+    # not), unless `raises=` names another exception; a test that fails or skips on its own keeps that
+    # outcome, the budget added as a note.
+    pytester.makepyfile(test_xfail=XFAIL_MARKED)
+    result = pytester.runpytest("-rfxXs")
+    result.assert_outcomes(xfailed=2, failed=3, xpassed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "FAILED test_xfail.py::test_xfail_for_another_reason_over_budget - tokenspy bu*",
+        "FAILED test_xfail.py::test_strict_xfail_within_budget - [[]XPASS(strict)[]]*",
+        "FAILED test_xfail.py::test_fails_on_its_own_over_budget - ValueError: boom",
+        "XFAIL test_xfail.py::test_xfail_over_budget - known to be too dear",
+        "XFAIL test_xfail.py::test_strict_xfail_over_budget - known to be too dear",
+        "XPASS test_xfail.py::test_xfail_within_budget",
+    ], consecutive=False)
+    result.stdout.fnmatch_lines([
+        "*_ test_fails_on_its_own_over_budget _*", "*", "*raise ValueError*", "E * ValueError: boom", "*",
+        "*- tokenspy budget -*",
+        "tokenspy budget exceeded: test_xfail.py::test_fails_on_its_own_over_budget spent $0.0026 on 1 LLM "
+        "call, over its budget of $0.001; costliest call: m-large in summarize, $0.0026"])
+
+
 TYPO_MARKERS = PRELUDE + '''
 
 @pytest.mark.tokenspy(budget=0.01)
