@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpcore  # noqa: F401
+import httpcore2  # noqa: F401
 import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
@@ -26,5 +28,8 @@ def test_the_fake_provider_pytest_example_passes_as_written(pytester: pytest.Pyt
     # Only the plugins a reader's run needs: the others cost seconds per in-process run (see
     # tests/pytest_plugin/plugin_files.py, LEAN) and pytest-asyncio warns about its unset loop scope.
     lean = "-p no:hypothesispytest -p no:langsmith_plugin -p no:asyncio -p no:unraisableexception -p no:cacheprovider"
+    # The run is in-process: pytester then drops every module it imported, and httpx/httpx2 import
+    # httpcore/httpcore2 only at a first request yet keep mapping its exception classes. Imported here
+    # (above), they outlive the run, so later tests still get httpx.RemoteProtocolError, not httpcore's.
     result = pytester.runpytest(*lean.split())
     result.assert_outcomes(passed=1)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._server import DEFAULT_REPLY, FakeProvider
+from ._server import DEFAULT_REPLY, SETTINGS, FakeProvider
 from ._wire import FLAGS
 
 if TYPE_CHECKING:
     from .fixtures import fake_provider
 
-__all__ = ["DEFAULT_REPLY", "FLAGS", "FakeProvider", "fake_provider"]
+__all__ = ["DEFAULT_REPLY", "FLAGS", "SETTINGS", "FakeProvider", "fake_provider"]
 
 
 def __getattr__(name: str) -> Any:

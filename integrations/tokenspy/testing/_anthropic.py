@@ -7,6 +7,7 @@ from typing import Any
 
 from tokenspy_core.tokenizer import count_tokens
 
+from ._tiers import anthropic_speed, check_anthropic_tier
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import Tokens, anthropic_usage, count_prompt, flatten, tokens_for
 from ._wire import JSON, BadRequest, Call, JsonReply, StreamReply, split_pieces, sse
@@ -55,10 +56,12 @@ def _tool_call(call: Call, conversation: list[Mapping[str, Any]]) -> ToolCall | 
 
 def messages(call: Call) -> JsonReply | StreamReply:
     conversation = _conversation(call)
+    check_anthropic_tier(call)
+    speed = anthropic_speed(call)
     tool_call = _tool_call(call, conversation)
     visible = tool_call.tokens(call.model) if tool_call else count_tokens(call.reply, call.model)
     tokens = tokens_for(call, _prompt_tokens(call, conversation), visible)
-    usage = anthropic_usage(tokens)
+    usage = anthropic_usage(tokens, speed=speed)
     stop_reason = "tool_use" if tool_call else "end_turn"
     message: JSON = {
         "id": f"msg_fake{call.seq:06d}",
@@ -79,7 +82,7 @@ def messages(call: Call) -> JsonReply | StreamReply:
         )
         return JsonReply(message | {"content": [block], "stop_reason": stop_reason}, usage=usage)
 
-    start_usage = anthropic_usage(tokens, output_tokens=1)  # the real API's placeholder output count
+    start_usage = anthropic_usage(tokens, output_tokens=1, speed=speed)  # the real API's placeholder output
     head = [
         sse(
             {"type": "message_start", "message": message | {"usage": start_usage}},

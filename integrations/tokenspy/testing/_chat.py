@@ -7,6 +7,7 @@ from typing import Any
 
 from tokenspy_core.tokenizer import count_tokens
 
+from ._tiers import openai_tier
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import Tokens, chat_usage, count_prompt, count_raw_input, legacy_usage, tokens_for
 from ._wire import CREATED, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, split_pieces, sse
@@ -62,6 +63,7 @@ def chat_completions(call: Call) -> JsonReply | StreamReply:
     messages = call.body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
         raise BadRequest("'messages' must be a list of message objects")
+    tier = openai_tier(call)
     tool_call = _chat_tool_call(call, messages)
     visible = tool_call.tokens(call.model) if tool_call else count_tokens(call.reply, call.model)
     usage = chat_usage(tokens_for(call, count_prompt(messages, call.body.get("tools"), call.model), visible))
@@ -83,13 +85,13 @@ def chat_completions(call: Call) -> JsonReply | StreamReply:
             "logprobs": None,
             "finish_reason": "tool_calls" if tool_call else "stop",
         }
-        return JsonReply(_envelope(call, "chat.completion", [choice]) | {"usage": usage}, usage=usage)
+        return JsonReply(_envelope(call, tier, "chat.completion", [choice]) | {"usage": usage}, usage=usage)
 
     include_usage = _include_usage(call)
 
     def chunk(delta: JSON, finish_reason: str | None = None) -> Frame:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        data = _envelope(call, "chat.completion.chunk", [choice])
+        data = _envelope(call, tier, "chat.completion.chunk", [choice])
         if include_usage:  # the real API adds `usage: null` to every chunk once usage is requested
             data["usage"] = None
         return sse(data)
@@ -119,7 +121,7 @@ def chat_completions(call: Call) -> JsonReply | StreamReply:
         body = [chunk({"content": piece}) for piece in split_pieces(call.reply)]
     tail = [chunk({}, "tool_calls" if tool_call else "stop")]
     if include_usage:
-        tail.append(sse(_envelope(call, "chat.completion.chunk", []) | {"usage": usage}, usage=usage))
+        tail.append(sse(_envelope(call, tier, "chat.completion.chunk", []) | {"usage": usage}, usage=usage))
     tail.append(_DONE)
     return StreamReply([head], body, tail, midstream_error())
 
@@ -128,26 +130,27 @@ def completions(call: Call) -> JsonReply | StreamReply:
     prompt = call.body.get("prompt")
     if prompt is None:
         raise BadRequest("'prompt' is required")
+    tier = openai_tier(call)
     # Legacy completions have no cache or reasoning accounting: plain prompt/completion counts.
     tokens = Tokens(count_raw_input(prompt, call.model), 0, 0, count_tokens(call.reply, call.model), 0)
     usage = legacy_usage(tokens)
     if not call.stream:
         choice = {"text": call.reply, "index": 0, "logprobs": None, "finish_reason": "stop"}
-        return JsonReply(_envelope(call, "text_completion", [choice]) | {"usage": usage}, usage=usage)
+        return JsonReply(_envelope(call, tier, "text_completion", [choice]) | {"usage": usage}, usage=usage)
 
     def chunk(text: str, finish_reason: str | None = None) -> Frame:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
-        return sse(_envelope(call, "text_completion", [choice]))
+        return sse(_envelope(call, tier, "text_completion", [choice]))
 
     tail = [chunk("", "stop")]
     if _include_usage(call):
-        tail.append(sse(_envelope(call, "text_completion", []) | {"usage": usage}, usage=usage))
+        tail.append(sse(_envelope(call, tier, "text_completion", []) | {"usage": usage}, usage=usage))
     tail.append(_DONE)
     # Legacy streams have no role chunk: no head.
     return StreamReply([], [chunk(p) for p in split_pieces(call.reply)], tail, midstream_error())
 
 
-def _envelope(call: Call, kind: str, choices: list[Any]) -> JSON:
+def _envelope(call: Call, tier: str, kind: str, choices: list[Any]) -> JSON:
     prefix = "cmpl" if kind == "text_completion" else "chatcmpl"
     return {
         "id": f"{prefix}-fake{call.seq:06d}",
@@ -155,6 +158,6 @@ def _envelope(call: Call, kind: str, choices: list[Any]) -> JSON:
         "created": CREATED,
         "model": call.model,
         "choices": choices,
-        "service_tier": "default",
+        "service_tier": tier,  # the one served (see _tiers.py); a stream names it on every chunk
         "system_fingerprint": "fp_fake",
     }

@@ -7,6 +7,7 @@ from typing import Any
 
 from tokenspy_core.tokenizer import count_tokens
 
+from ._tiers import openai_tier
 from ._tools import Tool, ToolCall, choose_tool
 from ._usage import count_prompt, responses_usage, tokens_for
 from ._wire import CREATED, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, midpoint, split_pieces, sse
@@ -60,6 +61,7 @@ def _tool_call(call: Call, items: list[Mapping[str, Any]]) -> ToolCall | None:
 
 def responses(call: Call) -> JsonReply | StreamReply:
     items = _items(call)
+    tier = openai_tier(call)
     tool_call = _tool_call(call, items)
     visible = tool_call.tokens(call.model) if tool_call else count_tokens(call.reply, call.model)
     prompt = count_prompt(_as_messages(call, items), call.body.get("tools"), call.model)
@@ -83,7 +85,7 @@ def responses(call: Call) -> JsonReply | StreamReply:
             "role": "assistant",
             "content": [text_part],
         }
-    final = _response(call, "completed", [done_item], usage)
+    final = _response(call, tier, "completed", [done_item], usage)
     if not call.stream:
         return JsonReply(final, usage=usage)
 
@@ -95,7 +97,7 @@ def responses(call: Call) -> JsonReply | StreamReply:
         seq += 1
         return frame
 
-    started = _response(call, "in_progress", [], None)
+    started = _response(call, tier, "in_progress", [], None)
     head = [
         event("response.created", {"response": started}),
         event("response.in_progress", {"response": started}),
@@ -146,7 +148,7 @@ def responses(call: Call) -> JsonReply | StreamReply:
     return StreamReply(head, body, tail, error)
 
 
-def _response(call: Call, status: str, output: list[JSON], usage: JSON | None) -> JSON:
+def _response(call: Call, tier: str, status: str, output: list[JSON], usage: JSON | None) -> JSON:
     body = call.body
     return {
         "id": f"resp_fake{call.seq:06d}",
@@ -171,7 +173,7 @@ def _response(call: Call, status: str, output: list[JSON], usage: JSON | None) -
         "reasoning": body.get("reasoning"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "truncation": body.get("truncation", "disabled"),
-        "service_tier": "default",
+        "service_tier": tier,  # the one served (see _tiers.py)
         "store": body.get("store", True),
         "user": body.get("user"),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import socket
 import socketserver
 import sys
@@ -12,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar, overload
 from urllib.parse import urlsplit
 
 from ._anthropic import count_tokens_endpoint, messages
@@ -23,7 +24,7 @@ from ._log import RequestLog
 from ._responses import responses
 from ._wire import FLAGS, JSON, BadRequest, Call, Frame, JsonReply, StreamReply, dumps, midpoint
 
-__all__ = ["DEFAULT_REPLY", "FakeProvider", "parse_flags"]
+__all__ = ["DEFAULT_REPLY", "SETTINGS", "FakeProvider", "parse_flags"]
 
 log = logging.getLogger("tokenspy.testing")
 Endpoint = Callable[[Call], JsonReply | StreamReply]
@@ -43,9 +44,19 @@ _ROUTES: dict[str, Endpoint] = {
 # What a peer that went away looks like while we write to it.
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
+_KNOBS = ("reply", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "chunk_delay")
+# Every key `configure` / `POST /_config` takes; anything else is refused, as unknown flags are.
+SETTINGS = ("flags", *_KNOBS)
+
+_T = TypeVar("_T")
+
 
 def parse_flags(values: Iterable[str]) -> frozenset[str]:
     """Flags from strings like "slow", "a,b" or "a b"; raises ValueError for unknown ones."""
+    values = list(values)
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"flags must be strings, got {type(value).__name__}")
     flags = frozenset(f.strip().lower() for v in values for f in v.replace(",", " ").split() if f.strip())
     unknown = flags - FLAGS
     if unknown:
@@ -57,12 +68,63 @@ class _Stopped(Exception):
     """The provider is shutting down: abandon the response."""
 
 
+def _check_knob(name: str, value: Any) -> Any:
+    """`value` if knob `name` can take it, else a TypeError/ValueError naming the knob: one rule for
+    the constructor, attribute assignment and `configure` (so `POST /_config` too)."""
+    if name == "reply":
+        if not isinstance(value, str):
+            raise TypeError(f"reply must be a str, got {type(value).__name__}")
+        return value
+    number = name == "chunk_delay"
+    if isinstance(value, bool) or not isinstance(value, (int, float) if number else int):
+        raise TypeError(f"{name} must be {'a number' if number else 'an int'}, got {type(value).__name__}")
+    if value < 0 or (number and not math.isfinite(value)):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+class _Knob(Generic[_T]):
+    """A setting read per request and checked whenever it is set, however it is set (`fp.cached_tokens =
+    5`, the constructor, `configure`), so a bad value fails where it was written, not in a request."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name, self._slot = name, "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> Self | _T:
+        return self if obj is None else getattr(obj, self._slot)  # type: ignore[no-any-return]
+
+    def __set__(self, obj: object, value: _T) -> None:
+        setattr(obj, self._slot, _check_knob(self._name, value))
+
+
 class FakeProvider:
     """A fake OpenAI- and Anthropic-compatible API on 127.0.0.1 with honest token usage.
 
     Usable as a context manager or with `start()`/`stop()`. The knobs (`reply`, `cached_tokens`,
-    `cache_write_tokens`, `reasoning_tokens`, `chunk_delay`) are plain attributes read per request.
+    `cache_write_tokens`, `reasoning_tokens`, `chunk_delay`) are attributes read per request, checked
+    when set. `__slots__`: a misspelt knob (`fp.cached_tokenz = 3`) raises instead of testing nothing.
     """
+
+    __slots__ = (
+        *(f"_{knob}" for knob in _KNOBS),
+        "_address",
+        "_flags",
+        "_log",
+        "_seq",
+        "_seq_lock",
+        "_server",
+        "_stopping",
+        "_thread",
+    )
+    reply: _Knob[str] = _Knob()
+    cached_tokens: _Knob[int] = _Knob()
+    cache_write_tokens: _Knob[int] = _Knob()
+    reasoning_tokens: _Knob[int] = _Knob()
+    chunk_delay: _Knob[float] = _Knob()
 
     def __init__(
         self,
@@ -75,14 +137,6 @@ class FakeProvider:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        for name, value in (
-            ("cached_tokens", cached_tokens),
-            ("cache_write_tokens", cache_write_tokens),
-            ("reasoning_tokens", reasoning_tokens),
-            ("chunk_delay", chunk_delay),
-        ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.reply = reply
         self.cached_tokens = cached_tokens
         self.cache_write_tokens = cache_write_tokens
@@ -186,22 +240,17 @@ class FakeProvider:
         return self._log.wait_final(index, timeout)
 
     def configure(self, settings: Mapping[str, Any]) -> None:
-        """Apply `{"flags", "reply", "cached_tokens", ...}` (used by `POST /_config`)."""
-        if "flags" in settings:
-            value = settings["flags"]
-            self.set_flags(*([value] if isinstance(value, str) else value))
-        if "reply" in settings:
-            if not isinstance(settings["reply"], str):
-                raise ValueError("reply must be a string")
-            self.reply = settings["reply"]
-        for knob in ("cached_tokens", "cache_write_tokens", "reasoning_tokens", "chunk_delay"):
-            if knob in settings:
-                value = settings[knob]
-                kind = "number" if knob == "chunk_delay" else "integer"
-                allowed = (int, float) if kind == "number" else (int,)
-                if isinstance(value, bool) or not isinstance(value, allowed) or value < 0:
-                    raise ValueError(f"{knob} must be a non-negative {kind}")
-                setattr(self, knob, value)
+        """Apply `{"flags", "reply", "cached_tokens", ...}` (the keys in `SETTINGS`; what `POST /_config`
+        takes). All or nothing: an unknown key (ValueError) or a bad value (TypeError/ValueError), each
+        named, changes nothing."""
+        self._apply(_checked_settings(settings))
+
+    def _apply(self, checked: Mapping[str, Any]) -> None:
+        for name, value in checked.items():
+            if name == "flags":
+                self._flags = value
+            else:
+                setattr(self, name, value)
 
     # -- used by the handler ---------------------------------------------------------------------
 
@@ -209,6 +258,25 @@ class FakeProvider:
         with self._seq_lock:
             self._seq += 1
             return self._seq
+
+
+def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(settings, Mapping):
+        raise TypeError(f"settings must be a mapping, got {type(settings).__name__}")
+    unknown = [key for key in settings if key not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown fake-provider setting(s) {unknown}; known: {sorted(SETTINGS)}")
+    checked = {}
+    for name, value in settings.items():
+        if name != "flags":
+            checked[name] = _check_knob(name, value)
+        elif isinstance(value, str):
+            checked[name] = parse_flags([value])
+        elif isinstance(value, list):
+            checked[name] = parse_flags(value)
+        else:
+            raise TypeError(f"flags must be a string or a list of strings, got {type(value).__name__}")
+    return checked
 
 
 class _Server(ThreadingHTTPServer):
@@ -291,12 +359,13 @@ class _Handler(BaseHTTPRequestHandler):
             settings = json.loads(raw) if raw.strip() else {}
             if not isinstance(settings, dict):
                 raise ValueError("expected a JSON object")
-            if path == "/_reset":
-                self._provider.reset()
-            self._provider.configure(settings)
-        except ValueError as exc:
+            checked = _checked_settings(settings)
+        except (TypeError, ValueError) as exc:
             self._send_plain(400, {"error": {"message": str(exc)}})
             return
+        if path == "/_reset":  # only once the body is known good: a 400 changes nothing
+            self._provider.reset()
+        self._provider._apply(checked)
         self._send_plain(200, {"ok": True, "flags": sorted(self._provider.flags)})
 
     def _send_plain(self, status: int, body: Any) -> None:
@@ -363,9 +432,9 @@ class _Handler(BaseHTTPRequestHandler):
                 model,
                 seq,
                 self._reply(),
-                cached_tokens=max(0, provider.cached_tokens),
-                cache_write_tokens=max(0, provider.cache_write_tokens),
-                reasoning_tokens=max(0, provider.reasoning_tokens),
+                cached_tokens=provider.cached_tokens,
+                cache_write_tokens=provider.cache_write_tokens,
+                reasoning_tokens=provider.reasoning_tokens,
                 flags=flags,
             )
             try:

@@ -131,16 +131,19 @@ def responses_usage(t: Tokens) -> JSON:
     }
 
 
-def anthropic_usage(t: Tokens, output_tokens: int | None = None) -> JSON:
-    """Anthropic usage; `output_tokens` overrides the final count (message_start sends 1)."""
+def anthropic_usage(t: Tokens, output_tokens: int | None = None, speed: str | None = None) -> JSON:
+    """Anthropic usage; `output_tokens` overrides the final count (message_start sends 1); `speed` is
+    the inference speed asked for, sent only then."""
     usage: JSON = {
         "input_tokens": t.prompt - t.cache_read - t.cache_write,
         "cache_creation_input_tokens": t.cache_write,
         "cache_read_input_tokens": t.cache_read,
         "cache_creation": {"ephemeral_5m_input_tokens": t.cache_write, "ephemeral_1h_input_tokens": 0},
         "output_tokens": t.output if output_tokens is None else output_tokens,
-        "service_tier": "standard",
+        "service_tier": "standard",  # whatever was asked: see _tiers.check_anthropic_tier
     }
+    if speed is not None:
+        usage["speed"] = speed
     if t.reasoning and output_tokens is None:
         # A breakdown of output_tokens (not additive), as the SDK documents it.
         usage["output_tokens_details"] = {"thinking_tokens": t.reasoning}
