@@ -127,6 +127,36 @@ def test_two_handlers_with_their_own_trackers_both_get_the_sdk_layers_usage(
         assert wire.matches(record) and record.usage_source == "provider" and record.streamed is streamed
 
 
+def test_two_handlers_with_their_own_trackers_both_keep_the_tool_and_retriever_levels(fp: FakeProvider) -> None:
+    # A second handler on a tool's or retriever's run made it transparent in its own tree: a model called
+    # inside went to ("tools",) in the shared tracker, which `tokenspy.report()` shows, and to
+    # ("tools", "summarize") in the tenant's.
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import RunnableLambda
+
+    mini = openai_chat(fp, model=MINI)
+
+    @tool
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        return str(mini.invoke("summarize " + text).content)
+
+    class HyDE(BaseRetriever):
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return [Document(page_content=str(mini.invoke("hypothetical answer to " + query).content))]
+
+    tools = RunnableLambda(lambda text: summarize.invoke(text)).with_config(run_name="tools")
+    rag = (HyDE() | RunnableLambda(lambda docs: docs[0].page_content)).with_config(run_name="rag")
+    tokenspy.set_handler(TokenSpyHandler())
+    tenant = TokenSpyHandler(tracker=tokenspy.Tracker())
+    tools.invoke("the parcel was late", config={"callbacks": [tenant]})
+    rag.invoke("where is it", config={"callbacks": [tenant]})
+    expected = [("tools", "summarize"), ("rag", "HyDE")]
+    assert [r.span_path for r in tokenspy.calls()] == expected
+    assert [r.span_path for r in tenant.calls()] == expected
+
+
 def test_a_cache_hit_replayed_as_a_stream_is_no_stream(fp: FakeProvider, handler: TokenSpyHandler) -> None:
     # A cached message comes back as chunks (streaming=True) or v3 protocol events (a graph's v3 stream):
     # no provider call was made, so no stream and no time to first token.

@@ -37,7 +37,7 @@ from .. import _instrument
 from .._api import TrackerView
 from . import _extract as ex
 from ._global import set_global
-from ._runs import Run, RunTree, chain_kind, task_key
+from ._runs import Run, RunTree, chain_kind, entered_runs, task_key
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -140,8 +140,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                       **kwargs: Any) -> None:
         # The tool's name is in `serialized` (kwargs["name"] is None at start, reference §4.1).
         name = _run_name(serialized, kwargs) or "tool"
-        kind = "tool" if run_id.int not in _entered else None
-        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)),
+        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind="tool", task=task_key(metadata)),
                run_id)
 
     @guard("langchain on_tool_end")
@@ -159,8 +158,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = _run_name(serialized, kwargs) or "retriever"
-        kind = "retriever" if run_id.int not in _entered else None
-        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind=kind, task=task_key(metadata)),
+        _enter(self, self._runs.start(run_id, parent_run_id, name=name, kind="retriever", task=task_key(metadata)),
                run_id)
 
     @guard("langchain on_retriever_end")
@@ -409,7 +407,7 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
     anything else runs there. Not a chain: it may be a generator the consumer drives, and its span
     would be current in the consumer's loop too. Not a LangGraph node: an async graph starts a node's
     run in the caller's task and ends it in the node's own. Of several TokenSpyHandlers on one run,
-    the first enters its span; the others make the run transparent (see the `_start` callers).
+    each has the run as a level of its own tree, and the first enters its span.
 
     A run cancelled inside fires no callback (LangChain catches `Exception` only): when it started in
     an asyncio task, the task's cancellation ends it (`TokenSpyHandler._task_done`), and it is released when its
@@ -422,6 +420,7 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
         return
     entered = _Entered(key, None, _watch(handler, run_id))
     run.entered = entered
+    entered_runs[run.span.id] = key
     entered.token = enter_span(run.span)
 
 
@@ -431,6 +430,8 @@ def _leave(run: Run, entered: _Entered, *, ended_here: bool) -> None:
     run.entered = None
     if _entered.get(entered.key) is run.span:
         _entered.pop(entered.key, None)
+    if run.span is not None:
+        entered_runs.pop(run.span.id, None)
     if entered.watch is not None and ended_here:
         _unwatch(entered.watch)
     if run.span is not None and (ended_here or current_span() is run.span):

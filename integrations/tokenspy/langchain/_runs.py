@@ -19,7 +19,7 @@ from uuid import UUID
 from tokenspy_core import Call, Span, current_span
 from tokenspy_core.spans import inner_span
 
-__all__ = ["HIDDEN_TAG", "Run", "RunTree", "chain_kind", "task_key"]
+__all__ = ["HIDDEN_TAG", "Run", "RunTree", "chain_kind", "entered_runs", "task_key"]
 
 HIDDEN_TAG = "langsmith:hidden"
 # LangChain/LangGraph internals whose runs are glue, not a level a user would look for in a report.
@@ -30,6 +30,10 @@ _PLUMBING_NAMES = frozenset({
 })
 _PLUMBING_PREFIXES = ("Runnable", "Channel", "Pregel", "_", "<")
 _PLUMBING_SUFFIXES = ("PromptTemplate", "Prompt", "OutputParser", "Parser")
+# The tool and retriever spans a handler made current for the code they run (span id -> run key; see
+# `_handler._enter`). Of several handlers on one run, only the first's span is made current: code run
+# there reaches the others' trees through their own span for that run.
+entered_runs: dict[int, int] = {}
 # A compiled graph's default name; a named graph (`create_agent(name=...)`) is just a named chain.
 GRAPH_DEFAULT_NAME = "LangGraph"
 
@@ -115,6 +119,9 @@ class RunTree:
         key = run_id.int
         if key in self._runs:
             return None
+        current = current_span()
+        if entered_runs and current is not None:
+            current = self._own(current)
         parent = self.get(parent_run_id)
         if parent is not None:
             outer = parent.attach
@@ -123,11 +130,11 @@ class RunTree:
                 # A chain named after the model it runs is a wrapper of it (`model.with_retry()`), not a
                 # level of the user's: the model's calls go where the model alone would put them.
                 outer = wrapper.parent
-            attach = inner_span(current_span(), outer)
+            attach = inner_span(current, outer)
         else:
             # A run whose parent this handler never saw (callbacks passed to one model only, or a root
             # that already ended) is a root of its own, under whatever tokenspy span is current here.
-            attach = current_span()
+            attach = current
         span = Span(name or kind or "run", kind, attach, attributes=attributes) if kind else None
         with self._lock:
             root_run = self._runs.get(parent.root) if parent is not None else None
@@ -141,6 +148,12 @@ class RunTree:
                 root = key
             run = self._runs[key] = Run(root, span if span is not None else attach, span, task)
         return run
+
+    def _own(self, current: Span) -> Span:
+        """`current`, or this handler's own span for the run another handler made `current` current."""
+        key = entered_runs.get(current.id)
+        run = None if key is None else self._runs.get(key)
+        return current if run is None or run.span is None else run.span
 
     def end(self, run_id: UUID, error: BaseException | None = None,
             release: Callable[[Run], None] | None = None,
