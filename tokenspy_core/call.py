@@ -301,7 +301,7 @@ class Call:
 
     merged = False
     # Slots: a call is created and ended once per provider call, on every adapter's hot path.
-    __slots__ = ("__weakref__", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
+    __slots__ = ("__weakref__", "_answered", "_claimed", "_clock", "_extra_sinks", "_final_text", "_live", "_parts",
                  "_prev_active", "_prompt", "_report", "_started", "_started_wall", "_tags", "_tools", "_ttft",
                  "cache_hit", "error", "id", "operation", "provider", "record", "request_model", "served_model",
                  "service_tier", "span", "speed", "status", "streamed", "tracker")
@@ -371,6 +371,12 @@ class Call:
         """The first output arrived without text (a tool-call delta, an audio chunk)."""
         if self._ttft is None:
             self._ttft = self._clock() - self._started
+
+    def mark_answered(self) -> None:
+        """The provider accepted the request and its answer began (a stream's response arrived), with no
+        output or usage yet: should the call fail now, its prompt was billed. (Left unset otherwise: read
+        only when a call fails.)"""
+        self._answered = True
 
     def restart_clock(self) -> None:
         """The request is only being sent now (a stream a framework handed back unread, sent at its first
@@ -679,7 +685,8 @@ class Call:
         estimated: tuple[str, ...] = ()
         text: str | None = None
         # A failed call is partial (and billed) only if an answer had started.
-        response_started = status == "failed" and (self._ttft is not None or not rep.is_empty())
+        response_started = status == "failed" and (self._ttft is not None or not rep.is_empty()
+                                                    or hasattr(self, "_answered"))
         if input_tokens is None or output_tokens is None:  # not the common case: the provider reported both
             billed = status != "failed" or response_started
             counted_as = tokenizer_model(model, self.request_model)
@@ -798,6 +805,11 @@ class MergedCall:
 
     def mark_first_token(self) -> None:
         pass
+
+    def mark_answered(self) -> None:
+        self.reported = True  # billed: the outer call is not handed back to a retry (see `fail`)
+        for call in self._targets:
+            call.mark_answered()
 
     def text_appender(self) -> Callable[[str], None]:
         return _drop

@@ -57,6 +57,13 @@ def end_on_exception(call: CallLike, exc: BaseException) -> None:
         log_internal_error("sdk call end", exc)
 
 
+def _answered(call: CallLike) -> None:
+    try:
+        call.mark_answered()
+    except Exception as exc:
+        log_internal_error("stream end", exc)
+
+
 def _end(call: CallLike, finished: bool) -> None:
     # `guarded("stream end")` as a plain try: a context manager costs more than the statement.
     try:
@@ -198,10 +205,15 @@ class StreamTracker(CloseHook):
 
     def errored(self, exc: BaseException) -> None:
         self._settle()
-        if self.complete and _is_cancellation(exc):
-            _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
+        if _is_cancellation(exc):
+            if self.complete:
+                _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
+                return
         else:
-            end_on_exception(self.call, exc)
+            # The stream's response arrived (an error status raises before there is a stream): its prompt
+            # was billed, even when it fails before any output (a read timeout, a cut connection).
+            _answered(self.call)
+        end_on_exception(self.call, exc)
 
     def stopped(self) -> None:
         """The consumer stopped, closed the stream or dropped it."""

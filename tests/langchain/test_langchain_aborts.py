@@ -54,6 +54,22 @@ def test_error_mid_stream_counts_what_was_streamed(fp: FakeProvider, handler: To
     assert handler.open_runs == 0
 
 
+def test_a_stream_cut_before_its_first_text_bills_the_prompt_through_the_sdk_layer(
+        fp: FakeProvider, sdk_layer: None, handler: TokenSpyHandler) -> None:
+    # The SDK layer saw the stream's response arrive; LangChain alone cannot tell it from a refused request.
+    fp.reply = "Paris"
+    fp.set_flags("cut")
+    with pytest.raises(httpx.RemoteProtocolError):
+        for _ in openai_chat(fp).stream("hi", config={"callbacks": [handler]}):
+            pass
+    fp.set_flags()
+    openai_chat(fp).invoke("hi", config={"callbacks": [handler]})  # the same prompt, answered: its count
+    failed, answered = tokenspy.calls()
+    assert (failed.status, failed.partial, failed.output_tokens) == ("failed", True, 0)
+    assert failed.input_tokens == answered.input_tokens == from_log(fp.requests[1]).input_tokens
+    assert failed.usage_source == "estimated" and handler.open_runs == 0
+
+
 def test_error_mid_stream_inside_invoke_counts_what_was_streamed(
         fp: FakeProvider, handler: TokenSpyHandler) -> None:
     # invoke() on a streaming model: LangChain passes no partial message to on_llm_error here, so

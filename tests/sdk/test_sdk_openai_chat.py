@@ -289,6 +289,24 @@ def test_connection_cut_mid_stream_fails_call_and_reraises(oai: openai.OpenAI, f
     assert record.output_tokens == count_tokens("".join(consumed), "gpt-4o")
 
 
+@pytest.mark.parametrize("flag", ["cut", "midstream"])
+def test_a_stream_failing_before_its_first_text_bills_the_prompt(oai: openai.OpenAI, fp: FakeProvider,
+                                                                 flag: str) -> None:
+    # One word: the failure comes right after the role chunk, before any text. Nothing had marked the answer
+    # as begun, so the record was failed with 0 tokens, $0 and usage_source "provider" (which reported
+    # nothing); a `break` at the same chunk estimates the prompt as billed, and so does this now.
+    fp.reply = "Paris"
+    fp.set_flags(flag)
+    with tokenspy.session("s"), pytest.raises(Exception):  # noqa: B017 - the SDK's own, checked by name below
+        for chunk in stream(oai):
+            assert not chunk.choices or not chunk.choices[0].delta.content
+    record = only_record()
+    assert (record.status, record.partial, record.usage_source) == ("failed", True, "estimated")
+    assert (record.input_tokens, record.output_tokens) == (PROMPT_ESTIMATE, 0)
+    assert record.cost == cost(GPT_4O, input=PROMPT_ESTIMATE, output=0)
+    assert record.error is not None and record.error.startswith(("RemoteProtocolError", "APIError"))
+
+
 def test_stream_subclass_made_by_another_instrumentation_is_tracked_without_class_switch(
     oai: openai.OpenAI, fp: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
