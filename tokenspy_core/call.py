@@ -471,18 +471,18 @@ class Call:
 
     def set_model(self, served_model: str | None) -> None:
         """The model the provider says it served (priced in preference to the requested name)."""
-        if served_model and self.status == "active":
+        if served_model and self.status == "active" and isinstance(served_model, str):  # a gateway's may be anything
             self.served_model = served_model
 
     def set_service_tier(self, tier: str | None) -> None:
         """The service tier the provider says it served the call at (priced at that tier's rates)."""
-        if tier and self.status == "active":
+        if tier and self.status == "active" and isinstance(tier, str):  # a gateway's may be anything
             self.service_tier = tier
 
     def set_speed(self, speed: str | None) -> None:
         """The inference speed the provider says it served the call at (Anthropic's "fast" mode is priced at
         its own rates)."""
-        if speed and self.status == "active":
+        if speed and self.status == "active" and isinstance(speed, str):  # a gateway's may be anything
             self.speed = speed
 
     def set_cache_hit(self) -> None:

@@ -361,3 +361,13 @@ def test_a_chunk_tokenspy_cannot_read_is_skipped_and_the_rest_still_counted(monk
     assert (record.status, record.input_tokens, record.output_tokens, record.usage_source) == (
         "finished", 9, 2, "provider")
     assert record.cost == cost(GPT_4O, input=9, output=2)
+
+
+def test_a_served_model_that_is_no_name_leaves_the_requested_one() -> None:
+    """A gateway's `"model": 5` (or a tier that is no name) made the call's end raise: no record at all."""
+    body = {**_completion("hi", "stop"), "model": 5, "service_tier": ["flex"]}
+    client = tokenspy.observe(_mock(lambda request: httpx.Response(200, json=body)))
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    record = only_record()
+    assert (record.model, record.input_tokens, record.output_tokens) == ("gpt-4o", 120, 50)
+    assert record.cost == cost(GPT_4O, input=120, output=50)
