@@ -27,9 +27,10 @@ R = TypeVar("R")
 
 # Where a call's warning is raised from: tokenspy, the SDK or framework that made the call, and the
 # standard library's plumbing between them. (Names only: nothing is imported.)
+# LlamaIndex's dispatcher lives in `llama_index_instrumentation`, its workflow runtime in `workflows`.
 _LIBRARIES = frozenset(("tokenspy", "tokenspy_core", "openai", "anthropic", "httpx", "httpx2", "httpcore", "langchain",
-                        "langgraph", "langsmith", "llama_index", "pydantic", "contextlib", "functools", "asyncio",
-                        "concurrent", "threading", "contextvars"))
+                        "langgraph", "langsmith", "llama_index", "llama_index_instrumentation", "workflows",
+                        "pydantic", "contextlib", "functools", "asyncio", "concurrent", "threading", "contextvars"))
 
 
 def user_stacklevel() -> int:

@@ -75,3 +75,29 @@ def test_a_wrappers_record_has_its_model_calls_operation(fp: FakeProvider, globa
     assert record.operation == operation
     if inner == "chat model":
         assert_matches(record, sent)
+
+
+@pytest.mark.parametrize("layers", ["llamaindex", "llamaindex + sdk"])
+@pytest.mark.parametrize("method", ["chat", "stream_chat", "achat", "astream_chat"])
+async def test_a_completion_models_chat_is_a_text_completion(fp: FakeProvider, global_handler: TokenSpyHandler,
+                                                             method: str, layers: str) -> None:
+    # llama-index-llms-openai sends a completion model's chat to `/completions`, as the prompt its
+    # messages make: the record names that endpoint, as the SDK layer names the request.
+    if layers == "llamaindex + sdk":
+        tokenspy.init(auto_instrument=True)
+    llm, messages = instruct_llm(fp), [ChatMessage(role="user", content=PROMPT)]
+    if method == "chat":
+        llm.chat(messages)
+    elif method == "stream_chat":
+        list(llm.stream_chat(messages))
+    elif method == "achat":
+        await llm.achat(messages)
+    else:
+        [chunk async for chunk in await llm.astream_chat(messages)]
+    [sent] = logged(fp, "/v1/completions")
+    assert not logged(fp)
+    [record] = tokenspy.calls()
+    assert (record.operation, record.model) == ("text_completion", INSTRUCT)
+    if not method.endswith("stream_chat") or layers == "llamaindex + sdk":  # /completions streams no usage
+        assert record.usage_source == "provider"
+        assert (record.input_tokens, record.output_tokens) == (sent["prompt_tokens"], sent["completion_tokens"])

@@ -181,6 +181,10 @@ class Tap:
         # there is none, a completion chunk (a CustomLLM's chat -> complete) is dropped unread.
         self._completions: set[str] = set()
         self._refused: dict[str, BudgetExceededError] = {}
+        # The handler owning the calls of a stream that runs under a span after it exited
+        # (`spans.keep_parent_for_stream`): LlamaIndex gives those calls no parent, so the span
+        # carries the owner of the component that produced the stream. Weak: as long as the span lives.
+        self.stream_owners: weakref.WeakKeyDictionary[Span, TokenSpyHandler] = weakref.WeakKeyDictionary()
         self.global_owner: TokenSpyHandler | None = None
         # What a callback-manager entry is (`handler.handler_of`, `handler.forwards`): a handler of ours,
         # or `set_handler`'s forwarder.
@@ -292,18 +296,27 @@ class Tap:
         if parent is not None:
             anchor = _deepest(parent.anchor)
             owner = parent.owner
+            if anchor is not parent.anchor and self.stream_owners:
+                # A stream read in this span (a chat engine reading a query engine's): the component
+                # that produced the stream is the nearer one.
+                owner = self._stream_owner(anchor, parent.anchor) or owner
             enclosing = self._llm.get(parent_id or "") or parent.enclosing
             root = parent.root
         else:
             closed = self._closed.get(parent_id) if parent_id else None
             if closed is not None:  # a late child: it inherits where to attach, and the handler
-                anchor, owner = closed
-                anchor = _deepest(anchor)
+                closed_anchor, owner = closed
+                anchor = _deepest(closed_anchor)
+                if anchor is not closed_anchor and self.stream_owners:
+                    owner = self._stream_owner(anchor, closed_anchor) or owner
                 enclosing = self._llm.get(parent_id or "")
             else:
                 # A root LlamaIndex span attaches where a user's span would: under the framework level
                 # whose code runs here (a LangGraph node calling a query engine), else the current span.
-                anchor, owner, enclosing = user_span_parent(), None, None
+                # Under a stream's span (a streamed answer read after its query returned), it belongs
+                # to the handler of the component that produced the stream.
+                anchor, enclosing = user_span_parent(), None
+                owner = self._stream_owner(anchor, None) if self.stream_owners else None
             # A root of its own for bookkeeping (a late child's parent's root may be gone already).
             root = id_
         if enclosing is None:
@@ -334,6 +347,16 @@ class Tap:
                 self._roots[root] = {id_}
             else:
                 siblings.add(id_)
+
+    def _stream_owner(self, span: Span | None, stop: Span | None) -> TokenSpyHandler | None:
+        """The owner kept for the nearest stream span from `span` up to (not including) `stop`."""
+        owners = self.stream_owners
+        while span is not None and span is not stop:
+            owner = owners.get(span)
+            if owner is not None:
+                return owner
+            span = span.parent
+        return None
 
     def _agent_turn(self, run: _Open, agent: str | None) -> Span | None:
         """The span of the agent whose turn it is in a multi-agent run, for a step of that run.
@@ -387,8 +410,8 @@ class Tap:
             return
         if info.embedding is not None and not info.embedding.ended:
             info.embedding.call.finish()
-        if info.own is not None:
-            keep_parent_for_stream(result, info.own)
+        if info.own is not None and keep_parent_for_stream(result, info.own) and info.owner is not None:
+            self.stream_owners[info.own] = info.owner
         info.end()
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:

@@ -209,9 +209,16 @@ def completion_prompt(prompt: Any, model_dict: Mapping[str, Any] | None) -> Any:
 
 
 def operation_of(chat: bool, model_dict: Mapping[str, Any] | None) -> str:
-    """"chat", or "text_completion" for a completion call a completion model serves (llama-index-llms-openai
-    sends it to `/completions`, which the SDK layer names so too)."""
-    return "chat" if chat or _is_chat_model(model_dict) else "text_completion"
+    """The endpoint the call is sent to, as the SDK layer names it: "chat", or "text_completion" for any
+    call of a completion model (llama-index-llms-openai sends a `complete` of one to `/completions`, and
+    its `chat` too, as the prompt its messages make: `completion_to_chat_decorator`).
+
+    A chat call is "text_completion" only when the LLM says outright it is no chat model: a start event
+    without `is_chat_model` (the callback path's payload) is taken at its word, a chat.
+    """
+    if chat:
+        return "text_completion" if _get(model_dict, "is_chat_model") is False else "chat"
+    return "chat" if _is_chat_model(model_dict) else "text_completion"
 
 
 def _is_chat_model(model_dict: Mapping[str, Any] | None) -> bool:

@@ -136,7 +136,9 @@ def agent_named(arguments: Mapping[str, Any] | None) -> str | None:
 # -- streams that start their LLM call after the span that produced them has exited -------------
 # A streaming query engine's synthesizer returns a generator that calls the LLM only when the user
 # iterates it, in the user's context, where no LlamaIndex span is active any more. Each step of the
-# stream is run with the synthesizer's tokenspy span current, so that call still lands under it.
+# stream is run with the synthesizer's tokenspy span current, so that call still lands under it, and
+# belongs to the handler of the query it came from (`Tap.stream_owners`, looked up by that span when
+# the call's LlamaIndex span opens: nothing per step).
 
 _wrapped: weakref.WeakSet[Any] = weakref.WeakSet()  # our wrappers, so a response is wrapped once
 
@@ -173,24 +175,29 @@ async def _asteps_under(span: Span, agen: AsyncIterator[Any]) -> AsyncIterator[A
                 await aclose()
 
 
-def keep_parent_for_stream(result: Any, span: Span) -> None:
-    """If `result` is a streaming response whose generator has not started, run it under `span`."""
+def keep_parent_for_stream(result: Any, span: Span) -> bool:
+    """If `result` is a streaming response whose generator has not started, run it under `span`.
+
+    True if it now does: the calls its generator starts have no LlamaIndex parent, and attach to
+    `span` (which the caller also keeps the owning handler for: `Tap.stream_owners`).
+    """
     try:
         # The instance attribute only (StreamingResponse, AsyncStreamingResponse): a chat response's
         # `response_gen` is a property that makes a new generator on every access.
         gen = vars(result).get("response_gen")
     except TypeError:  # no __dict__
-        return
+        return False
     if gen is None or gen in _wrapped:
-        return
+        return False
     if inspect.isgenerator(gen):
         wrapper: Any = _steps_under(span, gen)
     elif inspect.isasyncgen(gen):
         wrapper = _asteps_under(span, gen)
     else:
-        return
+        return False
     _wrapped.add(wrapper)
     try:
         result.response_gen = wrapper
     except (AttributeError, TypeError):  # a frozen/slotted response: leave it alone
-        return
+        return False
+    return True
