@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -58,6 +60,17 @@ Status = Literal["active", "finished", "aborted", "failed"]
 UsageSource = Literal["provider", "estimated", "mixed"]
 
 _ids = itertools.count(1)
+# In a process forked from another, the calls it inherited (ids below this): copies of calls the parent
+# ends and records, which this process's exit must not record again (see `at_exit.end_open_calls`).
+inherited_below = 0
+
+
+def _after_fork_in_child() -> None:
+    global inherited_below
+    inherited_below = next(_ids)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 # Re-entrant: a call garbage-collected (ending itself in __del__) may fire while a lock is held.
 _end_lock = threading.RLock()
 _active: ContextVar[Call | None] = ContextVar("tokenspy_active_call", default=None)
@@ -378,6 +391,12 @@ class Call:
         only when a call fails.)"""
         self._answered = True
 
+    def disown(self) -> None:
+        """Make this call's ends no-ops, with no record: a copy of another process's call (inherited
+        through fork), which that process records."""
+        with contextlib.suppress(AttributeError):
+            del self._live
+
     def restart_clock(self) -> None:
         """The request is only being sent now (a stream a framework handed back unread, sent at its first
         read): latency, time to first token and `started_at` count from here, not from the start event.
@@ -610,8 +629,8 @@ class Call:
     def __del__(self) -> None:
         try:
             # Not at interpreter shutdown: the stores have flushed, and prices can no longer be imported.
-            if self.status == "active" and not sys.is_finalizing():
-                self.abort()
+            if self.status == "active" and not sys.is_finalizing() and self.id >= inherited_below:
+                self.abort()  # (a call inherited through fork is its parent process's to record)
         except BaseException:  # interpreter shutdown: nothing is safe to touch
             pass
 

@@ -258,3 +258,42 @@ def test_sigterm_still_kills_when_the_interrupted_code_holds_what_ending_open_ca
     """, str(db), timeout=15)
     assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout, proc.stderr
     assert rows(db) == 20
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_call_open_in_the_parent_at_fork_is_recorded_once_by_the_parent(
+        db: Path, run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    # Each forked child held a copy of the parent's open call, and its exit ended it: one extra aborted
+    # record per child, of a call the parent goes on to finish.
+    proc = run("""
+        import multiprocessing as mp, os, sys, tokenspy
+        tokenspy.set_price("m", input=1, output=2)
+        tokenspy.init(persist=sys.argv[1])
+
+        def work(n):
+            tokenspy.record("m", input_tokens=10, output_tokens=1)
+            mine = tokenspy.start_call("m", stream=True)  # the child's own, still open at its exit
+            mine.set_usage(input_tokens=10, output_tokens=1)
+            work.open = mine
+
+        if __name__ == "__main__":
+            outer = tokenspy.start_call("m", stream=True)  # in flight while the workers are forked
+            outer.set_usage(input_tokens=100)  # its prompt already reported (as Anthropic's message_start)
+            ctx = mp.get_context("fork")
+            with ctx.Pool(2) as pool:
+                pool.map(work, [1] * 4, chunksize=1)
+                pool.close()
+                pool.join()
+            pid = os.fork()
+            if pid == 0:
+                work(1)
+                sys.exit(0)
+            os.waitpid(pid, 0)
+            outer.finish(usage={"output_tokens": 10})
+    """, str(db))
+    assert proc.returncode == 0, proc.stderr
+    records = load_records(db)
+    parents = [r for r in records if r.input_tokens == 100]
+    assert [(r.status, r.output_tokens) for r in parents] == [("finished", 10)]
+    # The children's own calls: every finished one, and the one each left open at exit (a worker's last).
+    assert sorted(r.status for r in records if r.input_tokens == 10) == ["aborted"] * 5 + ["finished"] * 5
