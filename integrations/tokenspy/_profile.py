@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
@@ -30,6 +31,9 @@ def _check_options(name: Any, budget_usd: Any, on_exceeded: Any, tags: Any) -> D
     """Check the options; return the budget as the exact amount each invocation's `Budget` takes."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if name is not None and not name.strip():
+        # A blank row in every report, and a blank key in `by_function`: never what was meant.
+        raise ValueError(f"name must not be empty, got {name!r}")
     budget = None if budget_usd is None else exact_amount(budget_usd, "budget_usd", "USD")
     if on_exceeded not in ("warn", "raise"):
         raise ValueError(f"on_exceeded must be 'warn' or 'raise', got {on_exceeded!r}")
@@ -255,6 +259,7 @@ class Session(TrackerView):
         # another context than its enter (an async fixture's teardown).
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar("tokenspy.session", default=())
         self._open: list[_Entry] = []
+        self._lock = threading.Lock()
 
     def _enter(self) -> Session:
         stack = self._entries.get()
@@ -268,7 +273,8 @@ class Session(TrackerView):
             use.__enter__()
             entry = (span, use)
         self._entries.set((*stack, entry))
-        self._open.append(entry)
+        with self._lock:
+            self._open.append(entry)
         return self
 
     def _exit(self, exc: BaseException | None) -> None:
@@ -282,13 +288,18 @@ class Session(TrackerView):
         else:
             entry = stack[at]
             self._entries.set(stack[:at])
-        for i, e in enumerate(self._open):  # in place: other tasks append to it meanwhile
-            if e is entry:
-                del self._open[i]
-                break
         span, use = entry
-        if use is not None:  # else an entry inside its own block, which the outer one ends
+        with self._lock:
+            for i, e in enumerate(self._open):  # in place: other tasks append to it meanwhile
+                if e is entry:
+                    del self._open[i]
+                    break
+            # The span ends with the last entry into it: a task or thread the block started may have
+            # entered the session too (its entry inherits this one's span) and still be inside.
+            last = not any(e[0] is span for e in self._open)
+        if use is not None:
             use.__exit__(None, None, None)
+        if last:
             span.end(exc)
 
     def __enter__(self) -> Session:

@@ -144,3 +144,40 @@ def test_a_session_opened_in_a_profiled_generator_gets_the_calls_after_its_yield
     assert list(pages()) == [0, 1, 2]
     assert holder["s"].tokens == 111
     assert [r.span_path for r in tokenspy.calls()] == [("pages", "g")] * 3
+
+
+def test_tasks_that_enter_the_session_keep_it_after_the_block_that_started_them_exits() -> None:
+    # The workers' entries inherit the starting block's span (re-entries): its exit ended the span under
+    # them, and their calls were then nobody's, the session's budget no longer enforced.
+    s = tokenspy.session("batch", budget_usd=0.000_05, on_exceeded="raise")  # gpt-4o: $0.0000025 a token
+    refused: list[int] = []
+
+    async def worker(n: int) -> None:
+        async with s:
+            await asyncio.sleep(0.01)  # the starting block has exited by now
+            for _ in range(3):
+                try:
+                    tokenspy.record("gpt-4o", input_tokens=4, output_tokens=0)  # $0.00001
+                except tokenspy.BudgetExceededError:
+                    refused.append(n)
+                await asyncio.sleep(0)
+
+    async def main() -> None:
+        async with s:
+            tasks = [asyncio.create_task(worker(n)) for n in range(4)]
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert s.calls == 6 and len(refused) == 6  # five calls spend exactly $0.00005, the sixth crosses
+    assert [r.span_path for r in tokenspy.calls()] == [("batch",)] * 6
+    with s:
+        pass  # entered again afterwards: a new entry, ended at its exit
+    assert s.span is not None and s.span._ended
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_name_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        tokenspy.session(name)
+    with pytest.raises(ValueError, match="must not be empty"):
+        tokenspy.profile(name=name)
