@@ -57,6 +57,11 @@ def end_on_exception(call: CallLike, exc: BaseException) -> None:
         log_internal_error("sdk call end", exc)
 
 
+def _began(call: CallLike) -> bool:
+    target = call.outer if isinstance(call, MergedCall) else call
+    return target.served_model is not None
+
+
 def _answered(call: CallLike) -> None:
     try:
         call.mark_answered()
@@ -209,9 +214,10 @@ class StreamTracker(CloseHook):
             if self.complete:
                 _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
                 return
-        else:
-            # The stream's response arrived (an error status raises before there is a stream): its prompt
-            # was billed, even when it fails before any output (a read timeout, a cut connection).
+        elif _began(self.call):
+            # The provider began its answer (its first event named the model): the prompt was billed, even
+            # when the stream fails before any output (a read timeout, a cut connection). An error as the
+            # first event (an overloaded provider) began nothing.
             _answered(self.call)
         end_on_exception(self.call, exc)
 

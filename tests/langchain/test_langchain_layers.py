@@ -157,6 +157,23 @@ def test_two_handlers_with_their_own_trackers_both_keep_the_tool_and_retriever_l
     assert [r.span_path for r in tenant.calls()] == expected
 
 
+def test_a_tool_called_directly_under_two_handlers_is_one_level_in_each_tree(fp: FakeProvider) -> None:
+    # No parent run: the second handler's tool span went under the first handler's span of the same run,
+    # which it found current: ("summarize", "summarize") in the shared tracker.
+    mini = openai_chat(fp, model=MINI)
+
+    @tool
+    def summarize(text: str) -> str:
+        """Summarize a text."""
+        return str(mini.invoke("summarize " + text).content)
+
+    tokenspy.set_handler(TokenSpyHandler())
+    tenant = TokenSpyHandler(tracker=tokenspy.Tracker())
+    summarize.invoke("the parcel was late", config={"callbacks": [tenant]})
+    assert [r.span_path for r in tokenspy.calls()] == [("summarize",)]
+    assert [r.span_path for r in tenant.calls()] == [("summarize",)]
+
+
 def test_a_cache_hit_replayed_as_a_stream_is_no_stream(fp: FakeProvider, handler: TokenSpyHandler) -> None:
     # A cached message comes back as chunks (streaming=True) or v3 protocol events (a graph's v3 stream):
     # no provider call was made, so no stream and no time to first token.

@@ -371,3 +371,17 @@ def test_a_served_model_that_is_no_name_leaves_the_requested_one() -> None:
     record = only_record()
     assert (record.model, record.input_tokens, record.output_tokens) == ("gpt-4o", 120, 50)
     assert record.cost == cost(GPT_4O, input=120, output=50)
+
+
+def test_a_stream_whose_first_event_is_an_error_is_not_billed() -> None:
+    """An overloaded provider answers 200 and an error event: nothing began, nothing was billed (a stream
+    failing after its first event is, see test_a_stream_failing_before_its_first_text_bills_the_prompt)."""
+    body = 'data: {"error": {"message": "upstream overloaded", "type": "overloaded_error"}}\n\n'
+    client = tokenspy.observe(_mock(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body.encode())))
+    with pytest.raises(openai.APIError, match="overloaded"):
+        for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
+            pass
+    record = only_record()
+    assert (record.status, record.partial, record.input_tokens, record.output_tokens) == ("failed", False, 0, 0)
+    assert record.cost == 0

@@ -121,7 +121,7 @@ class RunTree:
             return None
         current = current_span()
         if entered_runs and current is not None:
-            current = self._own(current)
+            current = self._own(current, key)
         parent = self.get(parent_run_id)
         if parent is not None:
             outer = parent.attach
@@ -149,9 +149,12 @@ class RunTree:
             run = self._runs[key] = Run(root, span if span is not None else attach, span, task)
         return run
 
-    def _own(self, current: Span) -> Span:
-        """`current`, or this handler's own span for the run another handler made `current` current."""
+    def _own(self, current: Span, starting: int) -> Span | None:
+        """`current`, or this handler's own span for the run another handler made `current` current (where
+        that span is, for the `starting` run itself: the other handler's own span of it)."""
         key = entered_runs.get(current.id)
+        if key == starting:
+            return current.parent
         run = None if key is None else self._runs.get(key)
         return current if run is None or run.span is None else run.span
 
