@@ -212,17 +212,23 @@ def _text_of(body: Any) -> str:
     parts: list[str] = []
     for choice in _get(body, "choices") or ():
         message = _get(choice, "message")
+        # What a stream of it would send, in the same order (see `_ChatChunks.on_item`).
+        parts.append(_reasoning_text(message) or "")
         parts.append(str(_get(message, "content") or _get(choice, "text") or ""))
-        for tool_call in _get(message, "tool_calls") or ():
-            function = _get(tool_call, "function")
+        parts.append(str(_get(message, "refusal") or ""))
+        parts.append(str(_get(_get(message, "audio"), "transcript") or ""))
+        calls = [_get(tool_call, "function") for tool_call in _get(message, "tool_calls") or ()]
+        for function in (*calls, _get(message, "function_call")):
             parts.append(f"{_get(function, 'name') or ''}{_get(function, 'arguments') or ''}")
     for item in _get(body, "output") or ():
+        for part in _get(item, "summary") or ():  # a reasoning item's summary
+            parts.append(str(_get(part, "text") or ""))
         for part in _get(item, "content") or ():
             parts.append(str(_get(part, "text") or ""))
         kind = _get(item, "type")
         if kind in _TOOL_CALL_ITEMS:  # its name, then its arguments, as a stream sends them
             parts.append(str(_get(item, "name") or ""))
-        parts.append(str(_get(item, "input" if kind == "custom_tool_call" else "arguments") or ""))
+        parts.append(str(_get(item, _GENERATED_FIELD.get(kind, "arguments")) or ""))
     return "".join(parts)
 
 
@@ -247,7 +253,7 @@ class _ChatChunks(_Request):
             self.call.set_model(chunk.model)
             self.call.set_service_tier(getattr(chunk, "service_tier", None))
         choices = chunk.choices
-        for choice in choices:
+        for choice in choices or ():  # (a gateway's usage chunk may say `"choices": null`)
             delta = choice.delta
             if delta is not None:
                 content = delta.content
@@ -261,6 +267,13 @@ class _ChatChunks(_Request):
                             self.call.add_text((function.name or "") + (function.arguments or ""))
                 elif delta.refusal:
                     self.call.add_text(delta.refusal)
+                elif delta.function_call is not None:  # legacy `functions=`: the name, then the arguments
+                    function = delta.function_call
+                    self.call.add_text((function.name or "") + (function.arguments or ""))
+                else:
+                    extra = delta.__pydantic_extra__
+                    if extra:  # the role and finish chunks have none: the SDK declares their fields
+                        self._undeclared_output(extra)
             if not self._expect_usage and choice.finish_reason is not None:
                 # No usage chunk will follow: the answer is complete once every choice (`n`) finished.
                 self._unfinished -= 1
@@ -273,12 +286,39 @@ class _ChatChunks(_Request):
         self.complete = True
         return self._hide_usage and not choices
 
+    def _undeclared_output(self, extra: Mapping[str, Any]) -> None:
+        """Output in delta fields the SDK does not declare (kept as the model's extras): reasoning streamed
+        as text, an audio answer's transcript."""
+        reasoning = _reasoning_text(extra)
+        if reasoning:
+            self._text(reasoning)
+            return
+        audio = extra.get("audio")
+        if audio:
+            transcript = _get(audio, "transcript")
+            if isinstance(transcript, str) and transcript:
+                self.call.add_text(transcript)
+            elif _get(audio, "data"):  # audio before its transcript: output, with no text to count
+                self.call.mark_first_token()
+
     def first_output(self, chunk: Any) -> bool:
         for choice in _get(chunk, "choices") or ():
             delta = _get(choice, "delta")
-            if _get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"):
+            if (_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal")
+                    or _get(delta, "function_call") or _reasoning_text(delta)):
+                return True
+            audio = _get(delta, "audio")
+            if _get(audio, "transcript") or _get(audio, "data"):
                 return True
         return False
+
+
+def _reasoning_text(delta: Any) -> str | None:
+    """Reasoning an OpenAI-compatible provider streams as text beside the answer: DeepSeek's
+    `reasoning_content`, `reasoning` on vLLM, OpenRouter and Groq. One of them only: a server moving from
+    the first name to the second may send both, with the same text."""
+    text = _get(delta, "reasoning_content") or _get(delta, "reasoning")
+    return text if isinstance(text, str) else None
 
 
 class _CompletionChunks(_Request):
@@ -317,15 +357,19 @@ class _CompletionChunks(_Request):
 
 
 # Responses API events whose `delta` is generated text (output tokens, should they be estimated).
+# A hosted tool's input the model writes (code for the code interpreter, an MCP tool's arguments) is output.
 _TEXT_DELTAS = frozenset({
     "response.output_text.delta", "response.function_call_arguments.delta", "response.refusal.delta",
     "response.reasoning_text.delta", "response.reasoning_summary_text.delta",
-    "response.custom_tool_call_input.delta",
+    "response.custom_tool_call_input.delta", "response.code_interpreter_call_code.delta",
+    "response.mcp_call_arguments.delta",
 })
 _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Output items in which the model calls a tool: named in `response.output_item.added`, their arguments
 # (a custom tool's input) streamed as deltas after it.
-_TOOL_CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
+_TOOL_CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call"})
+# Where an output item of a whole response holds the text a stream sends as its deltas (else `arguments`).
+_GENERATED_FIELD = {"custom_tool_call": "input", "code_interpreter_call": "code"}
 
 
 class _ResponsesEvents(_Request):

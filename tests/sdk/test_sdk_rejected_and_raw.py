@@ -385,3 +385,22 @@ def test_a_stream_whose_first_event_is_an_error_is_not_billed() -> None:
     record = only_record()
     assert (record.status, record.partial, record.input_tokens, record.output_tokens) == ("failed", False, 0, 0)
     assert record.cost == 0
+
+
+def test_a_usage_chunk_with_null_choices_is_read_and_hidden() -> None:
+    """A gateway's usage chunk saying `"choices": null`: its usage was lost (estimated instead) and the chunk
+    tokenspy had asked for was handed to the user's loop."""
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o"}
+
+    def reply(request: dict[str, Any]) -> httpx.Response:
+        assert request["stream_options"] == {"include_usage": True}  # asked by tokenspy
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]},
+                  {**chunk, "choices": None, "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}]
+        body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
+
+    client = tokenspy.observe(_mock(reply))
+    chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert len(chunks) == 1
+    record = only_record()
+    assert (record.input_tokens, record.output_tokens, record.usage_source) == (9, 4, "provider")

@@ -125,11 +125,25 @@ def _blocks_text(content: Any, *, with_tool_calls: bool) -> str:
         if isinstance(block, str):
             parts.append(block)
         elif isinstance(block, Mapping):
-            for key in _TEXT_KEYS if block.get("type") in _TEXT_BLOCK_TYPES else other_keys:
+            kind = block.get("type")
+            for key in _TEXT_KEYS if kind in _TEXT_BLOCK_TYPES else other_keys:
                 value = block.get(key)
                 if isinstance(value, str):
                     parts.append(value)
+            if kind == "reasoning":
+                parts.append(_summary_text(block))
     return "".join(parts)
+
+
+def _summary_text(reasoning: Mapping[str, Any]) -> str:
+    """A Responses API reasoning item's summary text (`summary: [{"type": "summary_text", "text": ...}]`):
+    langchain-openai's content block of it (output_version "responses/v1", its default), and its v0
+    `additional_kwargs["reasoning"]`."""
+    summary = reasoning.get("summary")
+    if not isinstance(summary, list):
+        return ""
+    return "".join(text for part in summary if isinstance(part, Mapping)
+                   and isinstance(text := part.get("text"), str))
 
 
 # Block types whose output is their text: a start block with empty text is not output yet (Anthropic's
@@ -149,9 +163,7 @@ def _block_has_output(block: Any) -> bool:
         return True
     if block.get("text") or block.get("thinking") or block.get("reasoning"):
         return True
-    # Responses reasoning summaries (output_version "responses/v1"): [{"type": "summary_text", "text": ...}]
-    summary = block.get("summary")
-    return isinstance(summary, list) and any(isinstance(part, Mapping) and part.get("text") for part in summary)
+    return bool(_summary_text(block))  # Responses reasoning summaries (output_version "responses/v1")
 
 
 def _content_has_output(content: Any) -> bool:
@@ -182,7 +194,10 @@ def chunk_has_output(token: Any, chunk: Any) -> bool:
     if content is not token and content and _content_has_output(content):
         return True
     extra = getattr(message, "additional_kwargs", None)
-    return bool(extra) and isinstance(extra, Mapping) and any(extra.get(key) for key in _OUTPUT_KWARGS)
+    if not extra or not isinstance(extra, Mapping):
+        return False
+    # v0 Responses reasoning: its item's start (an id, an empty summary) is not output yet.
+    return any(extra.get(key) for key in _OUTPUT_KWARGS) or bool(_reasoning_kwarg_text(extra))
 
 
 def event_output(event: Any) -> tuple[bool, str]:
@@ -332,13 +347,41 @@ def chunk_tool_text(chunk: Any) -> str:
     return text
 
 
+def _reasoning_kwarg_text(extra: Mapping[str, Any]) -> str:
+    """`additional_kwargs["reasoning"]`: a Responses reasoning item (langchain-openai's output_version
+    "v0"), or reasoning as text."""
+    reasoning = extra.get("reasoning")
+    if isinstance(reasoning, str):
+        return reasoning
+    return _summary_text(reasoning) if isinstance(reasoning, Mapping) else ""
+
+
+def _kwargs_text(extra: Any, content: Any) -> str:
+    """The output an integration keeps beside the content, in `additional_kwargs` (`_OUTPUT_KWARGS`; tool
+    calls are read from the message): reasoning streamed as text (`reasoning_content`), a v0 Responses
+    reasoning summary, a legacy function call, a refusal, an audio answer's transcript."""
+    if not extra or not isinstance(extra, Mapping):
+        return ""
+    parts: list[Any] = [extra.get("refusal")]
+    # output_version "v1" copies `reasoning_content` into a reasoning block of the content, and keeps it here.
+    if not (isinstance(content, list)
+            and any(isinstance(block, Mapping) and block.get("type") == "reasoning" for block in content)):
+        parts += (extra.get("reasoning_content"), _reasoning_kwarg_text(extra))
+    function_call = extra.get("function_call")
+    if isinstance(function_call, Mapping):
+        parts += (function_call.get("name"), function_call.get("arguments"))
+    parts.append(_get(extra.get("audio"), "transcript"))
+    return "".join(part for part in parts if isinstance(part, str))
+
+
 def message_text(generation: Any) -> str:
     """A whole answer as text, for an estimate: its content plus tool-call names and arguments."""
     message = _get(generation, "message")
     if message is None:
         text = _get(generation, "text")
         return text if isinstance(text, str) else ""
-    text = content_text(_get(message, "content"))
+    content = _get(message, "content")
+    text = content_text(content) + _kwargs_text(_get(message, "additional_kwargs"), content)
     # A streamed message's tool calls as the model wrote them: the raw argument text of its chunks. Parsed,
     # the arguments of a stream cut short are partial JSON, which parses to nothing (`args={}`).
     calls = _get(message, "tool_call_chunks")
