@@ -711,7 +711,7 @@ class Call:
             counted_as = tokenizer_model(model, self.request_model)
             if input_tokens is None:
                 # A request that got an answer (or was abandoned mid-answer) was billed for its prompt.
-                input_tokens = (count_prompt_tokens(self._prompt, counted_as)
+                input_tokens = (count_prompt_tokens(self._prompt, counted_as, self.provider)
                                 + count_tool_tokens(self._tools, counted_as) if billed else 0)
                 # Never below the subsets the provider did report (cache reads and writes are input).
                 input_tokens = max(input_tokens, (rep.cached_input_tokens or 0) + (rep.cache_write_tokens or 0))

@@ -378,7 +378,7 @@ def test_latency_excludes_tokenspys_own_estimate(tracker: Tracker, monkeypatch: 
     ticks = iter([10.0, 10.5, 99.0, 99.0, 99.0])  # start, end; later clock reads would be tokenspy's own work
     monkeypatch.setattr(tracker, "clock", lambda: next(ticks))
 
-    def slow_count(prompt: object, model: object) -> int:
+    def slow_count(prompt: object, model: object, provider: object = None) -> int:
         tracker.clock()  # time passes while estimating
         return 7
 

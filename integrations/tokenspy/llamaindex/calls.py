@@ -138,7 +138,7 @@ class LLMCall:
             if usage is not None:  # OpenAI's include_usage chunk; reports merge "latest wins"
                 provider_usage(call.set_usage, usage)
 
-    def adopt(self, messages: list[dict[str, str]]) -> None:
+    def adopt(self, messages: list[dict[str, Any]]) -> None:
         """The chat a completion call made inside it (an LLM whose `complete` runs its own `chat`, or
         a wrapper running another LLM's): its messages, a system one included, are what the provider
         bills, rather than our one-message framing."""

@@ -137,7 +137,10 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, Any]]:
     prompt: list[dict[str, Any]] = []
     for message in messages or ():
         content = _text_of_message(message)
-        entry: dict[str, Any] = {"role": _role(message), "content": content}
+        # Images are billed with the text (the core estimates an ImageBlock from its header).
+        images = [block for block in _get(message, "blocks") or () if type(block).__name__ == "ImageBlock"]
+        entry: dict[str, Any] = {"role": _role(message),
+                                 "content": [{"type": "text", "text": content}, *images] if images else content}
         calls = _history_tool_calls(message)
         if calls:
             entry["tool_calls"] = calls
