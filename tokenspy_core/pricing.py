@@ -415,6 +415,13 @@ class PriceBook:
             index = self._by_name = _exact_names(self._snapshot.providers)
         return index.get(model.lower(), ())
 
+    def preload(self) -> None:
+        """Import the price data now rather than at the first call's end. Importing genai-prices imports
+        httpx2, and a module half imported in one thread is visible to the others: the openai SDK, which
+        looks httpx2 up in `sys.modules` on every request, then fails on it (a fresh process's first
+        burst of concurrent calls)."""
+        self._genai_snapshot()
+
     def _genai_snapshot(self) -> Any:
         if self._snapshot is None:
             try:

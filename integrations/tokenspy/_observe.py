@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from tokenspy_core import active_call, current_span
 from tokenspy_core._guard import guarded
+from tokenspy_core.tracker import PRICES
 
 from . import _instrument
 
@@ -57,6 +58,8 @@ def _install(sdk: str) -> None:
             return
         _adapter(sdk).install()
         _installed.add(sdk)
+    with guarded("price data"):
+        PRICES.preload()  # before the patched SDK's first request, not in a request's thread
 
 
 def instrument_sdks() -> None:

@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, TypeVar, overload
@@ -260,6 +260,11 @@ class Session(TrackerView):
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar("tokenspy.session", default=())
         self._open: list[_Entry] = []
         self._lock = threading.Lock()
+        # The token of each entry made into an empty stack (by the entry's id): its exit resets the
+        # variable, which takes it out of the context. Set to `()` instead, a context variable stays in
+        # the context for good: a server thread that enters a new session per request would keep one per
+        # request.
+        self._first: dict[int, Token[tuple[_Entry, ...]]] = {}
 
     def _enter(self) -> Session:
         stack = self._entries.get()
@@ -272,9 +277,11 @@ class Session(TrackerView):
             use = use_span(span)
             use.__enter__()
             entry = (span, use)
-        self._entries.set((*stack, entry))
+        token = self._entries.set((*stack, entry))
         with self._lock:
             self._open.append(entry)
+            if not stack:
+                self._first[id(entry)] = token
         return self
 
     def _exit(self, exc: BaseException | None) -> None:
@@ -287,9 +294,16 @@ class Session(TrackerView):
             entry = self._open[-1]
         else:
             entry = stack[at]
-            self._entries.set(stack[:at])
+            if at == 0 and (token := self._first.get(id(entry))) is not None:
+                try:
+                    self._entries.reset(token)
+                except (ValueError, RuntimeError):  # made in another context, or used already
+                    self._entries.set(())
+            else:
+                self._entries.set(stack[:at])
         span, use = entry
         with self._lock:
+            self._first.pop(id(entry), None)
             for i, e in enumerate(self._open):  # in place: other tasks append to it meanwhile
                 if e is entry:
                     del self._open[i]

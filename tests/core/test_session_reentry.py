@@ -181,3 +181,25 @@ def test_an_empty_name_is_refused(name: str) -> None:
         tokenspy.session(name)
     with pytest.raises(ValueError, match="must not be empty"):
         tokenspy.profile(name=name)
+
+
+def test_sessions_entered_and_left_leave_nothing_in_the_threads_context() -> None:
+    # A server thread entering a new session per request kept one context variable per session in its
+    # context, for good (~100 bytes a request, never freed).
+    import contextvars
+    import threading
+
+    sizes: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            for n in range(100):
+                with tokenspy.session("request", tags={"n": n}), tokenspy.session("inner"):
+                    _one_call()
+            sizes.append(len(contextvars.copy_context()))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    thread.join()
+    assert sizes[0] == sizes[1] <= 2  # tokenspy's own current span, not one per session
+    assert tokenspy.stats()["total_calls"] == 200

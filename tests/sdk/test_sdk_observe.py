@@ -212,3 +212,16 @@ def test_sdk_imported_after_the_first_profile_is_patched_on_import() -> None:
     """)
         == "True True"
     )
+
+
+def test_the_price_data_is_loaded_before_the_first_tracked_request() -> None:
+    # Loaded at the first call's end, in a request thread, genai-prices imported httpx2 there: another
+    # thread's openai request, which looks httpx2 up in `sys.modules`, found it half imported and raised
+    # (a fresh process's first burst of concurrent calls: 2 to 10 of 20 failed).
+    assert _run("""
+        import sys, openai, tokenspy
+        loaded = lambda: "genai_prices.data" in sys.modules
+        before = loaded()
+        tokenspy.observe(openai.OpenAI(api_key="k"))
+        print(before, loaded())
+    """) == "False True"

@@ -32,6 +32,7 @@ from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_erro
 from tokenspy_core.at_exit import end_open_at_exit
 from tokenspy_core.call import MergedCall, _active, config
 from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
+from tokenspy_core.tracker import PRICES
 
 from .. import _instrument
 from .._api import TrackerView
@@ -79,6 +80,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         super().__init__()
         if tracker is not None and not isinstance(tracker, Tracker):
             raise TypeError(f"tracker must be a tokenspy Tracker, got {type(tracker).__name__}")
+        PRICES.preload()  # now, not in the thread of the first call's end (see `PriceBook.preload`)
         self._tracker = tracker
         # The handler's own view: every record it produced, whichever tracker it feeds.
         self._view = tracker if tracker is not None else Tracker(name="langchain")

@@ -24,6 +24,7 @@ from llama_index.core.instrumentation.span import active_span_id
 
 from tokenspy_core import Call, Span, Tracker, default_tracker
 from tokenspy_core._guard import guard, guarded
+from tokenspy_core.tracker import PRICES
 
 from .. import _instrument
 from .._api import TrackerView
@@ -56,6 +57,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
         if tracker is not None and not isinstance(tracker, Tracker):
             raise TypeError(f"tracker must be a tokenspy Tracker, got {type(tracker).__name__}")
+        PRICES.preload()  # now, not in the thread of the first call's end (see `PriceBook.preload`)
         self._tracker = tracker
         # What this handler saw: its own tracker if it has one, else a view fed as an extra sink.
         self._view = tracker if tracker is not None else Tracker(name="llamaindex")
