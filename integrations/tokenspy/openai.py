@@ -82,6 +82,8 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     path = getattr(options, "url", None)
     if not isinstance(path, str):
         return None
+    if "?" in path:  # `client.beta.responses` puts `?beta=true` in the path
+        path = path.partition("?")[0]
     operation = _ENDPOINTS.get(path)
     if operation is None:
         # `_background` is empty unless a background response is pending: one truth test otherwise.

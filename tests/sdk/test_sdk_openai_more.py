@@ -54,6 +54,20 @@ def test_responses_stream_records_usage_from_response_completed(oai: openai.Open
     assert record.streamed
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_beta_responses_are_tracked_as_responses(oai: openai.OpenAI, fp: FakeProvider, stream: bool) -> None:
+    # `client.beta.responses` requests `/responses?beta=true`: looked up with its query, the path was
+    # no endpoint tokenspy knew, and the call went untracked.
+    with tokenspy.session("s") as s:
+        result = oai.beta.responses.create(model="gpt-4o", input="hi", stream=stream)
+        if stream:
+            for _ in result:
+                pass
+    record = only_record()
+    assert_exact(record, responses_expected(fp.requests[0]["usage"]), GPT_4O)
+    assert s.calls == 1 and record.streamed is stream
+
+
 def test_responses_error_event_mid_stream_fails_the_call(oai: openai.OpenAI, fp: FakeProvider) -> None:
     fp.set_flags("midstream")
     with tokenspy.session("s"):
