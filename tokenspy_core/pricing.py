@@ -260,6 +260,8 @@ class PriceBook:
         # change, ended after) is not cached.
         self._valid_from = -math.inf
         self._valid_until = math.inf
+        self._dated = False  # whether the window is bounded: without, a cached price is good at any time
+        self._born = time.time()
         self._warned: set[str] = set()
         self._snapshot: Any = None
         self._by_name: dict[str, tuple[tuple[str, Any], ...]] | None = None  # built at the first use
@@ -290,6 +292,7 @@ class PriceBook:
     def _clear_cache(self) -> None:
         self._cache.clear()
         self._valid_from, self._valid_until = -math.inf, math.inf
+        self._dated = False
 
     def rates_for(self, model: str | None, provider: str | None = None, service_tier: str | None = None,
                   warn: bool = True, speed: str | None = None, at: float | None = None) -> ModelRates | None:
@@ -302,17 +305,18 @@ class PriceBook:
         `at`: when the call was made (epoch seconds; now if not given), for prices that change on a date."""
         if not model:
             return None
-        if at is None:
-            at = time.time()
         key = (model, provider, service_tier, speed)
         rates: ModelRates | None
-        if self._valid_from <= at < self._valid_until:
-            try:
-                rates = self._cache[key]
-            except KeyError:
-                rates = self._resolve(key, at)
+        try:
+            rates = self._cache[key]
+        except KeyError:
+            rates = self._resolve(key, time.time() if at is None else at)
         else:
-            rates = self._resolve(key, at)
+            if self._dated:  # a cached price changes on a date: the call's time must be in their window
+                if at is None:
+                    at = time.time()
+                if not self._valid_from <= at < self._valid_until:
+                    rates = self._resolve(key, at)
         if rates is None and warn:
             self._warn_unpriced(model)  # once per model: the first lookup that prices a call says it
         return rates
@@ -331,8 +335,10 @@ class PriceBook:
         with self._lock:
             if self._valid_from <= at < self._valid_until:
                 self._cache[key] = rates
-                self._valid_from = max(self._valid_from, start)
+                if start > self._born:  # (no call of this process started before this book existed)
+                    self._valid_from = max(self._valid_from, start)
                 self._valid_until = min(self._valid_until, until)
+                self._dated = self._valid_from > -math.inf or self._valid_until < math.inf
         return rates
 
     def priced_name(self, model: str | None, requested: str | None, provider: str | None = None,
