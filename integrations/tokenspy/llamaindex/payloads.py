@@ -136,11 +136,14 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, Any]]:
     """
     prompt: list[dict[str, Any]] = []
     for message in messages or ():
-        content = _text_of_message(message)
-        # Images are billed with the text (the core estimates an ImageBlock from its header).
-        images = [block for block in _get(message, "blocks") or () if type(block).__name__ == "ImageBlock"]
-        entry: dict[str, Any] = {"role": _role(message),
-                                 "content": [{"type": "text", "text": content}, *images] if images else content}
+        blocks = _get(message, "blocks")
+        content = _text_of_message(message, blocks)
+        entry: dict[str, Any] = {"role": _role(message), "content": content}
+        if blocks and (len(blocks) > 1 or type(blocks[0]).__name__ != "TextBlock"):
+            # Images are billed with the text (the core estimates an ImageBlock from its header).
+            images = [block for block in blocks if type(block).__name__ == "ImageBlock"]
+            if images:
+                entry["content"] = [{"type": "text", "text": content}, *images]
         calls = _history_tool_calls(message)
         if calls:
             entry["tool_calls"] = calls
@@ -148,10 +151,9 @@ def prompt_of_messages(messages: Iterable[Any] | None) -> list[dict[str, Any]]:
     return prompt
 
 
-def _text_of_message(message: Any) -> str:
-    """A message's text as llama-index-llms-openai sends it: its text blocks one after the other
-    (`content` joins them with line breaks, which are not sent)."""
-    blocks = _get(message, "blocks")
+def _text_of_message(message: Any, blocks: Any) -> str:
+    """A message's text as llama-index-llms-openai sends it: its text blocks (`blocks`) one after the
+    other (`content` joins them with line breaks, which are not sent)."""
     if blocks and len(blocks) > 1:
         texts = [block.text for block in blocks if type(block).__name__ == "TextBlock"]
         if len(texts) > 1:
