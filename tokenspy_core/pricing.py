@@ -26,7 +26,7 @@ from fractions import Fraction
 from numbers import Integral, Rational, Real
 from typing import Any
 
-from ._guard import warn_user
+from ._guard import log_internal_error, warn_user
 from .usage import Usage
 
 __all__ = ["FEMTO_PER_USD", "MAX_PRICE_PER_MTOK", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
@@ -425,8 +425,11 @@ class PriceBook:
         """Import the price data now rather than at the first call's end. Importing genai-prices imports
         httpx2, and a module half imported in one thread is visible to the others: the openai SDK, which
         looks httpx2 up in `sys.modules` on every request, then fails on it (a fresh process's first
-        burst of concurrent calls)."""
-        self._genai_snapshot()
+        burst of concurrent calls). Never raises: a failure here is the first lookup's to report."""
+        try:
+            self._genai_snapshot()
+        except Exception as exc:
+            log_internal_error("price data", exc)
 
     def _genai_snapshot(self) -> Any:
         if self._snapshot is None:

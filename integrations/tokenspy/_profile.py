@@ -286,13 +286,14 @@ class Session(TrackerView):
 
     def _exit(self, exc: BaseException | None) -> None:
         stack = self._entries.get()
-        # The innermost entry this context made (by identity: re-entries are equal tuples).
-        at = next((i for i in range(len(stack) - 1, -1, -1) if any(e is stack[i] for e in self._open)), None)
-        if at is None:
-            if not self._open:
-                return
-            entry = self._open[-1]
-        else:
+        with self._lock:  # other threads remove their entries from `_open` meanwhile
+            # The innermost entry this context made (by identity: re-entries are equal tuples).
+            at = next((i for i in range(len(stack) - 1, -1, -1) if any(e is stack[i] for e in self._open)), None)
+            if at is None:
+                if not self._open:
+                    return
+                entry = self._open[-1]
+        if at is not None:
             entry = stack[at]
             if at == 0 and (token := self._first.get(id(entry))) is not None:
                 try:

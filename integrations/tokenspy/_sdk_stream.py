@@ -341,7 +341,10 @@ async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker, *, owned: b
             # event loop's finalizer, its close would be queued behind this one and could run while
             # `asyncio.run()` shuts the SDK's inner generators down ("aclose(): asynchronous
             # generator is already running", logged at shutdown).
-            await inner.aclose()  # type: ignore[attr-defined]
+            try:
+                await inner.aclose()  # type: ignore[attr-defined]
+            except Exception as exc:  # the SDK's own close failing is not the consumer's `break` failing
+                log_internal_error("stream close", exc)
         raise
     except BaseException as exc:
         tracker.errored(exc)

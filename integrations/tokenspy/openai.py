@@ -273,7 +273,7 @@ class _ChatChunks(_Request):
                     function = delta.function_call
                     self.call.add_text((function.name or "") + (function.arguments or ""))
                 else:
-                    extra = delta.__pydantic_extra__
+                    extra = getattr(delta, "__pydantic_extra__", None)  # (pydantic 1 has none)
                     if extra:  # the role and finish chunks have none: the SDK declares their fields
                         self._undeclared_output(extra)
             if not self._expect_usage and choice.finish_reason is not None:

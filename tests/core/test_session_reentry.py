@@ -203,3 +203,27 @@ def test_sessions_entered_and_left_leave_nothing_in_the_threads_context() -> Non
     thread.join()
     assert sizes[0] == sizes[1] <= 2  # tokenspy's own current span, not one per session
     assert tokenspy.stats()["total_calls"] == 200
+
+
+def test_threads_entering_and_leaving_one_session_at_once_each_leave_their_own_entry() -> None:
+    # Each exit looked its entry up in the session's open entries without the lock other threads remove
+    # theirs under: a skipped element sent it to the fallback, another thread's entry.
+    import threading
+
+    s = tokenspy.session("shared")
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(200):
+            with s:
+                _one_call()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert s.calls == 1600
+    assert {r.span_path for r in tokenspy.calls()} == {("shared",)}
+    assert s._open == [] and s._first == {}
