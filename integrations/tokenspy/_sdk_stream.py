@@ -57,18 +57,6 @@ def end_on_exception(call: CallLike, exc: BaseException) -> None:
         log_internal_error("sdk call end", exc)
 
 
-def _began(call: CallLike) -> bool:
-    target = call.outer if isinstance(call, MergedCall) else call
-    return target.served_model is not None
-
-
-def _answered(call: CallLike) -> None:
-    try:
-        call.mark_answered()
-    except Exception as exc:
-        log_internal_error("stream end", exc)
-
-
 def _end(call: CallLike, finished: bool) -> None:
     # `guarded("stream end")` as a plain try: a context manager costs more than the statement.
     try:
@@ -210,16 +198,11 @@ class StreamTracker(CloseHook):
 
     def errored(self, exc: BaseException) -> None:
         self._settle()
-        if _is_cancellation(exc):
-            if self.complete:
-                _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
-                return
-        elif _began(self.call):
-            # The provider began its answer (its first event named the model): the prompt was billed, even
-            # when the stream fails before any output (a read timeout, a cut connection). An error as the
-            # first event (an overloaded provider) began nothing.
-            _answered(self.call)
-        end_on_exception(self.call, exc)
+        if self.complete and _is_cancellation(exc):
+            _end(self.call, True)  # cancelled after the provider's final usage: the answer was whole
+        else:
+            # Billed for its prompt if the adapter saw the answer begin (`call.mark_answered`).
+            end_on_exception(self.call, exc)
 
     def stopped(self) -> None:
         """The consumer stopped, closed the stream or dropped it."""

@@ -171,6 +171,7 @@ class _Messages(Plan):
                 self.complete = True
         elif kind == "message_start":
             message = event.message
+            self.call.mark_answered()
             self.call.set_model(message.model)
             # message_start is the event the consumer waits for (its time to first token): its
             # usage is accounted once the consumer has it, with the next event or at the end.

@@ -252,8 +252,10 @@ class _ChatChunks(_Request):
         # Once per chunk: most chunks are one choice with a text delta, read with nothing else.
         if not self._model_seen and chunk.model:
             self._model_seen = True
-            self.call.set_model(chunk.model)
-            self.call.set_service_tier(getattr(chunk, "service_tier", None))
+            call = self.call
+            call.mark_answered()  # the answer began: should the stream fail now, its prompt was billed
+            call.set_model(chunk.model)
+            call.set_service_tier(getattr(chunk, "service_tier", None))
         choices = chunk.choices
         for choice in choices or ():  # (a gateway's usage chunk may say `"choices": null`)
             delta = choice.delta
@@ -391,6 +393,7 @@ class _ResponsesEvents(_Request):
                 self.call.add_text(getattr(item, "name", None) or "")
         elif kind in _FINAL or kind == "response.created":
             response = event.response
+            self.call.mark_answered()
             self.call.set_model(response.model)
             self.call.set_service_tier(getattr(response, "service_tier", None))
             if response.usage is not None:
