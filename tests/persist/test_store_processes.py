@@ -297,3 +297,33 @@ def test_a_call_open_in_the_parent_at_fork_is_recorded_once_by_the_parent(
     assert [(r.status, r.output_tokens) for r in parents] == [("finished", 10)]
     # The children's own calls: every finished one, and the one each left open at exit (a worker's last).
     assert sorted(r.status for r in records if r.input_tokens == 10) == ["aborted"] * 5 + ["finished"] * 5
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork")
+def test_a_stream_open_at_fork_closed_in_the_child_is_recorded_once_by_the_parent(
+        db: Path, run: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    # The child's copy of the stream, closed there, ended its copy of the parent's call: a second record
+    # of the same provider call, aborted.
+    proc = run("""
+        import os, sys, openai, tokenspy
+        from tokenspy.testing import FakeProvider
+        tokenspy.init(persist=sys.argv[1])
+        with FakeProvider() as fp:
+            client = tokenspy.observe(openai.OpenAI(base_url=fp.openai_base_url, api_key="k", max_retries=0))
+            stream = client.chat.completions.create(model="gpt-4o", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}])
+            chunks = iter(stream)
+            next(chunks)
+            pid = os.fork()
+            if pid == 0:
+                from tokenspy_core import store
+                stream.close()  # the child's copy
+                for writer in store.stores():
+                    writer.flush()
+                os._exit(0)  # (the fake provider's server thread is the parent's: nothing to stop here)
+            os.waitpid(pid, 0)
+            for _ in chunks:
+                pass
+    """, str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert [(r.status, r.partial) for r in load_records(db)] == [("finished", False)]
