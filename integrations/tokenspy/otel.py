@@ -283,8 +283,10 @@ class _Exporter:
         attrs = _user_attributes(span)
         if attrs:
             otel_span.set_attributes(attrs)
-        # A generator closed early (GeneratorExit) ended normally from the caller's point of view.
-        if error is not None and not isinstance(error, GeneratorExit):
+        # A generator closed early (GeneratorExit) ended normally from the caller's point of view, and so
+        # did a cancelled task: LangGraph cancels a node when its stream is closed early, with an object
+        # as the message (an error description that changes every run).
+        if error is not None and not isinstance(error, GeneratorExit) and type(error).__name__ != "CancelledError":
             otel_span.set_attribute("error.type", type(error).__qualname__)
             # What a failed record keeps: an exception's message can quote the prompt or the answer
             # (pydantic's validation errors do), so it goes out only where it cannot, or with

@@ -68,6 +68,10 @@ def chain_kind(name: str | None, *, tags: list[str] | None, metadata: Mapping[st
             return None if name in ("__start__", "__end__") else "node"
     if run_type in ("prompt", "parser"):
         return None
+    if metadata and metadata.get("lc_agent_name") == name:
+        # `langchain.agents.create_agent(name=...)`'s graph (its runs inherit the metadata: only the one
+        # of that name is the agent).
+        return "agent"
     if name == GRAPH_DEFAULT_NAME:
         # The root graph is the report's top level; a subgraph is already named by its node or tool.
         return "chain" if parent is None else None
