@@ -14,7 +14,6 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from . import call as _call
 from ._guard import log_internal_error
 from .call import Call
 
@@ -45,29 +44,24 @@ def end_open_at_exit(cls: type, end: Callable[[Any], None]) -> None:
 
 def end_open_calls() -> None:
     """What the store's exit flush runs first: the adapters' own exit hooks, then one pass over the heap
-    for their registered kinds and for any `Call` still active (only at exit, only with a store). A
-    forked process leaves the calls it inherited to the process that started them."""
-    kinds = tuple(_open_at_exit)
-    found: dict[type, list[Any]] = {cls: [] for cls in kinds}
-    calls: list[Call] = []
-    inherited_below = _call.inherited_below
-    for obj in gc.get_objects():
-        if type(obj) is Call:
-            if obj.status == "active":
-                if obj.id < inherited_below:
-                    obj.disown()  # whatever would end it here (a stream's hook) now records nothing
-                else:
-                    calls.append(obj)
-        elif kinds and isinstance(obj, kinds):
-            for cls in kinds:
-                if isinstance(obj, cls):
-                    found[cls].append(obj)
-                    break
+    for their registered kinds and for any `Call` still active (only at exit, only with a store)."""
     for end_hook in _before_exit_flush:
         try:
             end_hook()
         except Exception as exc:
             log_internal_error("end at exit", exc)
+    kinds = tuple(_open_at_exit)
+    found: dict[type, list[Any]] = {cls: [] for cls in kinds}
+    calls: list[Call] = []
+    for obj in gc.get_objects():
+        if type(obj) is Call:
+            if obj.status == "active":
+                calls.append(obj)
+        elif kinds and isinstance(obj, kinds):
+            for cls in kinds:
+                if isinstance(obj, cls):
+                    found[cls].append(obj)
+                    break
     for cls, objects in found.items():
         end = _open_at_exit[cls]
         for obj in objects:

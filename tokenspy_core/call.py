@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -61,7 +60,7 @@ UsageSource = Literal["provider", "estimated", "mixed"]
 
 _ids = itertools.count(1)
 # In a process forked from another, the calls it inherited (ids below this): copies of calls the parent
-# ends and records, which this process's exit must not record again (see `at_exit.end_open_calls`).
+# ends and records, whose ends here (at exit, a stream closed or collected) record nothing (`_end`).
 inherited_below = 0
 
 
@@ -386,16 +385,9 @@ class Call:
             self._ttft = self._clock() - self._started
 
     def mark_answered(self) -> None:
-        """The provider accepted the request and its answer began (a stream's response arrived), with no
-        output or usage yet: should the call fail now, its prompt was billed. (Left unset otherwise: read
-        only when a call fails.)"""
+        """The provider began its answer (a stream's first event), with no output or usage yet: should the
+        call fail now, its prompt was billed. (Left unset otherwise: read only when a call fails.)"""
         self._answered = True
-
-    def disown(self) -> None:
-        """Make this call's ends no-ops, with no record: a copy of another process's call (inherited
-        through fork), which that process records."""
-        with contextlib.suppress(AttributeError):
-            del self._live
 
     def restart_clock(self) -> None:
         """The request is only being sent now (a stream a framework handed back unread, sent at its first
@@ -629,8 +621,8 @@ class Call:
     def __del__(self) -> None:
         try:
             # Not at interpreter shutdown: the stores have flushed, and prices can no longer be imported.
-            if self.status == "active" and not sys.is_finalizing() and self.id >= inherited_below:
-                self.abort()  # (a call inherited through fork is its parent process's to record)
+            if self.status == "active" and not sys.is_finalizing():
+                self.abort()
         except BaseException:  # interpreter shutdown: nothing is safe to touch
             pass
 
@@ -639,6 +631,8 @@ class Call:
         return self.status != "active"
 
     def _end(self, status: Status, error: str | None) -> CallRecord | None:
+        if inherited_below and self.id < inherited_below:
+            return None  # a forked process's copy of its parent's call: however it ends here, the parent records it
         # The first end wins. Deleting the `_live` slot is one atomic step under the GIL (it holds True, whose
         # release runs no code): no lock per call (a shared lock convoys threads, and costs more than this).
         try:

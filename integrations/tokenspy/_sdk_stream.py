@@ -29,7 +29,6 @@ from types import MethodType
 from typing import Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall
-from tokenspy_core import call as core_call
 from tokenspy_core._guard import log_internal_error
 from tokenspy_core.at_exit import end_open_at_exit
 
@@ -45,18 +44,9 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, GeneratorExit | KeyboardInterrupt) or type(exc).__name__ == "CancelledError"
 
 
-def _inherited(call: CallLike) -> bool:
-    """Whether `call` is a copy a forked process inherited: the process that started it records it,
-    and this one's copy of its stream, closed or collected here, must not record it again."""
-    below = core_call.inherited_below
-    return bool(below) and (call.outer if isinstance(call, MergedCall) else call).id < below
-
-
 def end_on_exception(call: CallLike, exc: BaseException) -> None:
     """An exception ended the call: cancellation aborts it, anything else fails it."""
     try:
-        if _inherited(call):
-            return
         if _is_cancellation(exc):
             call.abort()
         else:
@@ -70,8 +60,6 @@ def end_on_exception(call: CallLike, exc: BaseException) -> None:
 def _end(call: CallLike, finished: bool) -> None:
     # `guarded("stream end")` as a plain try: a context manager costs more than the statement.
     try:
-        if _inherited(call):
-            return
         if finished:
             call.finish()
         else:

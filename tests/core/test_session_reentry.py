@@ -208,6 +208,7 @@ def test_sessions_entered_and_left_leave_nothing_in_the_threads_context() -> Non
 def test_threads_entering_and_leaving_one_session_at_once_each_leave_their_own_entry() -> None:
     # Each exit looked its entry up in the session's open entries without the lock other threads remove
     # theirs under: a skipped element sent it to the fallback, another thread's entry.
+    import sys
     import threading
 
     s = tokenspy.session("shared")
@@ -215,15 +216,20 @@ def test_threads_entering_and_leaving_one_session_at_once_each_leave_their_own_e
 
     def work() -> None:
         start.wait()
-        for _ in range(200):
+        for _ in range(600):
             with s:
                 _one_call()
 
     threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert s.calls == 1600
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between almost any two bytecodes: the race shows
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert s.calls == 4800
     assert {r.span_path for r in tokenspy.calls()} == {("shared",)}
     assert s._open == [] and s._first == {}
