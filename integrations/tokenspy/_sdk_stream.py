@@ -326,6 +326,10 @@ async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker, *, owned: b
             # generator is already running", logged at shutdown).
             try:
                 await inner.aclose()  # type: ignore[attr-defined]
+            except RuntimeError:
+                # "already running": `asyncio.run()`'s shutdown is closing it at the same moment (this
+                # close, queued by the event loop, ran late). It is closed either way.
+                pass
             except Exception as exc:  # the SDK's own close failing is not the consumer's `break` failing
                 log_internal_error("stream close", exc)
         raise

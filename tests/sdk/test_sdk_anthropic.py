@@ -373,7 +373,8 @@ def test_async_break_in_a_helper_coroutine_closes_like_the_bare_sdk(fp: FakeProv
     errors: list[str] = []
 
     async def main() -> None:
-        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context["message"]))
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: errors.append(f"{context['message']}: {context.get('exception')!r}"))
         client = tokenspy.observe(anthropic.AsyncAnthropic(base_url=fp.anthropic_base_url, api_key="k",
                                                            max_retries=0))
         stream = await client.messages.create(**ARGS, stream=True)
