@@ -542,11 +542,8 @@ class Store:
 
     def close(self) -> None:
         """Stop recording, write what is pending, close the file. Idempotent."""
-        with _registry_lock:
-            for key, store in list(_stores.items()):
-                if store is self:
-                    del _stores[key]
         if self._closed:
+            self._deregister()
             return
         self._closed = True
         self._unsubscribe()
@@ -562,7 +559,16 @@ class Store:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            # Only now: a SIGTERM that comes while this close waits or writes (a multiprocessing worker
+            # leaving as its pool is terminated) flushes the stores it finds, and this one is not written yet.
+            self._deregister()
             _maybe_restore_sigterm()
+
+    def _deregister(self) -> None:
+        with _registry_lock:
+            for key, store in list(_stores.items()):
+                if store is self:
+                    del _stores[key]
 
     def __repr__(self) -> str:
         return f"<tokenspy Store {str(self.path)!r}: {self.rows_written} written, {self.pending} pending>"

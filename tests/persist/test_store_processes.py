@@ -192,6 +192,32 @@ def test_sigterm_during_a_write_lets_the_write_commit_first(
     assert rows(db) == 100
 
 
+
+def test_sigterm_while_a_store_closes_still_writes_what_it_holds(
+        db: Path, run: Callable[..., subprocess.CompletedProcess[str]], rows: Callable[[Path], int]) -> None:
+    # A pool worker leaving normally (its exit finalizer closes the store) is SIGTERMed by the pool's
+    # terminate() meanwhile: the signal's flush must still find the store being closed.
+    proc = run("""
+        import os, signal, sys, tokenspy
+        from tokenspy_core import store
+        tokenspy.set_price("m", input=1, output=2)
+        tokenspy.init(persist=sys.argv[1])
+        st = store.stores()[0]
+        st.flush_interval = 3600  # the writer thread never writes: the close does
+        for i in range(100):
+            tokenspy.record("m", input_tokens=1, output_tokens=1)
+        writer = st._thread
+        class SignalledJoin:
+            def join(self, timeout=None):
+                writer.join(timeout)
+                os.kill(os.getpid(), signal.SIGTERM)  # handled right here, before the close writes
+        st._thread = SignalledJoin()
+        st.close()
+        print("not reached")
+    """, str(db))
+    assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout, proc.stderr
+    assert rows(db) == 100
+
 # init() at module level, as scripts do: spawn and forkserver children (forkserver: Linux's default from
 # Python 3.14) run it again while importing __main__, before the child's bootstrap clears the exit
 # finalizers registered so far; they then leave through os._exit (forkserver, fork) or sys.exit (spawn).
