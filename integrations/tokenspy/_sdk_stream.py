@@ -287,10 +287,14 @@ def _disabled(exc: Exception, on_item: Callable[[Any], bool], item: Any) -> tupl
     return functools.partial(_skipping, on_item), False
 
 
-def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
+def _items(inner: Iterator[Any], tracker: StreamTracker, observed: Any = None) -> Iterator[Any]:
+    """`observed`: the stream whose SDK `__iter__` reports each item to its observer (anthropic's, see
+    `_observed_iter`), done here in its place."""
     on_item: Callable[[Any], bool] = tracker.on_item
     try:
         for item in inner:
+            if observed is not None and (observer := observed._observer) is not None:
+                observer.item(item)
             try:
                 hide = on_item(item)
             except Exception as exc:
@@ -306,11 +310,15 @@ def _items(inner: Iterator[Any], tracker: StreamTracker) -> Iterator[Any]:
     tracker.exhausted()
 
 
-async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker, *, owned: bool = False) -> AsyncIterator[Any]:
-    """`owned`: `inner` is the SDK's own `__aiter__` generator, made for this loop alone."""
+async def _aitems(inner: AsyncIterator[Any], tracker: StreamTracker, observed: Any = None, *,
+                  owned: bool = False) -> AsyncIterator[Any]:
+    """`owned`: `inner` is the SDK's own `__aiter__` generator, made for this loop alone. `observed`: as
+    for `_items`."""
     on_item: Callable[[Any], bool] = tracker.on_item
     try:
         async for item in inner:
+            if observed is not None and (observer := observed._observer) is not None:
+                observer.item(item)
             try:
                 hide = on_item(item)
             except Exception as exc:
@@ -408,6 +416,21 @@ async def _plain_aiter(self: Any) -> AsyncIterator[Any]:
         yield item
 
 
+# anthropic's: each item is reported to the HTTP stream's observer (its tracing hook) as it is handed on.
+def _observed_iter(self: Any) -> Iterator[Any]:
+    for item in self._iterator:
+        if (observer := self._observer) is not None:
+            observer.item(item)
+        yield item
+
+
+async def _observed_aiter(self: Any) -> AsyncIterator[Any]:
+    async for item in self._iterator:
+        if (observer := self._observer) is not None:
+            observer.item(item)
+        yield item
+
+
 def _same_code(func: Any, reference: Callable[..., Any]) -> bool:
     """`func` compiles to exactly `reference`'s instructions and names: iterating it is iterating
     `self._iterator` (checked, not assumed, so that an SDK release adding work there keeps it)."""
@@ -426,7 +449,8 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
     The stream's `_iterator` stays the SDK's, and so do `__next__`/`__anext__`. A `for` loop goes
     through `_items` (which also notices an early stop: dropped after `break`, it is closed at once by
     reference counting) in place of the SDK's `__iter__` when that only re-yields `self._iterator`
-    (openai's), over the SDK's `__iter__` otherwise (anthropic's reports each item to its tracing). The
+    (openai's) or also reports each item to the stream's observer (anthropic's, which `_items` then
+    does), over the SDK's `__iter__` otherwise (an SDK release that does more there). The
     chain of running generators is walked by every exception raised under it (the SDKs raise and catch
     several per chunk), so a generator level costs more than its own resumption: one is saved where the
     SDK's adds nothing.
@@ -444,6 +468,7 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
         sdk_anext = cls.__anext__  # type: ignore[attr-defined]
 
         plain = _same_code(sdk_aiter, _plain_aiter)
+        aobserved = not plain and _same_code(sdk_aiter, _observed_aiter)
 
         def __aiter__(self: Any) -> AsyncIterator[Any]:
             tracker: StreamTracker | None = getattr(self, _ATTR, None)
@@ -451,6 +476,8 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
                 return sdk_aiter(self)  # type: ignore[no-any-return]
             if plain:
                 return _AsyncConsumer(_aitems(self._iterator, tracker), tracker)
+            if aobserved:
+                return _AsyncConsumer(_aitems(self._iterator, tracker, self), tracker)
             return _AsyncConsumer(_aitems(sdk_aiter(self), tracker, owned=True), tracker)
 
         def __anext__(self: Any) -> Any:
@@ -465,11 +492,14 @@ def _tracked_class(cls: type, *, is_async: bool) -> type:
 
         # A stream of this class may have no tracker: one made with `type(stream)(...)`.
         plain = _same_code(sdk_iter, _plain_iter)
+        observed = not plain and _same_code(sdk_iter, _observed_iter)
 
         def __iter__(self: Any) -> Iterator[Any]:
             tracker = getattr(self, _ATTR, None)
             if tracker is None:
                 return sdk_iter(self)  # type: ignore[no-any-return]
+            if observed:
+                return _items(self._iterator, tracker, self)
             return _items(self._iterator if plain else sdk_iter(self), tracker)
 
         def __next__(self: Any) -> Any:

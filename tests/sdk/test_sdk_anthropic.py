@@ -396,3 +396,62 @@ def test_async_break_in_a_helper_coroutine_closes_like_the_bare_sdk(fp: FakeProv
     (record,) = tokenspy.calls()
     assert (record.status, record.partial, record.output_tokens) == ("aborted", True, 2)
     assert [error for error in errors if "asynchronous generator" in error] == []
+
+
+def test_async_break_right_before_asyncio_run_returns_logs_nothing(fp: FakeProvider) -> None:
+    """No `await` between the `break` and the end of `asyncio.run()`: the loop's shutdown closes the
+    iterators left open. tokenspy's iterator reads the SDK's event generator itself (as the SDK's own
+    `__aiter__` does), so there is no SDK generator under it for that shutdown to close twice."""
+    errors: list[str] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context["message"]))
+        client = tokenspy.observe(anthropic.AsyncAnthropic(base_url=fp.anthropic_base_url, api_key="k",
+                                                           max_retries=0))
+        seen = 0
+        async for _ in await client.messages.create(**ARGS, stream=True):
+            seen += 1
+            if seen == 4:
+                break
+
+    fp.reply = " ".join(["word"] * 40)
+    gc.collect()
+    for _ in range(3):
+        asyncio.run(main())
+    assert [(r.status, r.partial, r.output_tokens) for r in tokenspy.calls()] == [("aborted", True, 2)] * 3
+    assert [error for error in errors if "asynchronous generator" in error] == []
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_the_sdks_own_tracing_still_sees_every_streamed_event(fp: FakeProvider, is_async: bool) -> None:
+    """anthropic's OpenTelemetry tracing (`open_telemetry=`) reads a stream's usage from each event its
+    iterator hands on: tokenspy's iterator, in place of the SDK's, reports them the same way."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    options: Any = {"tracer_provider": provider}
+    fp.reply = "one two three"
+    if is_async:
+        async def main() -> None:
+            client = tokenspy.observe(anthropic.AsyncAnthropic(
+                base_url=fp.anthropic_base_url, api_key="k", max_retries=0, open_telemetry=options))
+            async for _ in await client.messages.create(**ARGS, stream=True):
+                pass
+            await client.close()
+
+        asyncio.run(main())
+    else:
+        client = tokenspy.observe(anthropic.Anthropic(base_url=fp.anthropic_base_url, api_key="k", max_retries=0,
+                                                      open_telemetry=options))
+        for _ in client.messages.create(**ARGS, stream=True):
+            pass
+    record = only_record()
+    (span,) = exporter.get_finished_spans()
+    attributes = span.attributes or {}
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (
+        record.input_tokens, record.output_tokens)
+    assert (record.output_tokens, record.usage_source, record.partial) == (3, "provider", False)
