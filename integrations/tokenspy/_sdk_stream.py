@@ -224,8 +224,9 @@ class StreamTracker(CloseHook):
 
     def __del__(self) -> None:
         # The stream was collected: the consumer is gone. (`stopped` is guarded; at interpreter
-        # shutdown nothing is safe to touch.)
-        if self.call.status == "active" and not sys.is_finalizing():
+        # shutdown nothing is safe to touch. A copy `copy.deepcopy` gave up on half-way has no call.)
+        call = getattr(self, "call", None)
+        if call is not None and call.status == "active" and not sys.is_finalizing():
             self.stopped()
 
 

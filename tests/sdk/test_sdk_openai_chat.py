@@ -433,3 +433,19 @@ def test_a_request_leaves_nothing_for_the_garbage_collector(
     finally:
         gc.enable()
     assert [(r.status, r.span_path) for r in tokenspy.calls()] == [("finished", ("s",))]
+
+
+def test_a_failed_deepcopy_of_a_tracked_stream_reports_nothing_of_tokenspys(
+        oai: openai.OpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`copy.deepcopy` raises for a stream, as for the bare SDK's; the half-built copy of tokenspy's
+    tracker it leaves behind is collected without an "Exception ignored" of its own."""
+    unraisable: list[str] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(repr(info.object)))
+    tracked = stream(tokenspy.observe(oai))
+    with pytest.raises(TypeError):
+        copy.deepcopy(tracked)
+    gc.collect()
+    for _ in tracked:
+        pass
+    assert [entry for entry in unraisable if "StreamTracker" in entry] == []
+    assert only_record().status == "finished"
