@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-__all__ = ["BOX_GLYPHS", "fmt_cost", "render", "render_box"]
+__all__ = ["BOX_GLYPHS", "cost_text", "fmt_cost", "one_line", "render", "render_box"]
 
 _BAR_WIDTH = 16
 _MIN_WIDTH = 52
@@ -19,6 +20,11 @@ _UNICODE = {"tl": "╔", "tr": "╗", "bl": "╚", "br": "╝", "h": "═", "v":
             "bar": "█", "branch": "└─", "dot": "·", "more": "…"}
 # Every glyph the Unicode box draws: a stream that cannot encode one of them gets the ASCII box.
 BOX_GLYPHS = "".join(_UNICODE.values())
+# What a name (span, model, tag, error: set by users, providers and gateways) must not carry into a
+# terminal: the line breaks str.splitlines() knows, which split a row in two, and every other control
+# character (Unicode category Cc: C0, DEL, C1), which starts escape sequences (ESC, the 8-bit CSI 0x9b)
+# that clear the screen, retitle the window or write the clipboard, or rings the bell.
+_NOT_ON_ONE_LINE = re.compile(r"\r\n|[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ASCII = {"tl": "+", "tr": "+", "bl": "+", "br": "+", "h": "=", "v": "|", "ml": "+", "mr": "+",
           "bar": "#", "branch": "`-", "dot": "-", "more": "..."}
 
@@ -53,11 +59,17 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def _cost_of(node: dict[str, Any]) -> str:
-    text = fmt_cost(node["cost_usd"])
-    if node["unpriced_calls"] and node["cost_usd"] is not None:
-        text += f" + {node['unpriced_calls']:,} unpriced"
+def cost_text(cost_usd: float | Decimal | None, unpriced_calls: int) -> str:
+    """The cost of a group of calls: `$0.0035`, `$0.0035 + 1 unpriced` when some were not priced (the
+    amount leaves them out), `unpriced` when none was."""
+    text = fmt_cost(cost_usd)
+    if unpriced_calls and cost_usd is not None:
+        text += f" + {unpriced_calls:,} unpriced"
     return text
+
+
+def _cost_of(node: dict[str, Any]) -> str:
+    return cost_text(node["cost_usd"], node["unpriced_calls"])
 
 
 def _token_line(agg: dict[str, Any], dot: str) -> str:
@@ -98,13 +110,13 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
         if len(body) > _MAX_ROWS:
             hidden = len(body) - _MAX_ROWS
             body = [*body[:_MAX_ROWS], (f"{g['more']} {hidden:,} more rows (see tokenspy.stats()['tree'])", "", "")]
-    body = [(_one_line(r[0]), r[1], r[2]) for r in body]
+    body = [(one_line(r[0]), r[1], r[2]) for r in body]
     priced_rows = [r for r in body if r[1] or r[2]] or [("", "", "")]
     name_w = max(len(r[0]) for r in priced_rows)
     cost_w = max(len(r[1]) for r in priced_rows)
     lines = [f"{r[0].ljust(name_w)}  {r[1].rjust(cost_w)}  {r[2]}".rstrip() if r[1] or r[2] else r[0]
              for r in body]
-    footer = [_one_line(f"{dot} {h}") for h in hints or []]
+    footer = [one_line(f"{dot} {h}") for h in hints or []]
     width = max(_MIN_WIDTH, *(len(s) for s in header + lines + footer)) + 4
     out = [g["tl"] + g["h"] * (width) + g["tr"]]
     out += [f"{g['v']}  {s.ljust(width - 2)}{g['v']}" for s in header]
@@ -118,13 +130,17 @@ def render_box(stats: dict[str, Any], *, ascii: bool = False, hints: list[str] |
     return "\n".join(out)
 
 
-def _one_line(text: str) -> str:
-    """A span name with a line break in it stays on its row."""
-    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+def one_line(text: str) -> str:
+    """`text` safe for one row of a terminal table: each line break and control character a space."""
+    return _NOT_ON_ONE_LINE.sub(" ", text)
 
 
-def _bar(femto: int, total: int, g: dict[str, str]) -> str:
-    share = femto / total if total else 0.0
+def _bar(femto: int, total: int, g: dict[str, str], *, priced: bool = True) -> str:
+    if not priced or not total:
+        # No price, no share: an unpriced row is not 0% of the cost, nor is any row a share of $0 (as in
+        # the CLI tables and the HTML page).
+        return ""
+    share = femto / total
     filled = round(share * _BAR_WIDTH)
     return f"{g['bar'] * filled}{' ' * (_BAR_WIDTH - filled)}  {share * 100:3.0f}%"
 
@@ -143,7 +159,8 @@ def _rows(node: dict[str, Any], depth: int, total: int, g: dict[str, str],
         for child in rows:
             _rows(child, 0, total, g, out)
         return
-    out.append((f"{indent}{node['name']}", _cost_of(node), _bar(node["cost_femto"], total, g)))
+    out.append((f"{indent}{node['name']}", _cost_of(node),
+                _bar(node["cost_femto"], total, g, priced=node["cost_usd"] is not None)))
     if node["self_calls"]:
         _models(node, indent + "  ", g, out)
     for child in node["children"]:

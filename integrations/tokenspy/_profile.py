@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, overload
 from tokenspy_core import Budget, CallRecord, Span, Tracker, current_span, use_span
 from tokenspy_core.call import CURRENT
 from tokenspy_core.pricing import exact_amount
-from tokenspy_core.report import fmt_cost
+from tokenspy_core.report import cost_text
 from tokenspy_core.spans import user_span_parent
 
 from . import _instrument
@@ -75,6 +75,11 @@ def profile(fn: Any = None, /, *, name: str | None = None, budget_usd: float | N
     def decorate(f: Any) -> Any:
         if isinstance(f, staticmethod | classmethod):  # placed above @staticmethod / @classmethod
             return type(f)(decorate(f.__func__))
+        if isinstance(f, type):
+            # The wrapper would be a function: the class name would then no longer be a class
+            # (isinstance, subclassing and class attributes would fail far from here).
+            raise TypeError(f"@tokenspy.profile decorates a function, got the class {f.__name__}: "
+                            "decorate its methods instead")
         span_name = name or _default_name(f)
 
         def enter() -> Span:
@@ -337,7 +342,10 @@ class Session(TrackerView):
 
     @property
     def cost_str(self) -> str:
-        return fmt_cost(self.cost)
+        """The cost as the report shows it: `$0.0035`, `$0.0035 + 1 unpriced` (the calls the amount
+        leaves out), or `unpriced`."""
+        total = self.tracker.totals()  # one snapshot: the amount and its unpriced calls of the same moment
+        return cost_text(total.cost_usd, total.unpriced_calls)
 
     @property
     def tokens(self) -> int:
@@ -354,8 +362,8 @@ class Session(TrackerView):
 
     def __repr__(self) -> str:
         total = self.tracker.totals()  # one snapshot: cost, tokens and calls of the same moment
-        return (f"<tokenspy.session {self.name!r}: {fmt_cost(total.cost_usd)}, {total.total_tokens} tokens, "
-                f"{total.calls} calls>")
+        return (f"<tokenspy.session {self.name!r}: {cost_text(total.cost_usd, total.unpriced_calls)}, "
+                f"{total.total_tokens} tokens, {total.calls} calls>")
 
 
 def session(name: str = "session", *, budget_usd: float | None = None, on_exceeded: OnExceeded = "warn",

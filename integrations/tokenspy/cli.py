@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from tokenspy_core import CallRecord, Tracker
 from tokenspy_core.pricing import FEMTO_PER_USD, usd
-from tokenspy_core.report import BOX_GLYPHS, fmt_cost
+from tokenspy_core.report import BOX_GLYPHS, fmt_cost, one_line
 from tokenspy_core.store import SPAN_SEPARATOR, StoreError, iter_records, resolve_path
 from tokenspy_core.tracker import UNATTRIBUTED, Aggregate
 
@@ -36,8 +36,6 @@ _GROUPS = ("function", "model", "tag", "day", "commit")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _OFF = ("", "0", "false")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-# What str.splitlines() breaks at: a span or tag name holding one would split a table row in two.
-_LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +118,21 @@ def _usd(text: str) -> float:
     return value
 
 
+def _given(what: str, hint: str = "") -> Callable[[str], str]:
+    """A value that must name something: an empty one is most likely an unset variable (`--commit
+    "$BASE_SHA"`), and read as "no filter" or "the default database" it would quietly report on
+    calls nobody asked for (a baseline of the whole database passes a CI regression check)."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"blank {what} {text!r} (an unset variable?){hint}")
+        return text
+    return check
+
+
+_COMMIT = _given("commit", ": it would match every call")
+_DB = _given("database path")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -200,12 +213,8 @@ def _replay(records: Iterable[CallRecord]) -> Tracker:
 
 # -- output ------------------------------------------------------------------------------------------
 
-def _one_line(text: str) -> str:
-    return _LINE_BREAKS.sub(" ", text)
-
-
 def _align(rows: list[list[str]], right: set[int]) -> str:
-    rows = [[_one_line(cell) for cell in row] for row in rows]
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
@@ -436,8 +445,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _escape_data(text: str) -> str:  # GitHub workflow-command escaping
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+def _escape_data(text: str) -> str:
+    """GitHub workflow-command escaping; the other control characters (ESC: colours in the log, or
+    a terminal's escape sequences when run by hand) as spaces, as in every table."""
+    return one_line(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
@@ -472,7 +483,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 def _markdown(base: _Side, cur: _Side, rows: list[_Delta], flagged: set[int], what: str,
               threshold: float, glyphs: _Glyphs) -> str:
     def cell(text: str) -> str:
-        return _one_line(text).replace("|", "\\|")
+        return one_line(text).replace("|", "\\|")
 
     money = _money
 
@@ -506,7 +517,7 @@ def _build_parser() -> _Parser:
 
     def filters(p: argparse.ArgumentParser, *, db: bool = True) -> None:
         if db:
-            p.add_argument("--db", metavar="PATH", action=_Once,
+            p.add_argument("--db", metavar="PATH", action=_Once, type=_DB,
                            hint=" (to compare two: tokenspy compare --db A --db B)",
                            help="the database (default: $TOKENSPY_DB or ~/.tokenspy/usage.db)")
         p.add_argument("--since", type=_since, metavar="WHEN",
@@ -514,7 +525,7 @@ def _build_parser() -> _Parser:
 
     report = commands.add_parser("report", help="the cost tree, or a table by model, tag, day or commit")
     filters(report)
-    report.add_argument("--commit", action=_Once,
+    report.add_argument("--commit", action=_Once, type=_COMMIT,
                         hint=" (to compare two: tokenspy compare --commit X --commit Y)",
                         help="only calls recorded at this git commit (a prefix is enough)")
     report.add_argument("--by", choices=_GROUPS, default="function",
@@ -528,15 +539,17 @@ def _build_parser() -> _Parser:
 
     history = commands.add_parser("history", help="the most recent calls, one line each")
     filters(history)
-    history.add_argument("--commit", action=_Once, help="only calls recorded at this git commit")
+    history.add_argument("--commit", action=_Once, type=_COMMIT, help="only calls recorded at this git commit")
     history.add_argument("--limit", "-n", type=_positive_int, default=20, help="how many calls (default: 20)")
     history.add_argument("--format", choices=("text", "json"), default="text")
     history.set_defaults(run=_cmd_history)
 
     compare = commands.add_parser("compare", help="cost per span or model: two databases or two commits")
     filters(compare, db=False)
-    compare.add_argument("--db", action="append", metavar="PATH", help="give twice to compare two databases")
-    compare.add_argument("--commit", action="append", metavar="SHA", help="give twice to compare two commits")
+    compare.add_argument("--db", action="append", metavar="PATH", type=_DB,
+                         help="give twice to compare two databases")
+    compare.add_argument("--commit", action="append", metavar="SHA", type=_COMMIT,
+                         help="give twice to compare two commits")
     compare.add_argument("--by", choices=("function", "model"), default="function")
     compare.add_argument("--format", choices=("text", "json"), default="text")
     compare.set_defaults(run=_cmd_compare)
@@ -544,9 +557,10 @@ def _build_parser() -> _Parser:
     annotate = commands.add_parser("annotate", help="GitHub Actions warnings and a job-summary table "
                                    "for spans whose cost rose past a threshold")
     filters(annotate, db=False)
-    annotate.add_argument("--baseline", required=True, help="baseline database (or commit, with --db)")
-    annotate.add_argument("--current", required=True, help="current database (or commit, with --db)")
-    annotate.add_argument("--db", metavar="PATH", action=_Once,
+    side = _given("value", ": name a database, or a commit with --db")
+    annotate.add_argument("--baseline", required=True, type=side, help="baseline database (or commit, with --db)")
+    annotate.add_argument("--current", required=True, type=side, help="current database (or commit, with --db)")
+    annotate.add_argument("--db", metavar="PATH", action=_Once, type=_DB,
                           hint=" (two databases: --baseline A.db --current B.db)",
                           help="compare two commits of this database")
     annotate.add_argument("--threshold", type=_percent, default=10.0,

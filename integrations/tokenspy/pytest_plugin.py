@@ -60,11 +60,19 @@ def _budget_option(text: str) -> Decimal:
     return value
 
 
+def _json_option(text: str) -> str:
+    if not text.strip():
+        # Likely an unset variable (`--tokenspy-json "$OUT"`): a CI job that asked for the artifact
+        # must not pass without it, nor have it written to a name nobody meant.
+        raise argparse.ArgumentTypeError(f"--tokenspy-json takes a file path, got {text!r} (an unset variable?)")
+    return text
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tokenspy", "LLM tokens and cost per test (tokenspy)")
     group.addoption("--tokenspy", action="store_true", default=False,
                     help="after the run, list the tests that made LLM calls: calls, tokens, cost")
-    group.addoption("--tokenspy-json", metavar="PATH", default=None,
+    group.addoption("--tokenspy-json", metavar="PATH", type=_json_option, default=None,
                     help="write the per-test LLM cost table to PATH as JSON")
     group.addoption("--tokenspy-budget", metavar="USD", type=_budget_option, default=None,
                     help="fail the run when the LLM calls of all tests cost more than USD")
