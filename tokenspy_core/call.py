@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from weakref import WeakKeyDictionary, WeakSet
 
 from ._guard import _passthrough, log_internal_error
+from .errors import error_text, redact_keys
 from .pricing import FEMTO_PER_USD, ModelRates, usd
 from .spans import Sink, Span, past_ended_sessions
 from .spans import _current as _current_span
@@ -254,22 +255,6 @@ def _check_subsets(fields: Mapping[str, Any], current: UsageReport | None) -> No
     problem = impossible_parts(merged)
     if problem is not None:
         raise UsageValueError(problem)
-
-
-# Packages whose exceptions describe a request's transport or the provider's status, never its content.
-_DESCRIPTIVE = frozenset(("openai", "anthropic", "httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp",
-                          "asyncio", "concurrent", "tokenspy", "tokenspy_core"))
-
-
-def error_text(error: BaseException) -> str:
-    """What a failed record keeps of its exception: the type, and the message when it cannot quote the
-    prompt or the response (pydantic's validation errors quote the model's answer, a user's exception
-    can hold anything) unless content capture is on."""
-    name = type(error).__name__
-    if (config.capture_content or isinstance(error, OSError) or getattr(error, "status_code", None) is not None
-            or type(error).__module__.partition(".")[0] in _DESCRIPTIVE):
-        return f"{name}: {error}".rstrip(": ")
-    return name
 
 
 def _drop(text: str) -> None:
@@ -605,7 +590,8 @@ class Call:
     def fail(self, error: BaseException | str | None = None) -> CallRecord | None:
         if error is not None and not isinstance(error, BaseException | str):
             raise TypeError(f"fail() takes an exception or a message, got {type(error).__name__}")
-        return self._end("failed", error_text(error) if isinstance(error, BaseException) else error or "error")
+        return self._end("failed", error_text(error) if isinstance(error, BaseException)
+                         else redact_keys(error) if error else "error")
 
     def __enter__(self) -> Call:
         return self

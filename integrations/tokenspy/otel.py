@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tokenspy_core import Call, CallRecord, Span, Tracker, config, default_tracker
-from tokenspy_core.call import call_listeners, error_text
+from tokenspy_core.call import call_listeners
+from tokenspy_core.errors import error_text
 from tokenspy_core.pricing import FEMTO_PER_USD
 from tokenspy_core.spans import span_listeners
 
