@@ -7,11 +7,12 @@ events into these calls.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import spans as _spans
 from .budget import Budget, BudgetExceededError
 from .call import CURRENT, Call, CallRecord, MergedCall, active_call, config
 from .pricing import PriceBook
 from .spans import Sink, Span, current_span, use_span
-from .tracker import PRICES, Tracker, default_tracker
+from .tracker import PRICES, Tracker, default_tracker, home_of
 from .usage import (
     Usage,
     UsageReport,
@@ -65,5 +66,10 @@ def start_call(
         outer = active_call()
         if outer is not None and outer.claim():
             return MergedCall(outer)
-    return Call(tracker if tracker is not None else default_tracker(), model, provider=provider, prompt=prompt,
+    if tracker is None:
+        if _spans.homes:  # a framework handler's span: its tracker and view take the calls made under it
+            tracker, sinks = home_of(current_span() if parent is CURRENT else parent, sinks)
+        else:
+            tracker = default_tracker()
+    return Call(tracker, model, provider=provider, prompt=prompt,
                 streamed=streamed, parent=parent, sinks=sinks, operation=operation, tags=tags, tools=tools)

@@ -20,8 +20,9 @@ from ._guard import guarded
 if TYPE_CHECKING:
     from .budget import Budget
     from .call import CallRecord
+    from .tracker import Tracker
 
-__all__ = ["Sink", "Span", "current_span", "enclosing_levels", "enter_span", "exit_span", "inner_span",
+__all__ = ["Home", "Sink", "Span", "current_span", "enclosing_levels", "enter_span", "exit_span", "inner_span",
            "span_listeners", "use_span", "user_span_parent"]
 
 
@@ -32,7 +33,22 @@ class Sink:
         raise NotImplementedError
 
 
+class Home:
+    """Where a call started under a span records when it names no tracker of its own (a raw SDK call or a
+    `tokenspy.record` in a tool of an agent run): with the framework handler that owns the span, in that
+    handler's tracker (None: the default one) and the sinks it feeds besides (its own view)."""
+
+    __slots__ = ("sinks", "tracker")
+
+    def __init__(self, tracker: Tracker | None, sinks: tuple[Sink, ...] = ()) -> None:
+        self.tracker = tracker
+        self.sinks = sinks
+
+
 _ids = itertools.count(1)
+# Whether any span has a home (see `Home`): until one does, a call that names no tracker goes to the
+# default one without looking.
+homes = False
 # (on_start, on_end) pairs; the OpenTelemetry exporter registers here.
 span_listeners: list[tuple[Callable[[Span], None], Callable[[Span, BaseException | None], None]]] = []
 
@@ -44,6 +60,7 @@ class Span:
         "attributes",
         "budgets",
         "end_time",
+        "home",
         "id",
         "kind",
         "kinds",
@@ -57,7 +74,10 @@ class Span:
 
     def __init__(self, name: str, kind: str = "span", parent: Span | None = None, *,
                  sink: Sink | None = None, budget: Budget | None = None,
-                 tags: Mapping[str, Any] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
+                 tags: Mapping[str, Any] | None = None, attributes: Mapping[str, Any] | None = None,
+                 home: Home | None = None) -> None:
+        """`home`: see `Home`; inherited. (Not a sink: a sink gets every call under the span, those of a
+        nested component another handler owns too.)"""
         self.id = next(_ids)
         self.name = name
         self.kind = kind
@@ -72,12 +92,17 @@ class Span:
             self.sinks: tuple[Sink, ...] = ()
             self.budgets: tuple[Budget, ...] = ()
             self.tags: Mapping[str, Any] = dict(tags) if tags else {}
+            self.home = home
         else:
             self.path = (*parent.path, name)
             self.kinds = (*parent.kinds, kind)
             self.sinks = parent.sinks
             self.budgets = parent.budgets
             self.tags = {**parent.tags, **tags} if tags else parent.tags
+            self.home = home if home is not None else parent.home
+        if home is not None:
+            global homes
+            homes = True
         if sink is not None and sink not in self.sinks:  # a session entered again inside itself: counted once
             self.sinks = (*self.sinks, sink)
         if budget is not None and budget not in self.budgets:  # a session's, entered again inside itself
@@ -133,14 +158,16 @@ def inner_span(current: Span | None, outer: Span | None) -> Span | None:
         return outer
     # What each span added itself (its own sink and budget), read before any parent moves.
     own = [(s, s.sinks[len(s.parent.sinks):] if s.parent else s.sinks,
-            s.budgets[len(s.parent.budgets):] if s.parent else s.budgets) for s in segment]
+            s.budgets[len(s.parent.budgets):] if s.parent else s.budgets,
+            s.home if s.parent is None or s.home is not s.parent.home else None) for s in segment]
     parent = outer
-    for s, sinks, budgets in reversed(own):
+    for s, sinks, budgets, home in reversed(own):
         s.parent = parent
         s.path = (*parent.path, s.name)
         s.kinds = (*parent.kinds, s.kind)
         s.sinks = (*parent.sinks, *sinks)
         s.budgets = (*parent.budgets, *budgets)
+        s.home = home if home is not None else parent.home
         s.tags = {**parent.tags, **s.tags} if parent.tags else s.tags
         parent = s
     return current

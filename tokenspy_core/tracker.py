@@ -13,14 +13,15 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from . import spans
 from ._guard import _passthrough, log_internal_error
 from .call import CallRecord
 from .pricing import FEMTO_PER_USD, PriceBook, usd
-from .spans import Sink
+from .spans import Sink, Span
 
 __all__ = ["DEFAULT_MAX_RECORDS", "PRICES", "Aggregate", "Tracker", "default_tracker", "set_records_limit"]
 
@@ -322,6 +323,16 @@ def set_records_limit(max_records: int) -> None:
         trackers = list(_following)
     for tracker in trackers:
         tracker.set_max_records(max_records)
+
+
+def home_of(span: Span | None, sinks: Iterable[Sink]) -> tuple[Tracker, Iterable[Sink]]:
+    """The tracker, and the sinks besides `sinks`, of a call started under `span` that names no tracker:
+    the span's `Home` (its handler's), else the default tracker."""
+    home = span.home if span is not None and spans.homes else None
+    if home is None:
+        return default_tracker(), sinks
+    tracker = home.tracker if home.tracker is not None else default_tracker()
+    return tracker, (*sinks, *home.sinks) if home.sinks else sinks
 
 
 def default_tracker() -> Tracker:

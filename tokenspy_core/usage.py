@@ -461,6 +461,8 @@ def usage_from_any(usage: Any) -> UsageReport:
     if isinstance(usage, Usage):  # the user's own, made without a check: its counts are checked here
         return checked_copy(usage)
     if isinstance(usage, str | bytes | int | float | list | tuple | set | frozenset):
+        if _dropping_invalid.get():  # relayed by a framework (a gateway's "n/a"): nothing reported
+            return UsageReport()
         raise UsageTypeError(f"usage must be a usage object or dict, got {usage!r}")
     # The most common shape first (only OpenAI's has `prompt_tokens`).
     prompt = _get(usage, "prompt_tokens")

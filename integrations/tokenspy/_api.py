@@ -196,7 +196,7 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
     _check_call_options(provider, tags)
     # Under a spent `on_exceeded="raise"` budget this raises like any call start: for a provider tokenspy
     # does not wrap, refusing to record is the only way to stop the caller's loop.
-    call = Call(default_tracker(), _model(model), provider=provider, tags=tags)
+    call = _core_start_call(None, _model(model), provider=provider, tags=tags)  # a handler's span's tracker, if any
     call.add_report(report)  # a ready report: the same fields set_usage(**fields) would build, without the dict
     return call.finish()
 

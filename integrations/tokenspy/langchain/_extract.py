@@ -40,6 +40,8 @@ __all__ = [
     "result_message",
     "result_usage",
     "served_model",
+    "service_tier",
+    "speed",
 ]
 
 
@@ -328,6 +330,16 @@ def service_tier(message: Any) -> str | None:
     """The tier the provider says it served the call at (langchain-openai's `service_tier`)."""
     metadata = getattr(message, "response_metadata", None)
     value = metadata.get("service_tier") if type(metadata) is dict else None
+    return value if value.__class__ is str else None
+
+
+def speed(message: Any) -> str | None:
+    """The inference speed the provider says it served the call at: Anthropic's fast mode, in the raw
+    usage langchain-anthropic keeps (`response_metadata["usage"]["speed"]`). Its streams drop it (it
+    comes only in `message_start`): there only the SDK layer sees it."""
+    metadata = getattr(message, "response_metadata", None)
+    usage = metadata.get("usage") if type(metadata) is dict else None
+    value = _get(usage, "speed") if usage else None
     return value if value.__class__ is str else None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from tokenspy_core import call as core_call
 from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_error
 from tokenspy_core.at_exit import end_open_at_exit
 from tokenspy_core.call import MergedCall, _active, config
-from tokenspy_core.spans import Span, current_span, enclosing_levels, enter_span, exit_span
+from tokenspy_core.spans import Home, Span, current_span, enclosing_levels, enter_span, exit_span
 from tokenspy_core.tracker import PRICES
 
 from .. import _instrument
@@ -85,7 +86,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # The handler's own view: every record it produced, whichever tracker it feeds.
         self._view = tracker if tracker is not None else Tracker(name="langchain")
         self._sinks = () if tracker is not None else (self._view,)
-        self._runs = RunTree()
+        self._runs = RunTree(Home(tracker, self._sinks))
         self._last = _NO_RUN  # the run of the latest streamed chunk
         # Like a profile or session, a handler lets the SDK layer see the calls it tracks: the exact
         # provider usage then merges into this handler's record (one record per provider call), also
@@ -214,6 +215,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if _owners.setdefault(key, self) is not self:
             return  # another TokenSpyHandler feeding the same tracker records this run
         run.owner_key = key
+        run.thread = threading.current_thread()  # (a dict read) see _running_elsewhere
         outer = _active.get()
         if (outer is not None and outer.status == "active" and kwargs.get("batch_size", 1) == 1
                 and outer not in MergedCall._batch and outer is not _run_calls.get(run_id.int)
@@ -368,8 +370,10 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         if last_id is run_id or (last is not None and last.root == run_id.int):
             self._last = _NO_RUN  # hold no finished run
         # A root that failed or was cancelled takes its model runs in flight with it (LangChain reports
-        # none of their ends when it cancels them); one that returned may leave a task running one.
-        run = self._runs.end(run_id, error, release=_release_leftover, outlives=_in_flight if error is None else None)
+        # none of their ends when it cancels them), except those running in another thread, which nothing
+        # cancels; one that returned may also leave a task running one.
+        run = self._runs.end(run_id, error, release=_release_leftover,
+                             outlives=_in_flight if error is None else _running_elsewhere)
         if run is not None:
             if run.owner_key is not None:
                 _forget_model_run(run)
@@ -489,10 +493,21 @@ def _release_leftover(run: Run) -> None:
 def _in_flight(run: Run) -> bool:
     """A model run whose request is still in flight when its root ends without error: no chunk has come
     (a stream cut short has: LangChain may end the root of an abandoned chain stream before the model
-    run), so it is a call running in a task that outlived its tool or graph. It ends with its own
-    callback, with the provider's usage."""
+    run), so it is a call running in a task that outlived its tool or graph; or it runs in another
+    thread (`_running_elsewhere`). It ends with its own callback, with the provider's usage."""
     call = run.call
-    return call is not None and call.status == "active" and run.parts is None and not run.batched
+    return (call is not None and call.status == "active" and not run.batched
+            and (run.parts is None or _running_elsewhere(run)))
+
+
+def _running_elsewhere(run: Run) -> bool:
+    """A model run still open in another live thread than the one its root ends in: that thread goes
+    on (a sync LangGraph node in a worker thread after the consumer broke out of `graph.astream`; no one
+    can cancel a thread), and the provider bills the whole answer. It ends with its own callback, with
+    the provider's usage; a stream that thread abandoned ends when it is collected, or at exit."""
+    call, thread = run.call, run.thread
+    return (call is not None and call.status == "active" and not run.batched and thread is not None
+            and thread is not threading.current_thread() and thread.is_alive())
 
 
 def _end_run_at_exit(run: Run) -> None:
@@ -629,6 +644,7 @@ def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
         call.add_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
     call.set_service_tier(ex.service_tier(message))
+    call.set_speed(ex.speed(message))
     if report is None or report.output_tokens is None or config.capture_content:
         # The whole answer (text and tool calls), streamed or not: estimated only if usage is missing,
         # and kept on the record if content capture is on.

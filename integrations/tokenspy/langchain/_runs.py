@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from tokenspy_core import Call, Span, current_span
-from tokenspy_core.spans import inner_span
+from tokenspy_core.spans import Home, inner_span
 
 __all__ = ["HIDDEN_TAG", "Run", "RunTree", "chain_kind", "entered_runs", "task_key"]
 
@@ -94,6 +94,7 @@ class Run:
     entered: Any = None          # `span` made current for the code the run runs (see _handler._enter)
     watch: Any = None            # roots: the asyncio task watched for a cancelled start (_handler._watch)
     batched: bool = False        # a model run of a generate() with several prompts (see _handler._start_model)
+    thread: Any = None           # model runs: the thread that started it (see _handler._running_elsewhere)
 
 
 class RunTree:
@@ -103,7 +104,10 @@ class RunTree:
     callback looks its run up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, home: Home | None = None) -> None:
+        """`home`: the handler's, for its spans: what the code of its runs records by other ways (a raw SDK
+        call in a tool, a `tokenspy.record`) is the handler's too."""
+        self._home = home
         self._lock = threading.Lock()
         self._runs: dict[int, Run] = {}
         # A plain dict read is atomic under the GIL: lookups (once per streamed token) take no lock.
@@ -139,7 +143,8 @@ class RunTree:
             # A run whose parent this handler never saw (callbacks passed to one model only, or a root
             # that already ended) is a root of its own, under whatever tokenspy span is current here.
             attach = current
-        span = Span(name or kind or "run", kind, attach, attributes=attributes) if kind else None
+        span = (Span(name or kind or "run", kind, attach, attributes=attributes, home=self._home)
+                if kind else None)
         with self._lock:
             root_run = self._runs.get(parent.root) if parent is not None else None
             if root_run is not None:

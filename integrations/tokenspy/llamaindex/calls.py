@@ -192,6 +192,7 @@ class LLMCall:
         if usage is not None:
             provider_usage(call.set_usage, usage)
         call.set_service_tier(payloads.service_tier(response))
+        call.set_speed(payloads.speed(response))
         served = payloads.served_model(response)
         if served:
             call.set_model(served)
@@ -291,6 +292,8 @@ class _BatchedEmbedding(Call):
 
     def set_usage(self, usage: Any = None, /, **fields: int | None) -> None:
         report = usage_from_any(usage) if usage is not None else UsageReport(**fields)
+        if report.input_tokens is None:
+            return  # a request that reported no input count (a gateway's "n/a"): not a count of 0
         with self._lock:
             self._input += report.input_tokens or 0
             self._cached += report.cached_input_tokens or 0

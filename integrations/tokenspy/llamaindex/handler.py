@@ -24,6 +24,7 @@ from llama_index.core.instrumentation.span import active_span_id
 
 from tokenspy_core import Call, Span, Tracker, default_tracker
 from tokenspy_core._guard import guard, guarded
+from tokenspy_core.spans import Home
 from tokenspy_core.tracker import PRICES
 
 from .. import _instrument
@@ -62,6 +63,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # What this handler saw: its own tracker if it has one, else a view fed as an extra sink.
         self._view = tracker if tracker is not None else Tracker(name="llamaindex")
         self._sinks: tuple[Tracker, ...] = () if tracker is not None else (self._view,)
+        # For the spans of the components it owns: what their code records by other ways (a raw SDK call
+        # in a tool, a LangChain model) goes to this handler's tracker, or into its view (see `Span`).
+        self.span_home = Home(tracker, self._sinks)
         TAP.install()
         # Like a profile or session (and the LangChain handler), a handler lets the SDK layer see the
         # calls it tracks, so a call is recorded alike whether or not a session opened earlier in the

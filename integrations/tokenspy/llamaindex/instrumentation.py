@@ -330,7 +330,9 @@ class Tap:
             name, kind = role
             # A span named like its parent (FunctionTool.__call__ -> call, recursion) adds no level.
             if anchor is None or anchor.name != name or anchor.kind != kind:
-                own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_})
+                handler = here or owner or self.global_owner  # `set_handler`'s: the last resort
+                own = Span(name, kind, anchor, attributes={"llamaindex.span_id": id_},
+                           home=None if handler is None else handler.span_home)
         info = _Open(own or anchor, own, here or owner, legacy, role, root, enclosing,
                      instance if role == "llm" or role == "embedding" else None)
         if own is not None and own.kind == "agent":

@@ -29,6 +29,7 @@ __all__ = [
     "served_model",
     "span_method",
     "span_name",
+    "speed",
     "tools_of",
     "usage_of",
 ]
@@ -306,6 +307,14 @@ def served_model(response: Any) -> str | None:
 def service_tier(response: Any) -> str | None:
     """The tier the provider says it served the call at (openai's `service_tier`), priced at its rates."""
     return _raw_text(response, "service_tier")
+
+
+def speed(response: Any) -> str | None:
+    """The inference speed the provider says it served the call at: Anthropic's fast mode, `usage.speed`
+    of the Message llama-index-llms-anthropic dumps into `raw` (priced at its own rates). A stream's last
+    chunk carries `message_delta`, without it: only `message_start` has it, and only the SDK layer sees it."""
+    value = _get(_get(_get(response, "raw"), "usage"), "speed")
+    return value if isinstance(value, str) and value else None
 
 
 def _raw_text(response: Any, name: str) -> str | None:
