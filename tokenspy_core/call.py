@@ -866,6 +866,14 @@ class MergedCall:
         self._end("finished")
 
     def abort(self) -> None:
+        if self.status == "active":
+            # The request was cut (cancelled, its stream closed) before the answer began: the outer call,
+            # which has nothing more to wait for, ends with it. Its framework usually says so too, but not
+            # always (LangChain's `agenerate` fires no error for a task cancelled in its `gather`, under
+            # `asyncio.timeout()`). Once output has begun, the framework's end has what it streamed.
+            for call in self._targets:
+                if call._ttft is None and call.status == "active":
+                    call.abort()
         self._end("aborted")
 
     def fail(self, error: BaseException | str | None = None) -> None:

@@ -235,6 +235,10 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             self._end(run_id, exc)
             raise
         run.call = call
+        if parent_run_id is None:
+            # A model called directly in a task that gets cancelled (`asyncio.wait_for(llm.ainvoke(...))`):
+            # LangChain's `agenerate` reports no error for it (its `gather` raises past the callbacks).
+            run.watch = _watch(self, run_id)
         # One record when the SDK call underneath is intercepted too: the SDK layer merges into the
         # call active in this context.
         if kwargs.get("batch_size", 1) == 1:
@@ -388,11 +392,20 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         CancelledError reaches no callback; a root's start may be cut short). Ends it, and what is
         still open under it if it is a root."""
         # Only a cancelled task: a stream's chunks may each be awaited in a short task of their own
-        # (`asyncio.wait_for(stream.__anext__(), t)`), whose end says nothing of the run.
+        # (`asyncio.wait_for(stream.__anext__(), t)`), whose end says nothing of the run. Except a model
+        # run whose call already ended with no callback to follow (its request was cancelled under an
+        # `asyncio.timeout()` the task lived on after, see `MergedCall.abort`): it is forgotten now.
         if not task.cancelled():
+            with guarded("langchain finished task"):
+                run = self._runs.get(run_id)
+                if run is not None and run.call is not None and run.call.status != "active":
+                    self._end(run_id, None)
             return
         with guarded("langchain cancelled run"):
-            if self._runs.get(run_id) is not None:
+            run = self._runs.get(run_id)
+            if run is not None:
+                if run.call is not None and run.call.status == "active":
+                    _release_leftover(run)  # a model run of its own (a root): cut by the cancellation
                 self._end(run_id, asyncio.CancelledError())
 
 
@@ -600,10 +613,11 @@ def _keep_partial_output(run: Run, call: Call, response: Any) -> None:
     if report is not None:
         call.add_report(report)
     text = ex.message_text(partial) if partial is not None else ""
-    if text:
-        call.set_response_text(text)
-    else:
-        _keep_streamed_text(run, call)
+    streamed = _streamed_text(run.parts) if run.parts else ""
+    # The partial message may lack the last chunk the consumer got: `astream_events` hands each chunk on
+    # from inside its `on_llm_new_token`, before LangChain adds it to the partial message, and a consumer
+    # who stops there cancels the rest. What reached the consumer is what was billed.
+    call.set_response_text(text if len(text) >= len(streamed) else streamed)
 
 
 def _keep_streamed_text(run: Run, call: Call) -> None:
