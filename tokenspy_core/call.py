@@ -465,6 +465,17 @@ class Call:
         else:
             current.update(report)
 
+    def add_framework_report(self, report: UsageReport) -> None:
+        """`add_report` for the usage a framework layer relays (a LangChain message's `usage_metadata`)
+        at its end. Where an SDK request under it reported this provider call too, the request's numbers
+        stay: they are the provider's own, read off the wire, while a framework's are derived from them
+        (summed over a stream's chunks, or missing a field). The framework's fill in the rest."""
+        current = self._report
+        if current is None or not self._claimed:
+            self.add_report(report)
+        elif self.status == "active":
+            current.fill(report)
+
     def set_model(self, served_model: str | None) -> None:
         """The model the provider says it served (priced in preference to the requested name)."""
         if served_model and self.status == "active" and isinstance(served_model, str):  # a gateway's may be anything
@@ -825,6 +836,11 @@ class MergedCall:
             targets[0].add_report(report)
             for call in targets[1:]:
                 call.add_report(report.copy())  # a call keeps the report it is given, and updates it
+
+    def add_framework_report(self, report: UsageReport) -> None:
+        self.reported = True
+        for i, call in enumerate(self._targets):
+            call.add_framework_report(report if i == 0 else report.copy())
 
     def set_model(self, served_model: str | None) -> None:
         for call in self._targets:

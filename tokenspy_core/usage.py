@@ -93,6 +93,12 @@ class UsageReport:
         if value is not None:
             self.cache_write_1h_tokens = value
 
+    def fill(self, other: UsageReport) -> None:
+        """Take the fields `other` reports and this one does not."""
+        for name in FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(other, name))
+
     def copy(self) -> UsageReport:
         return UsageReport(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens,
                            self.reasoning_tokens, self.cache_write_1h_tokens)
@@ -313,10 +319,13 @@ def _openai_chat(usage: Any, prompt: Any) -> UsageReport:
     if completion is None and _get(usage, "total_tokens") is not None:
         output = 0  # a whole report without output (embeddings): nothing was generated
     # Positional, in field order: the hot path of every OpenAI-shaped report.
+    cached = _get(prompt_details, "cached_tokens")
+    if cached is None:
+        cached = _get(usage, "prompt_cache_hit_tokens")  # DeepSeek's own name (its docs' only one)
     report = UsageReport(
         _int(prompt),  # input_tokens
         output,  # output_tokens; None in a piece that reports only the prompt: estimated if never reported
-        _int(_get(prompt_details, "cached_tokens")),  # cached_input_tokens
+        _int(cached),  # cached_input_tokens
         _int(_get(prompt_details, "cache_write_tokens")),  # cache_write_tokens
         _int(_get(completion_details, "reasoning_tokens")),  # reasoning_tokens
     )
@@ -334,6 +343,8 @@ def _openai_chat_dict(usage: dict[str, Any], prompt: Any) -> UsageReport:
         cached, written = details.get("cached_tokens"), details.get("cache_write_tokens")
     else:
         cached, written = _get(details, "cached_tokens"), _get(details, "cache_write_tokens")
+    if cached is None:
+        cached = get("prompt_cache_hit_tokens")  # DeepSeek's own name (its docs' only one)
     details = get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if type(details) is dict else _get(details, "reasoning_tokens")
     output = get("completion_tokens")

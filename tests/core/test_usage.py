@@ -206,3 +206,13 @@ def test_reasoning_over_the_completion_without_a_total_saying_why_is_left_out_no
     assert record is not None
     assert (record.input_tokens, record.output_tokens, record.reasoning_tokens) == (20, 198, 0)
     assert (record.usage_source, record.estimated_fields) == ("provider", ())
+
+
+def test_deepseek_names_its_cache_hits_on_the_top_level() -> None:
+    # DeepSeek's documented usage: no prompt_tokens_details, the prompt split into cache hits and misses.
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100,
+             "prompt_cache_hit_tokens": 800, "prompt_cache_miss_tokens": 200}
+    assert usage_from_openai(usage) == UsageReport(1000, 100, 800)
+    assert usage_from_openai(SimpleNamespace(**usage, prompt_tokens_details=None)) == UsageReport(1000, 100, 800)
+    both = {**usage, "prompt_tokens_details": {"cached_tokens": 800}}  # a gateway sending the two names
+    assert usage_from_openai(both) == UsageReport(1000, 100, 800)

@@ -611,7 +611,7 @@ def _keep_partial_output(run: Run, call: Call, response: Any) -> None:
     partial = ex.result_message(response)
     report = ex.result_usage(None, ex.message_of(partial))
     if report is not None:
-        call.add_report(report)
+        call.add_framework_report(report)
     text = ex.message_text(partial) if partial is not None else ""
     streamed = _streamed_text(run.parts) if run.parts else ""
     # The partial message may lack the last chunk the consumer got: `astream_events` hands each chunk on
@@ -655,7 +655,7 @@ def _reconcile(call: Call, response: LLMResult, batched: bool) -> None:
     if report is None:
         report = ex.llm_output_usage(llm_output, batched)
     if report is not None:
-        call.add_report(report)
+        call.add_framework_report(report)
     call.set_model(ex.served_model(llm_output, generation, message))
     call.set_service_tier(ex.service_tier(message))
     call.set_speed(ex.speed(message))
