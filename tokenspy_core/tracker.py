@@ -21,7 +21,7 @@ from . import spans
 from ._guard import _passthrough, log_internal_error
 from .call import CallRecord
 from .pricing import FEMTO_PER_USD, PriceBook, usd
-from .spans import Sink, Span
+from .spans import Home, Sink, Span
 
 __all__ = ["DEFAULT_MAX_RECORDS", "PRICES", "Aggregate", "Tracker", "default_tracker", "set_records_limit"]
 
@@ -333,6 +333,19 @@ def home_of(span: Span | None, sinks: Iterable[Sink]) -> tuple[Tracker, Iterable
         return default_tracker(), sinks
     tracker = home.tracker if home.tracker is not None else default_tracker()
     return tracker, (*sinks, *home.sinks) if home.sinks else sinks
+
+
+def joined_home(home: Home | None, other: Home | None) -> Home | None:
+    """`home` that also feeds what `other` records into: a level two handlers on different trackers own,
+    made current by the first one (its code's calls are both handlers', as its model calls are)."""
+    if other is None or home is None or other is home:
+        return home if other is None else other
+    tracker = home.tracker if home.tracker is not None else default_tracker()
+    sinks = list(home.sinks)
+    for sink in (other.tracker if other.tracker is not None else default_tracker(), *other.sinks):
+        if sink is not tracker and sink not in sinks:
+            sinks.append(sink)
+    return Home(home.tracker, tuple(sinks))
 
 
 def default_tracker() -> Tracker:

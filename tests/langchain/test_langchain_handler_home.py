@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 import openai
+import pytest
 from langchain_core.tools import tool
 from lc_helpers import KEY, MINI, linear_graph, openai_chat
 
@@ -20,7 +21,7 @@ class State(TypedDict):
     text: str
 
 
-def agent_run(fp: FakeProvider, handler: TokenSpyHandler) -> None:
+def agent_run(fp: FakeProvider, *handlers: TokenSpyHandler) -> None:
     client = openai.OpenAI(base_url=fp.openai_base_url, api_key=KEY, max_retries=0)  # not observed
     llm = openai_chat(fp)
 
@@ -37,7 +38,7 @@ def agent_run(fp: FakeProvider, handler: TokenSpyHandler) -> None:
     def act(state: State) -> dict[str, str]:
         return {"text": lookup.invoke({"topic": "Paris"})}
 
-    linear_graph(State, ("think", think), ("act", act)).invoke({"text": ""}, config={"callbacks": [handler]})
+    linear_graph(State, ("think", think), ("act", act)).invoke({"text": ""}, config={"callbacks": list(handlers)})
 
 
 PATHS = [("LangGraph", "think"), ("LangGraph", "act", "lookup"), ("LangGraph", "act", "lookup")]
@@ -63,3 +64,14 @@ def test_a_default_handler_sees_what_its_tools_record_once_beside_the_shared_tra
     assert [r.id for r in handler.calls()] == [r.id for r in shared]  # each once, the model's call included
     assert handler.stats()["total_calls"] == session.calls == 3
     assert handler.stats()["total_cost_usd"] == tokenspy.stats()["total_cost_usd"]
+
+
+@pytest.mark.parametrize("tenant_first", [False, True], ids=["shared first", "tenant first"])
+def test_two_handlers_on_different_trackers_both_get_what_a_tool_records(fp: FakeProvider, tenant_first: bool) -> None:
+    # The documented "global plus per-tenant" pattern: each tracker gets every call of the run, a raw SDK
+    # call and a record() in a tool too, whichever handler LangChain calls first.
+    shared, tenant = TokenSpyHandler(), TokenSpyHandler(tracker=Tracker())
+    agent_run(fp, *((tenant, shared) if tenant_first else (shared, tenant)))
+    for records in (tokenspy.calls(), tenant.calls(), shared.calls()):
+        assert sorted(r.span_path for r in records) == sorted(PATHS)
+        assert sum(r.total_tokens for r in records) == sum(r.total_tokens for r in tokenspy.calls())

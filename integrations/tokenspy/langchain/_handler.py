@@ -33,7 +33,7 @@ from tokenspy_core._guard import _passthrough, guard, guarded, log_internal_erro
 from tokenspy_core.at_exit import end_open_at_exit
 from tokenspy_core.call import MergedCall, _active, config
 from tokenspy_core.spans import Home, Span, current_span, enclosing_levels, enter_span, exit_span
-from tokenspy_core.tracker import PRICES
+from tokenspy_core.tracker import PRICES, joined_home
 
 from .. import _instrument
 from .._api import TrackerView
@@ -435,7 +435,11 @@ def _enter(handler: TokenSpyHandler, run: Run | None, run_id: UUID) -> None:
     if run is None or run.span is None:
         return
     key = run_id.int
-    if _entered.setdefault(key, run.span) is not run.span:
+    entered_span = _entered.setdefault(key, run.span)
+    if entered_span is not run.span:
+        # Another handler's span of this level is current for its code: what that code records is this
+        # handler's too (a raw SDK call in a tool), as the level's model calls are.
+        entered_span.home = joined_home(entered_span.home, run.span.home)
         return
     entered = _Entered(key, None, _watch(handler, run_id))
     run.entered = entered
