@@ -29,7 +29,8 @@ from typing import Any
 from ._guard import log_internal_error, warn_user
 from .usage import Usage
 
-__all__ = ["FEMTO_PER_USD", "MAX_PRICE_PER_MTOK", "ModelRates", "PriceBook", "Rates", "exact_amount", "usd"]
+__all__ = ["FEMTO_PER_USD", "MAX_PRICE_PER_MTOK", "ModelRates", "PriceBook", "Rates", "exact_amount", "provider_at",
+           "usd"]
 
 logger = logging.getLogger("tokenspy")
 
@@ -47,6 +48,38 @@ _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
 # The model makers whose own price wins when a name no provider pattern claims is listed by several
 # providers (an Azure or OpenRouter listing of an OpenAI model is the same model, resold).
 _MAKERS = ("openai", "anthropic", "google")
+
+
+# base URL -> the provider serving it (None: no provider claims it). Bounded: a program that builds a
+# client per request with a URL of its own (an account or a session in the path) must not grow it.
+_HOSTS: dict[str, str | None] = {}
+_MAX_HOSTS = 256
+
+
+def provider_at(url: str) -> str | None:
+    """The genai-prices id of the provider whose API `url` is (`"groq"` for https://api.groq.com/openai/v1,
+    `"openai"` for https://api.openai.com/v1), or None for a host none claims (a local server, a proxy).
+
+    Matched as `calc_price(provider_api_url=...)` matches, each provider's `api_pattern` from the start
+    of the URL, the first in genai-prices' order winning; resolved once per URL (a regex per provider,
+    too slow for a request's path)."""
+    try:
+        return _HOSTS[url]
+    except KeyError:
+        pass
+    provider: str | None = None
+    try:
+        from genai_prices.data import providers
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    for candidate in providers:
+        if re.match(candidate.api_pattern, url):
+            provider = candidate.id
+            break
+    if len(_HOSTS) >= _MAX_HOSTS:
+        _HOSTS.clear()
+    _HOSTS[url] = provider
+    return provider
 
 
 def usd(femto: int) -> Decimal:

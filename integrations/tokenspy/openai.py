@@ -28,6 +28,7 @@ from openai._response import APIResponse, AsyncAPIResponse
 from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
 
 from tokenspy_core import Call, MergedCall, start_call, usage_from_openai
+from tokenspy_core.pricing import provider_at
 from tokenspy_core.usage import field_of as _get
 from tokenspy_core.usage import provider_usage
 
@@ -113,7 +114,7 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
         if not expect:  # the answer is complete when every choice has finished
             choices = _choice_count(extra if extra is not None and "n" in extra else body)
     call = start_call(None, None if model is None else str(model),
-                      provider="azure" if isinstance(client, BaseAzureClient) else "openai",
+                      provider=_provider(client),
                       prompt=body.get("messages") if chat else _prompt(path, body), streamed=stream, merge=True,
                       operation=operation, tags=tags or None, tools=body.get("tools") or body.get("functions"))
     if chat:
@@ -123,6 +124,28 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
             return _BackgroundCreate(call, options, stream)
         return _ResponsesEvents(call, options, stream)
     return _CompletionChunks(call, options, stream, hide, expect, choices)
+
+
+# id(client.base_url) -> (that URL, its provider). Keyed by identity, the URL kept so the id cannot be
+# reused: `str()` of an httpx URL, needed for a key by text, costs more than the rest of this lookup.
+_providers: dict[int, tuple[Any, str]] = {}
+
+
+def _provider(client: Any) -> str:
+    """Who serves the client's requests: `"azure"` for an Azure client, else the provider its base URL
+    names (`"groq"`, `"openrouter"`, ...: a host's price, not OpenAI's, for a model both list), else
+    `"openai"` (api.openai.com, and a host no price source knows: a local server, a proxy)."""
+    if isinstance(client, BaseAzureClient):
+        return "azure"
+    url = client.base_url
+    hit = _providers.get(id(url))
+    if hit is not None and hit[0] is url:
+        return hit[1]
+    provider = provider_at(str(url)) or "openai"
+    if len(_providers) >= 64:  # clients made per request: each has a URL object of its own
+        _providers.clear()
+    _providers[id(url)] = (url, provider)
+    return provider
 
 
 def _choice_count(body: Mapping[str, Any]) -> int:
@@ -287,7 +310,10 @@ class _ChatChunks(_Request):
         if usage is None:
             return False
         self.call.add_report(provider_usage(usage_from_openai, usage))
-        self.complete = True
+        # The answer is whole with the usage-only chunk that ends it, not with the running totals some
+        # servers put on every chunk (vLLM's continuous usage stats, Z.ai): stopped there, it is cut.
+        if not choices or all(choice.finish_reason is not None for choice in choices):
+            self.complete = True
         return self._hide_usage and not choices
 
     def _undeclared_output(self, extra: Mapping[str, Any]) -> None:
@@ -353,7 +379,8 @@ class _CompletionChunks(_Request):
             return False
         call.set_model(chunk.model)
         call.add_report(provider_usage(usage_from_openai, usage))
-        self.complete = True
+        if not choices or all(choice.finish_reason is not None for choice in choices):  # (see _ChatChunks)
+            self.complete = True
         return self._hide_usage and not choices
 
     def first_output(self, chunk: Any) -> bool:
