@@ -481,6 +481,12 @@ class Call:
         if served_model and self.status == "active" and isinstance(served_model, str):  # a gateway's may be anything
             self.served_model = served_model
 
+    def set_provider(self, provider: str | None) -> None:
+        """Who served the call, when a layer below the one that started it knows better (the host an SDK
+        client's base URL names, under a framework model that says "openai" for any host)."""
+        if provider and self.status == "active" and isinstance(provider, str):
+            self.provider = provider
+
     def set_service_tier(self, tier: str | None) -> None:
         """The service tier the provider says it served the call at (priced at that tier's rates)."""
         if tier and self.status == "active" and isinstance(tier, str):  # a gateway's may be anything
@@ -845,6 +851,10 @@ class MergedCall:
     def set_model(self, served_model: str | None) -> None:
         for call in self._targets:
             call.set_model(served_model)
+
+    def set_provider(self, provider: str | None) -> None:
+        for call in self._targets:
+            call.set_provider(provider)
 
     def set_service_tier(self, tier: str | None) -> None:
         for call in self._targets:

@@ -29,11 +29,13 @@ from typing import Any, Protocol
 
 from tokenspy_core import BudgetExceededError
 from tokenspy_core._guard import log_internal_error
+from tokenspy_core.pricing import provider_at
 
 from ._observe import tracking
 from ._sdk_stream import CallLike, CloseHook, StreamTracker, end_on_exception, hook_close, track_stream
 
-__all__ = ["RAW_RESPONSE_HEADER", "Plan", "SdkTypes", "copy_options", "wrap_request", "wrap_retry_sleep"]
+__all__ = ["RAW_RESPONSE_HEADER", "Plan", "SdkTypes", "copy_options", "host_provider", "wrap_request",
+           "wrap_retry_sleep"]
 
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # the same in both SDKs (Stainless-generated)
 
@@ -99,6 +101,26 @@ def _first_text(plan_ref: weakref.ref[Plan], text: str) -> None:
     if plan is not None:
         plan._text = append = plan.call.text_appender()  # the first token: its time is taken here
         append(text)
+
+
+# id(client.base_url) -> (that URL, its provider). Keyed by identity, the URL kept so the id cannot be
+# reused: `str()` of an httpx URL, needed for a key by text, costs more than the rest of this lookup.
+_providers: dict[int, tuple[Any, str]] = {}
+
+
+def host_provider(client: Any, default: str) -> str:
+    """The provider the client's base URL names (genai-prices' own URL patterns: `"groq"` for Groq's
+    OpenAI-compatible API, `"deepseek"` for DeepSeek's Anthropic-compatible one), else `default` (the
+    SDK's own API, and a host no price source knows: a local server, a proxy)."""
+    url = client.base_url
+    hit = _providers.get(id(url))
+    if hit is not None and hit[0] is url:
+        return hit[1]
+    provider = provider_at(str(url)) or default
+    if len(_providers) >= 64:  # clients made per request: each has a URL object of its own
+        _providers.clear()
+    _providers[id(url)] = (url, provider)
+    return provider
 
 
 class Planner(Protocol):

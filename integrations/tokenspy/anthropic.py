@@ -23,13 +23,13 @@ import anthropic
 from anthropic._base_client import AsyncAPIClient, SyncAPIClient
 from anthropic._response import APIResponse, AsyncAPIResponse
 
-from tokenspy_core import start_call, usage_from_anthropic
+from tokenspy_core import MergedCall, start_call, usage_from_anthropic
 from tokenspy_core.usage import field_of as _get
 from tokenspy_core.usage import provider_usage
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
+from ._sdk_request import Plan, SdkTypes, copy_options, host_provider, wrap_request, wrap_retry_sleep
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -87,9 +87,12 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
         # here, would go out empty. The list read from it is sent instead (on a copy of the options).
         options = copy_options(options, "json_data", {**body, "messages": messages})
     system = body.get("system")
-    call = start_call(None, None if model is None else str(model), provider="anthropic",
+    provider = host_provider(client, "anthropic")  # another host's Anthropic-compatible API is its own
+    call = start_call(None, None if model is None else str(model), provider=provider,
                       prompt=[{"role": "system", "content": system}, *messages] if system else messages,
                       streamed=stream, merge=True, operation="chat", tags=tags or None, tools=body.get("tools"))
+    if provider != "anthropic" and type(call) is MergedCall:
+        call.set_provider(provider)  # (see the openai adapter)
     return _Messages(call, options, stream)
 
 

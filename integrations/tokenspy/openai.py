@@ -28,13 +28,20 @@ from openai._response import APIResponse, AsyncAPIResponse
 from openai.lib.azure import AsyncAzureOpenAI, AzureOpenAI, BaseAzureClient
 
 from tokenspy_core import Call, MergedCall, start_call, usage_from_openai
-from tokenspy_core.pricing import provider_at
 from tokenspy_core.usage import field_of as _get
 from tokenspy_core.usage import provider_usage
 
 from ._observe import copy_observed
 from ._sdk_patch import Patches
-from ._sdk_request import RAW_RESPONSE_HEADER, Plan, SdkTypes, copy_options, wrap_request, wrap_retry_sleep
+from ._sdk_request import (
+    RAW_RESPONSE_HEADER,
+    Plan,
+    SdkTypes,
+    copy_options,
+    host_provider,
+    wrap_request,
+    wrap_retry_sleep,
+)
 from ._sdk_stream import CallLike
 
 __all__ = ["install", "uninstall"]
@@ -113,10 +120,14 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
             options, hide, expect = _ask_stream_usage(client, options, holder, extra)
         if not expect:  # the answer is complete when every choice has finished
             choices = _choice_count(extra if extra is not None and "n" in extra else body)
-    call = start_call(None, None if model is None else str(model),
-                      provider=_provider(client),
+    provider = _provider(client)
+    call = start_call(None, None if model is None else str(model), provider=provider,
                       prompt=body.get("messages") if chat else _prompt(path, body), streamed=stream, merge=True,
                       operation=operation, tags=tags or None, tools=body.get("tools") or body.get("functions"))
+    if provider != "openai" and type(call) is MergedCall:
+        # A framework model over this client names its own provider ("openai" for ChatOpenAI, whatever its
+        # base_url): the host this client's URL names is the one that served and prices the call.
+        call.set_provider(provider)
     if chat:
         return _ChatChunks(call, options, stream, hide, expect, choices)
     if path in _RESPONSES:
@@ -126,26 +137,11 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     return _CompletionChunks(call, options, stream, hide, expect, choices)
 
 
-# id(client.base_url) -> (that URL, its provider). Keyed by identity, the URL kept so the id cannot be
-# reused: `str()` of an httpx URL, needed for a key by text, costs more than the rest of this lookup.
-_providers: dict[int, tuple[Any, str]] = {}
-
-
 def _provider(client: Any) -> str:
     """Who serves the client's requests: `"azure"` for an Azure client, else the provider its base URL
     names (`"groq"`, `"openrouter"`, ...: a host's price, not OpenAI's, for a model both list), else
     `"openai"` (api.openai.com, and a host no price source knows: a local server, a proxy)."""
-    if isinstance(client, BaseAzureClient):
-        return "azure"
-    url = client.base_url
-    hit = _providers.get(id(url))
-    if hit is not None and hit[0] is url:
-        return hit[1]
-    provider = provider_at(str(url)) or "openai"
-    if len(_providers) >= 64:  # clients made per request: each has a URL object of its own
-        _providers.clear()
-    _providers[id(url)] = (url, provider)
-    return provider
+    return "azure" if isinstance(client, BaseAzureClient) else host_provider(client, "openai")
 
 
 def _choice_count(body: Mapping[str, Any]) -> int:

@@ -154,3 +154,38 @@ def test_an_unknown_host_keeps_the_models_listed_price_or_none(base_url: str) ->
     tokenspy.set_price(model, input=1, output=2)
     client.chat.completions.create(model=model, messages=MESSAGES)
     assert tokenspy.calls()[-1].cost == (1000 * 1 + 300 * 2) / Decimal(1_000_000)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_langchain_model_over_a_hosts_client_is_that_hosts_call(stream: bool) -> None:
+    # ChatOpenAI names "openai" whatever its base_url: the SDK layer under it knows the host.
+    from langchain_openai import ChatOpenAI
+
+    from tokenspy.langchain import TokenSpyHandler
+
+    client = _client(GROQ, "openai/gpt-oss-120b")
+    llm = ChatOpenAI(model="openai/gpt-oss-120b", base_url=GROQ, api_key="test", max_retries=0,  # type: ignore[arg-type]
+                     http_client=client._client)
+    config: Any = {"callbacks": [TokenSpyHandler()]}
+    if stream:
+        assert "".join(str(chunk.content) for chunk in llm.stream("hi", config=config)) == "Hi"
+    else:
+        llm.invoke("hi", config=config)
+    record = only_record()
+    assert (record.provider, record.cost) == ("groq", Decimal("0.0003")) == _listed("openai/gpt-oss-120b", GROQ)
+
+
+def test_an_anthropic_client_on_another_hosts_anthropic_api_is_that_hosts_call() -> None:
+    import anthropic
+    import httpx2
+
+    url = "https://api.deepseek.com/anthropic"
+    body = {"id": "m", "type": "message", "role": "assistant", "model": "deepseek-chat", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "Hi"}], "usage": {"input_tokens": 1000, "output_tokens": 300}}
+    client = tokenspy.observe(anthropic.Anthropic(
+        base_url=url, api_key="test", max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(lambda request: httpx2.Response(200, json=body)))))
+    client.messages.create(model="deepseek-chat", max_tokens=10, messages=MESSAGES)
+    record = only_record()
+    price = calc_price(GenaiUsage(input_tokens=1000, output_tokens=300), "deepseek-chat", provider_api_url=url)
+    assert (record.provider, record.cost) == ("deepseek", price.total_price)
