@@ -303,7 +303,7 @@ class PriceBook:
 
     def set_price(self, model: str, *, input: Any, output: Any, cached_input: Any = None,
                   cache_write: Any = None, cache_write_1h: Any = None) -> None:
-        if not isinstance(model, str) or not model:
+        if not isinstance(model, str) or not model.strip():
             raise TypeError(f"model must be a non-empty string, got {model!r}")
         rates = _rates(
             _per_token(input, "input"), _per_token(output, "output"),

@@ -159,14 +159,14 @@ _count = user_count  # a token count the user passes: checked once, for record()
 
 
 def _model(model: Any) -> str:
-    if not isinstance(model, str) or not model:
+    if not isinstance(model, str) or not model.strip():
         raise TypeError(f"model must be a non-empty string, got {model!r}")
     return model
 
 
 def _check_call_options(provider: Any, tags: Any) -> None:
-    if provider is not None and not isinstance(provider, str):
-        raise TypeError(f"provider must be a string, got {provider!r}")
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise TypeError(f"provider must be a non-empty string, got {provider!r}")
     if tags is not None and not isinstance(tags, Mapping):
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
 
@@ -217,7 +217,7 @@ def start_call(model: str, provider: str | None = None, prompt: Any = None, *, s
 _OPTIONS = ("auto_instrument", "persist", "otel", "track_git", "tags", "capture_content", "max_records")
 
 
-def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, otel: bool = False,
+def init(*, auto_instrument: bool = True, persist: bool | str | os.PathLike[str] = False, otel: bool = False,
          track_git: bool = False, tags: Mapping[str, Any] | None = None, capture_content: bool = False,
          max_records: int | None = None) -> None:
     """Process-wide options. Everything is off by default except SDK auto-instrumentation under
@@ -226,6 +226,8 @@ def init(*, auto_instrument: bool = True, persist: bool | str | Path = False, ot
                         ("capture_content", capture_content)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")
+    if isinstance(persist, os.PathLike) and not isinstance(persist, Path):
+        persist = Path(persist)  # pytest's `tmpdir`, a PurePath's str: any path-like, as report(path=...) takes
     if not isinstance(persist, bool | str | Path):
         raise TypeError(f"persist must be True, False or a database path, got {persist!r}")
     if persist == "":  # likely an unset variable (os.environ.get("DB", "")): say so, never store nothing quietly

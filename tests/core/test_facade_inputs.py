@@ -194,3 +194,28 @@ def test_start_call_stream_must_be_a_bool(bad: Any) -> None:
     with pytest.raises(TypeError, match="stream must be True or False"):
         tokenspy.start_call("gpt-4o", stream=bad)
     assert tokenspy.calls() == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda: tokenspy.set_price("  ", input=1, output=1),
+    lambda: tokenspy.record(" ", input_tokens=1, output_tokens=1),
+    lambda: tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1, provider=""),
+    lambda: tokenspy.start_call("\t"),
+], ids=["set_price model", "record model", "record provider", "start_call model"])
+def test_a_blank_model_or_provider_is_a_type_error_naming_it(call: Callable[[], Any]) -> None:
+    with pytest.raises(TypeError, match=r"model|provider"):
+        call()
+    assert tokenspy.calls() == []
+
+
+def test_init_persist_takes_any_path_like(tmp_path: pathlib.Path) -> None:
+    # pytest's `tmpdir` (a py.path.local) and PurePaths are os.PathLike, as report(path=...) accepts.
+    class Where:
+        def __fspath__(self) -> str:
+            return str(tmp_path / "usage.db")
+
+    tokenspy.init(persist=Where())
+    tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+    for store in stores():
+        store.flush()
+    assert (tmp_path / "usage.db").exists()
