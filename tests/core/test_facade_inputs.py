@@ -18,7 +18,7 @@ import pytest
 import tokenspy
 from tokenspy._profile import Session
 from tokenspy_core import config
-from tokenspy_core.store import stores
+from tokenspy_core.store import close_all, stores
 
 
 def _dollar_a_token() -> None:
@@ -215,7 +215,9 @@ def test_init_persist_takes_any_path_like(tmp_path: pathlib.Path) -> None:
             return str(tmp_path / "usage.db")
 
     tokenspy.init(persist=Where())
-    tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
-    for store in stores():
-        store.flush()
+    try:
+        tokenspy.record("gpt-4o", input_tokens=1, output_tokens=1)
+        assert [store.flush() for store in stores()] == [1]
+    finally:
+        close_all()
     assert (tmp_path / "usage.db").exists()
