@@ -530,7 +530,7 @@ def _build_parser() -> _Parser:
                         help="only calls recorded at this git commit (a prefix is enough)")
     report.add_argument("--by", choices=_GROUPS, default="function",
                         help="group by (default: function, the tree)")
-    report.add_argument("--tag", metavar="KEY", help="with --by tag: group by this tag's value")
+    report.add_argument("--tag", metavar="KEY", type=_given("tag key"), help="with --by tag: group by this tag's value")
     report.add_argument("--format", choices=("text", "json", "csv", "html"), default="text")
     report.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     report.add_argument("--ascii", action="store_true", help="draw the box with ASCII characters only")

@@ -58,3 +58,9 @@ def test_a_blank_database_path_is_a_usage_error_not_the_default_database(
     argv = [a.format(current=dbs.current) for a in argv]
     assert run(capsys, *argv) == (
         2, "", "tokenspy: error: argument --db: blank database path '' (an unset variable?)\n")
+
+
+def test_a_blank_tag_key_is_a_usage_error_not_a_group_of_every_call(
+        dbs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "report", "--db", dbs.both, "--by", "tag", "--tag", "") == (
+        2, "", "tokenspy: error: argument --tag: blank tag key '' (an unset variable?)\n")
