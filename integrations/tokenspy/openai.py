@@ -131,8 +131,10 @@ def _plan(client: Any, options: Any, stream: bool, tags: Mapping[str, Any]) -> P
     if chat:
         return _ChatChunks(call, options, stream, hide, expect, choices)
     if path in _RESPONSES:
-        if body.get("background") and not stream and type(call) is Call:
-            return _BackgroundCreate(call, options, stream)
+        # `extra_body` is merged over the body when the request is built: its `background` is the one sent.
+        background = extra["background"] if extra is not None and "background" in extra else body.get("background")
+        if background and type(call) is Call:
+            return _BackgroundStream(call, options, stream) if stream else _BackgroundCreate(call, options, stream)
         return _ResponsesEvents(call, options, stream)
     return _CompletionChunks(call, options, stream, hide, expect, choices)
 
@@ -430,6 +432,15 @@ class _ResponsesEvents(_Request):
             self.call.fail(f"{event.code or 'error'}: {event.message}")
         return False
 
+    def exhausted(self) -> None:
+        # A Responses stream always ends with its final event (or an `error` event, which failed the call):
+        # one that ends without it was cut short, as if its reader had stopped there. (Not so for Chat
+        # Completions, whose servers may send no usage chunk at all.)
+        if self.complete:
+            super().exhausted()
+        else:
+            self.stopped()
+
     def first_output(self, event: Any) -> bool:
         kind = _get(event, "type")
         return kind in _TEXT_DELTAS or (
@@ -440,7 +451,8 @@ class _ResponsesEvents(_Request):
 # `responses.create(background=True)` answers at once with a queued response and no usage; the model
 # runs later, and its usage comes with the response `responses.retrieve(id)` (or `cancel(id)`) returns
 # once it is terminal. The call stays open in between: recorded once, at that terminal response, with
-# its usage, in the span it was created in.
+# its usage, in the span it was created in. So does a `background=True` stream that stops before its
+# final event (a dropped connection, a `break`): the response runs on, and is billed whole.
 _RESPONSE_PREFIX = "/responses/"
 _NOT_STARTED = frozenset({"queued", "in_progress"})
 _TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
@@ -466,9 +478,26 @@ def _poll_plan(path: str, options: Any, stream: bool) -> Plan | None:
         return None
     response_id = unquote(rest)
     call = _background.get(response_id)
-    if call is None or stream:  # a streamed retrieve replays events: not read (see docs/sdk.md)
+    if call is None:
         return None
-    return _BackgroundPoll(MergedCall(call), options, False, response_id)
+    poll = _BackgroundPollEvents if stream else _BackgroundPoll
+    return poll(_Detached(call), options, stream, response_id)
+
+
+class _Detached(MergedCall):
+    """What the requests around a pending background response end in place of its call: nothing. Their
+    own ends (a create's stream stopped early, a retrieve that fails, is cancelled, or finds the response
+    still running) are not the response's, which runs on at the provider."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call)
+        self._targets = ()  # forwards nothing: the poll plans feed the call itself
+
+    def abort(self) -> None:
+        self._end("aborted")
+
+    def fail(self, error: BaseException | str | None = None) -> None:
+        self._end("failed")
 
 
 class _BackgroundCreate(_ResponsesEvents):
@@ -485,8 +514,49 @@ class _BackgroundCreate(_ResponsesEvents):
         call.set_model(_get(body, "model"))
         # What this request ends (`finish`, or `fail` should reading it fail) is a stand-in from now on:
         # the call itself ends at the terminal retrieve.
-        self.call = MergedCall(call)
+        self.call = _Detached(call)
         _pend(response_id, call)
+
+
+class _BackgroundStream(_ResponsesEvents):
+    """`responses.create(background=True, stream=True)`: read as any Responses stream; one that stops
+    before its final event (cut, broken out of, closed, collected, or ended short) leaves its call open
+    under the id its first event gave, for a retrieve (streamed or not) or a cancel to end."""
+
+    __slots__ = ("_id",)
+
+    def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
+        super().__init__(call, options, streamed)
+        self._id: str | None = None
+
+    def on_item(self, event: Any) -> bool:
+        if self._id is None and event.type in _OPENING:
+            response_id = event.response.id
+            self._id = response_id if isinstance(response_id, str) else None
+        return super().on_item(event)
+
+    def _set_aside(self) -> bool:
+        """Whether the call was left for a retrieve, rather than ended with this stream."""
+        call = self.call
+        response_id = self._id
+        if self.complete or response_id is None or type(call) is not Call or call.status != "active":
+            return False
+        self.call = _Detached(call)
+        self.call.finish()  # this request is over; the response is not
+        _pend(response_id, call)
+        return True
+
+    def stopped(self) -> None:
+        if not self._set_aside():
+            super().stopped()
+
+    def errored(self, exc: BaseException) -> None:
+        if not self._set_aside():
+            super().errored(exc)
+
+
+# The first events of a Responses stream, each with the response (and its id).
+_OPENING = frozenset({"response.created", "response.queued"})
 
 
 class _BackgroundPoll(Plan):
@@ -513,3 +583,16 @@ class _BackgroundPoll(Plan):
             call.abort()
         else:
             call.finish()
+
+
+class _BackgroundPollEvents(_BackgroundPoll):
+    """A streamed retrieve (`retrieve(id, stream=True, starting_after=n)`, how a background stream is
+    resumed): its final event holds the terminal response. Its text is not counted: a retrieve may replay
+    what the create's stream already showed."""
+
+    __slots__ = ()
+
+    def on_item(self, event: Any) -> bool:
+        if event.type in _FINAL:
+            self.on_body(event.response)
+        return False

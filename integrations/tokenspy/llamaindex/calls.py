@@ -172,12 +172,18 @@ class LLMCall:
             self.call.add_text(text)
 
     def end(self, response: Any) -> None:
+        failure = None
         try:
             if response is not None:
                 self._read(response)
+                if self.own:  # a merged call's outer call reads the answer it hands back
+                    failure = payloads.failure_of(response)
         finally:  # whatever happened reading it, the call ends (else it would be lost)
             self._flush()
-            self.call.finish()
+            if failure is None:
+                self.call.finish()
+            else:  # a failed Responses answer, returned as one: billed, and partial as any failed call
+                self.call.fail(failure)
             self.detach()
 
     def _read(self, response: Any) -> None:

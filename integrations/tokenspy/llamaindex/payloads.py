@@ -18,6 +18,7 @@ from tokenspy_core.usage import field_of
 
 __all__ = [
     "completion_prompt",
+    "failure_of",
     "get",
     "is_stream_method",
     "model_of",
@@ -315,6 +316,23 @@ def speed(response: Any) -> str | None:
     chunk carries `message_delta`, without it: only `message_start` has it, and only the SDK layer sees it."""
     value = _get(_get(_get(response, "raw"), "usage"), "speed")
     return value if isinstance(value, str) and value else None
+
+
+def failure_of(response: Any) -> str | None:
+    """The failure the provider reported in the answer itself, which LlamaIndex hands back as an answer,
+    raising nothing: an OpenAI Responses response with `status: "failed"` (as is the one a stream's
+    `response.failed` event ends with), or the `error` event that ended a stream. None otherwise."""
+    raw = _get(response, "raw")
+    if raw is None:
+        return None
+    kind = _get(raw, "type")
+    if kind == "error":
+        return f"{_get(raw, 'code') or 'error'}: {_get(raw, 'message') or 'response failed'}"
+    failed = _get(raw, "response") if kind == "response.failed" else raw
+    if _get(failed, "status") != "failed":
+        return None
+    error = _get(failed, "error")
+    return f"{_get(error, 'code') or 'error'}: {_get(error, 'message') or 'response failed'}"
 
 
 def _raw_text(response: Any, name: str) -> str | None:
