@@ -35,6 +35,7 @@ _OBSERVED = "_tokenspy_observed"  # set on an observed client instance: its call
 _NO_TAGS: Mapping[str, Any] = {}  # shared, never mutated
 _lock = threading.RLock()
 _installed: set[str] = set()
+_copy_kept: set[type] = set()  # client classes whose copies `observe` made sure are observed
 
 
 def tracking(client: Any) -> Mapping[str, Any] | None:
@@ -86,6 +87,7 @@ def uninstrument_sdks() -> None:
         for sdk in list(_installed):
             _adapter(sdk).uninstall()
         _installed.clear()
+        _copy_kept.clear()
 
 
 def _sdk_of(client: Any, caller: str) -> str:
@@ -112,6 +114,10 @@ def observe(client: C, **options: Any) -> C:
     if tags is not None and not isinstance(tags, Mapping):
         raise TypeError(f"tags must be a mapping, got {type(tags).__name__}")
     _install(sdk)
+    cls = type(client)
+    if cls not in _copy_kept:
+        _adapter(sdk).keep_copies_observed(cls)  # AnthropicBedrock, AnthropicVertex: a `copy` of their own
+        _copy_kept.add(cls)
     client.__dict__[_OBSERVED] = dict(tags) if tags else _NO_TAGS
     return client
 

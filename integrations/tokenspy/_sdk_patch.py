@@ -44,6 +44,14 @@ class Patches:
             setattr(owner, name, wrapper)
             self._applied.append((owner, name, current, wrapper))
 
+    def wrap_defined(self, cls: type, names: tuple[str, ...], make: Callable[[Any], Any]) -> None:
+        """`wrap` each of `names` wherever `cls` or a class it inherits from defines it (a client class of its
+        own, as `AnthropicBedrock`'s `copy` is, or a user's subclass)."""
+        for owner in cls.__mro__:
+            for name in names:
+                if name in owner.__dict__:
+                    self.wrap(owner, name, make)
+
     def undo(self) -> None:
         with self._lock:
             for owner, name, original, wrapper in reversed(self._applied):

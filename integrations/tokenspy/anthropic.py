@@ -58,6 +58,12 @@ def uninstall() -> None:
     _patches.undo()
 
 
+def keep_copies_observed(cls: type) -> None:
+    """An observed client's class whose `copy`/`with_options` the install did not patch: its copies are
+    observed too."""
+    _patches.wrap_defined(cls, ("copy", "with_options"), copy_observed)
+
+
 _NO_BODY: Mapping[str, Any] = {}  # shared, never mutated
 
 
@@ -187,6 +193,15 @@ class _Messages(Plan):
         elif kind == "message_stop":
             self.complete = True
         return False
+
+    def exhausted(self) -> None:
+        # A Messages stream always ends with its message_delta (the stop reason, the final usage) and
+        # message_stop: one that ends before was cut short, as if its reader had stopped there (the SDK's
+        # own tracing calls it an error: the stream ended before its end event).
+        if self.complete:
+            super().exhausted()
+        else:
+            self.stopped()
 
     def first_output(self, event: Any) -> bool:
         # As `on_item` marks the first token: at any content_block_delta, and at a tool call's start.

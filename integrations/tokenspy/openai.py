@@ -77,6 +77,12 @@ def uninstall() -> None:
     _patches.undo()
 
 
+def keep_copies_observed(cls: type) -> None:
+    """An observed client's class whose `copy`/`with_options` the install did not patch: its copies are
+    observed too."""
+    _patches.wrap_defined(cls, ("copy", "with_options"), copy_observed)
+
+
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     # The ABC check (slow even when negative) only for what is neither a dict nor None.
     return type(value) is dict or (value is not None and isinstance(value, Mapping))
