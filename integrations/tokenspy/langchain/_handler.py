@@ -37,6 +37,7 @@ from tokenspy_core.tracker import PRICES, joined_home
 
 from .. import _instrument
 from .._api import TrackerView
+from . import _agenerate
 from . import _extract as ex
 from ._global import set_global
 from ._runs import Run, RunTree, chain_kind, entered_runs, task_key
@@ -94,6 +95,8 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
         # `tokenspy.init(auto_instrument=False)` turns that off.
         with guarded("langchain auto-instrument"):
             _instrument.auto_instrument()
+        with guarded("langchain agenerate hook"):
+            _agenerate.install(TokenSpyHandler._cancelled)
 
     @property
     def open_runs(self) -> int:
@@ -235,6 +238,9 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             self._end(run_id, exc)
             raise
         run.call = call
+        started = _agenerate.started_here.get()
+        if started is not None:  # inside langchain-core's `agenerate`: a cancellation there is seen
+            started.append((self, run_id))
         if parent_run_id is None:
             # A model called directly in a task that gets cancelled (`asyncio.wait_for(llm.ainvoke(...))`):
             # LangChain's `agenerate` reports no error for it (its `gather` raises past the callbacks).
@@ -402,11 +408,16 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
                     self._end(run_id, None)
             return
         with guarded("langchain cancelled run"):
-            run = self._runs.get(run_id)
-            if run is not None:
-                if run.call is not None and run.call.status == "active":
-                    _release_leftover(run)  # a model run of its own (a root): cut by the cancellation
-                self._end(run_id, asyncio.CancelledError())
+            self._cancelled(run_id)
+
+    def _cancelled(self, run_id: UUID) -> None:
+        """The run was cancelled with no callback to say so: ends it, and its model call if it has one
+        (aborted, with what the provider reported, else the prompt estimated)."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            if run.call is not None and run.call.status == "active":
+                _release_leftover(run)
+            self._end(run_id, asyncio.CancelledError())
 
 
 @dataclass(slots=True, eq=False)
