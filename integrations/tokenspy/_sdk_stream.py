@@ -25,7 +25,7 @@ import functools
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from types import MethodType
+from types import FrameType, MethodType
 from typing import Any
 
 from tokenspy_core import BudgetExceededError, Call, MergedCall
@@ -216,9 +216,24 @@ class StreamTracker(CloseHook):
         gen = None if ref is None else ref()
         return gen is not None and bool(getattr(gen, "gi_running", False) or getattr(gen, "ag_running", False))
 
+    def reading_here(self) -> bool:
+        """`reading()`, and the close comes from inside that generator. A close from another thread (a
+        "stop" button closing the stream a worker reads) or task, while the reader waits for more of
+        the body, is the consumer stopping: the read error it makes the reader raise is not the call's."""
+        if not self.reading():
+            return False
+        gen = self._gen()
+        frame = getattr(gen, "gi_frame", None) or getattr(gen, "ag_frame", None)
+        here: FrameType | None = sys._getframe(1)
+        while here is not None:
+            if here is frame:
+                return True
+            here = here.f_back
+        return False
+
     def closing(self, response: Any) -> None:
         """The stream's response is being closed."""
-        if self.call.status != "active" or self.reading():  # `call.ended`, without a property call
+        if self.call.status != "active" or self.reading_here():  # `call.ended`, without a property call
             return
         self.stopped()
 
