@@ -76,6 +76,9 @@ def provider_at(url: str) -> str | None:
         if re.match(candidate.api_pattern, url):
             provider = candidate.id
             break
+    if provider == "google" and "aiplatform.googleapis.com" in url:
+        # Priced as Google's; but Vertex AI served it, not the Gemini API (OpenTelemetry tells them apart).
+        provider = "google_vertexai"
     if len(_HOSTS) >= _MAX_HOSTS:
         _HOSTS.clear()
     _HOSTS[url] = provider

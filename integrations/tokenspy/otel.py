@@ -54,6 +54,8 @@ _PROVIDERS = {"azure": "azure.ai.openai", "azure_openai": "azure.ai.openai", "be
               "google_vertexai": "gcp.vertex_ai", "gemini": "gcp.gemini", "google": "gcp.gemini",
               "google_genai": "gcp.gen_ai", "xai": "x_ai", "x-ai": "x_ai", "mistral": "mistral_ai",
               "mistralai": "mistral_ai", "watsonx": "ibm.watsonx.ai", "ibm": "ibm.watsonx.ai"}
+# Where `gen_ai.system`'s well-known value differs from `gen_ai.provider.name`'s.
+_OLD_SYSTEMS = {"x_ai": "xai"}
 # tokenspy span kinds that have a GenAI operation of their own.
 _SPAN_OPERATIONS = {"agent": ("invoke_agent", "gen_ai.agent.name"),
                     "tool": ("execute_tool", "gen_ai.tool.name")}
@@ -122,7 +124,7 @@ def call_attributes(record: CallRecord) -> dict[str, Any]:
     if provider:
         # `gen_ai.system` is the older name of `gen_ai.provider.name`; backends read one or the other.
         attrs["gen_ai.provider.name"] = provider
-        attrs["gen_ai.system"] = provider
+        attrs["gen_ai.system"] = _OLD_SYSTEMS.get(provider, provider)
     request_model = record.request_model or record.model
     if request_model:
         attrs["gen_ai.request.model"] = request_model

@@ -54,3 +54,13 @@ def test_a_hosts_listing_wins_over_the_name_split_into_its_makers() -> None:
     assert groq is not None
     assert (groq.base.input, groq.base.cache_read, groq.base.output) == (150_000_000, 75_000_000, 600_000_000)
     assert book.rates_for("openai/gpt-oss-120b", "openai") != groq
+
+
+@pytest.mark.parametrize("url", ["https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/",
+                                 "https://aiplatform.googleapis.com/v1/projects/p/locations/global/endpoints/openapi"])
+def test_vertex_ai_is_told_from_the_gemini_api_and_priced_as_google(url: str) -> None:
+    # genai-prices names both "google"; OpenTelemetry tells Vertex AI (gcp.vertex_ai) from the Gemini API.
+    assert provider_at(url) == "google_vertexai"
+    assert _GENAI.find_provider(None, None, url).id == "google"
+    book = pricing.PriceBook()
+    assert book.rates_for("gemini-2.0-flash", "google_vertexai") == book.rates_for("gemini-2.0-flash", "google")

@@ -353,3 +353,11 @@ def test_provider_names_follow_the_conventions(provider: str | None, expected: s
     record = tokenspy.record("m", input_tokens=1, output_tokens=1, provider=provider)
     assert record is not None
     assert call_attributes(record).get("gen_ai.provider.name") == expected
+
+
+def test_gen_ai_system_has_its_own_well_known_value_where_it_differs() -> None:
+    tokenspy.set_price("m", input=1, output=1)
+    record = tokenspy.record("m", input_tokens=1, output_tokens=1, provider="x-ai")
+    assert record is not None
+    attributes = call_attributes(record)
+    assert (attributes["gen_ai.provider.name"], attributes["gen_ai.system"]) == ("x_ai", "xai")

@@ -27,7 +27,7 @@ def test_a_copy_of_an_observed_vertex_client_is_observed(how: str) -> None:
                                                         max_retries=0, http_client=http))
     getattr(client, how)(timeout=30).messages.create(model=MODEL, max_tokens=5, messages=MESSAGES)
     (record,) = tokenspy.calls()
-    assert (record.input_tokens, record.output_tokens, record.provider) == (10, 2, "google")
+    assert (record.input_tokens, record.output_tokens, record.provider) == (10, 2, "google_vertexai")
 
 
 def _sse(*events: dict[str, Any]) -> bytes:
