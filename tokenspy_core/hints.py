@@ -19,6 +19,7 @@ report falls back to ASCII on terminals that cannot print anything else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -196,10 +197,29 @@ def _priced_name(g: _Group, prices: PriceBook) -> str:
     return prices.priced_name(g.model, requested, g.provider) or g.model
 
 
+_DASHED_VERSION = re.compile(r"-(\d+)-(\d+)$")
+
+
+def _cheaper_than(priced: str) -> str | None:
+    """The cheaper model to name for calls priced as `priced`, as the same gateway would take it: with its
+    vendor prefix (OpenRouter's `openai/gpt-4o` -> `openai/gpt-4o-mini`), and a dotted version where the
+    name had one (its `anthropic/claude-sonnet-4.5` -> `anthropic/claude-haiku-4.5`)."""
+    family = _family_name(priced)
+    cheaper = CHEAPER_MODEL.get(family)
+    if cheaper is None and "." in family:
+        cheaper = CHEAPER_MODEL.get(family.replace(".", "-"))
+        if cheaper is not None:
+            cheaper = _DASHED_VERSION.sub(r"-\1.\2", cheaper)
+    if cheaper is None:
+        return None
+    vendor = priced.rpartition("/")[0]
+    return f"{vendor}/{cheaper}" if vendor else cheaper
+
+
 def _downgrade_hints(groups: list[_Group], prices: PriceBook) -> list[Hint]:
     hints = []
     for g in groups:
-        cheaper = CHEAPER_MODEL.get(_family_name(_priced_name(g, prices)))
+        cheaper = _cheaper_than(_priced_name(g, prices))
         if cheaper is None:
             continue
         rates = prices.rates_for(cheaper, g.provider, warn=False)

@@ -320,3 +320,17 @@ def test_a_failure_in_one_tagged_request_is_not_retried_by_another_requests_call
     _call(tracker, "acme-large", again, input=100, output=10)  # r1's own retry
     [hint] = _kind(compute_hints(tracker.stats()), "retry")
     assert hint.span == "request"
+
+
+@pytest.mark.parametrize(("model", "cheaper"), [
+    ("openai/gpt-4o", "openai/gpt-4o-mini"),  # a gateway's vendor prefix kept: the name it takes
+    ("anthropic/claude-sonnet-4.5", "anthropic/claude-haiku-4.5"),  # OpenRouter's dotted versions
+])
+def test_a_gateways_downgrade_names_the_model_as_that_gateway_takes_it(model: str, cheaper: str) -> None:
+    tracker = Tracker()
+    call = Call(tracker, model, provider="openrouter", parent=Span("a", "function"))
+    call.set_usage(input_tokens=1000, output_tokens=100)
+    call.finish()
+    [hint] = _kind(compute_hints(tracker.stats()), "downgrade")
+    assert hint.text.startswith(f"a, {model}: {cheaper} would save ")
+    assert hint.saving_femto > 0
