@@ -61,3 +61,48 @@ def test_a_timeout_scope_around_ainvoke_records_the_call_and_frees_the_task(when
         assert (cut.input_tokens, cut.output_tokens, cut.usage_source) == (prompt, 0, "estimated")
     assert (second.status, second.input_tokens, second.output_tokens) == ("finished", 9, 7)
     assert handler.open_runs == 0
+
+
+def test_a_router_model_cancelled_around_its_inner_model_releases_both_runs() -> None:
+    # The inner model's run is merged into the router's call: the cancellation ends both.
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, BaseMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    handler = TokenSpyHandler()
+
+    class _Slow(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(1.0)
+            return await _Answer().handle_async_request(request)
+
+    async def main() -> None:
+        inner = ChatOpenAI(model="gpt-4o", base_url="http://provider.test/v1", api_key="k", max_retries=0,  # type: ignore[arg-type]
+                           http_async_client=httpx.AsyncClient(transport=_Slow()))
+
+        class Router(BaseChatModel):
+            @property
+            def _llm_type(self) -> str:
+                return "router"
+
+            def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                          **kwargs: Any) -> ChatResult:
+                raise NotImplementedError
+
+            async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                                 **kwargs: Any) -> ChatResult:
+                answer = await inner.ainvoke(messages)
+                return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer.content))])
+
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await Router().ainvoke(PROMPT)
+        assert handler.open_runs == 0
+
+    tokenspy.set_handler(handler)  # the inner model sees it too
+    try:
+        asyncio.run(main())
+    finally:
+        tokenspy.set_handler(None)
+    assert [(r.status, r.partial) for r in tokenspy.calls()] == [("aborted", True)] * 3

@@ -228,6 +228,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             # active, so the SDK layer underneath merges into it too. Only the first such model: a
             # wrapper's second model call is a provider call of its own.
             run.call = MergedCall(outer)  # type: ignore[assignment]
+            _note_agenerate_run(self, run_id)
             return
         try:
             call = Call(tracker, ex.request_model(serialized, params, metadata), provider=ex.provider_of(metadata),
@@ -238,9 +239,7 @@ class TokenSpyHandler(TrackerView, BaseCallbackHandler):
             self._end(run_id, exc)
             raise
         run.call = call
-        started = _agenerate.started_here.get()
-        if started is not None:  # inside langchain-core's `agenerate`: a cancellation there is seen
-            started.append((self, run_id))
+        _note_agenerate_run(self, run_id)
         if parent_run_id is None:
             # A model called directly in a task that gets cancelled (`asyncio.wait_for(llm.ainvoke(...))`):
             # LangChain's `agenerate` reports no error for it (its `gather` raises past the callbacks).
@@ -479,6 +478,12 @@ def _current_task() -> asyncio.Task[Any] | None:
 
 
 _running_loop = asyncio.events._get_running_loop
+
+
+def _note_agenerate_run(handler: TokenSpyHandler, run_id: UUID) -> None:
+    started = _agenerate.started_here.get()
+    if started is not None:  # inside langchain-core's `agenerate`: a cancellation leaving it ends the run
+        started.append((handler, run_id))
 
 
 def _watch(handler: TokenSpyHandler, run_id: UUID) -> tuple[asyncio.Task[Any], Callable[[Any], None]] | None:
