@@ -12,10 +12,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
-from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker
+from tokenspy_core import PRICES, Call, CallRecord, MergedCall, Tracker, UsageReport, config, default_tracker, spans
 from tokenspy_core import start_call as _core_start_call
 from tokenspy_core.report import BOX_GLYPHS
-from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, set_records_limit
+from tokenspy_core.spans import current_span
+from tokenspy_core.tracker import DEFAULT_MAX_RECORDS, home_of, set_records_limit
 from tokenspy_core.usage import TOKEN_BITS, impossible_parts, user_count
 
 from . import _instrument
@@ -196,7 +197,10 @@ def record(model: str, *, input_tokens: int, output_tokens: int, cached_input_to
     _check_call_options(provider, tags)
     # Under a spent `on_exceeded="raise"` budget this raises like any call start: for a provider tokenspy
     # does not wrap, refusing to record is the only way to stop the caller's loop.
-    call = _core_start_call(None, _model(model), provider=provider, tags=tags)  # a handler's span's tracker, if any
+    # Under a framework handler's span, its tracker and view (`Home`); else the default tracker, looked up
+    # without a span read (the hot path of programs that record by hand).
+    tracker, sinks = home_of(current_span(), ()) if spans.homes else (default_tracker(), ())
+    call = Call(tracker, _model(model), provider=provider, tags=tags, sinks=sinks)
     call.add_report(report)  # a ready report: the same fields set_usage(**fields) would build, without the dict
     return call.finish()
 
