@@ -192,7 +192,15 @@ class StreamTracker(CloseHook):
             log_internal_error("stream end", exc)
 
     # -- ends ---------------------------------------------------------------------------------
+    # Whether the stream always ends with a final event that sets `complete` (Responses' final event,
+    # anthropic's message_delta): one that runs out before it was cut short, as if its reader had stopped
+    # there. Not Chat Completions, whose servers may send no usage chunk at all.
+    ends_with_final_event = False
+
     def exhausted(self) -> None:
+        if self.ends_with_final_event and not self.complete:
+            self.stopped()
+            return
         self._settle()
         _end(self.call, True)
 

@@ -139,6 +139,9 @@ class _Messages(Plan):
     underneath `messages.stream()`)."""
 
     __slots__ = ("_pending", "_raw")
+    # message_delta carries the stop reason and the final usage (the SDK's own tracing calls a stream that
+    # ends before it an error).
+    ends_with_final_event = True
 
     def __init__(self, call: CallLike, options: Any, streamed: bool) -> None:
         super().__init__(call, options, streamed)
@@ -193,15 +196,6 @@ class _Messages(Plan):
         elif kind == "message_stop":
             self.complete = True
         return False
-
-    def exhausted(self) -> None:
-        # A Messages stream always ends with its message_delta (the stop reason, the final usage) and
-        # message_stop: one that ends before was cut short, as if its reader had stopped there (the SDK's
-        # own tracing calls it an error: the stream ended before its end event).
-        if self.complete:
-            super().exhausted()
-        else:
-            self.stopped()
 
     def first_output(self, event: Any) -> bool:
         # As `on_item` marks the first token: at any content_block_delta, and at a tool call's start.

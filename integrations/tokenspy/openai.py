@@ -409,6 +409,7 @@ _GENERATED_FIELD = {"custom_tool_call": "input", "code_interpreter_call": "code"
 
 class _ResponsesEvents(_Request):
     __slots__ = ()
+    ends_with_final_event = True  # response.completed / .incomplete / .failed (an `error` event fails it)
 
     def on_item(self, event: Any) -> bool:
         kind = event.type
@@ -437,15 +438,6 @@ class _ResponsesEvents(_Request):
             # The SDK does not raise on an error event: the loop just ends after it.
             self.call.fail(f"{event.code or 'error'}: {event.message}")
         return False
-
-    def exhausted(self) -> None:
-        # A Responses stream always ends with its final event (or an `error` event, which failed the call):
-        # one that ends without it was cut short, as if its reader had stopped there. (Not so for Chat
-        # Completions, whose servers may send no usage chunk at all.)
-        if self.complete:
-            super().exhausted()
-        else:
-            self.stopped()
 
     def first_output(self, event: Any) -> bool:
         kind = _get(event, "type")

@@ -12,13 +12,14 @@ estimated). Nothing else changes: the result, the exception and the timing are t
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tokenspy_core._guard import guarded
+
+from .._sdk_patch import Patches
 
 if TYPE_CHECKING:
     from ._handler import TokenSpyHandler
@@ -28,30 +29,20 @@ __all__ = ["install", "started_here"]
 # The model runs started by handlers inside the `agenerate` running in this context (None outside one).
 started_here: ContextVar[list[tuple[TokenSpyHandler, UUID]] | None] = ContextVar(
     "tokenspy_langchain_agenerate", default=None)
-_MARK = "__tokenspy_original__"
-_lock = threading.Lock()
-_installed = False
+_patches = Patches()  # never undone: a pass-through while no handler ran a model
 
 
 def install(end_cancelled: Callable[[TokenSpyHandler, UUID], None]) -> None:
     """Wrap the `agenerate` of langchain-core's chat and completion model classes (once per process)."""
-    global _installed
-    with _lock:
-        if _installed:
-            return
-        from langchain_core.language_models.chat_models import BaseChatModel
-        from langchain_core.language_models.llms import BaseLLM
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.language_models.llms import BaseLLM
 
-        for cls in (BaseChatModel, BaseLLM):
-            original = cls.__dict__.get("agenerate")
-            if original is not None and getattr(original, _MARK, None) is None:
-                wrapper = _wrap(original, end_cancelled)
-                setattr(wrapper, _MARK, original)
-                cls.agenerate = wrapper  # type: ignore[method-assign]
-        _installed = True
+    for cls in (BaseChatModel, BaseLLM):
+        _patches.wrap(cls, "agenerate", functools.partial(_wrap, end_cancelled=end_cancelled))
 
 
-def _wrap(original: Callable[..., Any], end_cancelled: Callable[[TokenSpyHandler, UUID], None]) -> Callable[..., Any]:
+def _wrap(original: Callable[..., Any], *,
+          end_cancelled: Callable[[TokenSpyHandler, UUID], None]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def agenerate(self: Any, *args: Any, **kwargs: Any) -> Any:
         started: list[tuple[TokenSpyHandler, UUID]] = []
